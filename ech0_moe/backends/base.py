@@ -1,0 +1,36 @@
+"""The contract between the expert pool and a model runtime."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ech0_moe.config import ExpertSpec
+
+Message = dict[str, str]
+
+
+@dataclass
+class LoadedModel:
+    """A model resident in memory, shared by every expert whose `model_key` matches."""
+
+    key: str
+    handle: Any
+    size_bytes: int
+    load_seconds: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
+    last_used: float = 0.0
+
+
+class Backend(Protocol):
+    """Load, unload and chat. `load` returns (handle, measured size in bytes)."""
+
+    name: str
+
+    def load(self, spec: ExpertSpec) -> tuple[Any, int]: ...
+
+    def unload(self, spec: ExpertSpec, handle: Any) -> None: ...
+
+    def chat(self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int) -> str: ...

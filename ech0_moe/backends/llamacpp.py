@@ -1,0 +1,55 @@
+"""In-process llama.cpp (llama-cpp-python) running GGUF files: the embedded default."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ech0_moe.backends.base import Message
+from ech0_moe.config import ExpertSpec
+from ech0_moe.errors import BackendError
+
+GGUF_MAGIC = b"GGUF"
+
+
+class LlamaCppBackend:
+    """Loads a GGUF with `llama_cpp.Llama`; unload frees it at once with `close()`."""
+
+    name = "llamacpp"
+
+    def __init__(self, n_threads: int | None = None) -> None:
+        self.n_threads = n_threads or int(os.environ.get("ECH0_THREADS", "0")) or (os.cpu_count() or 2)
+
+    def load(self, spec: ExpertSpec) -> tuple[Any, int]:
+        try:
+            with open(spec.model, "rb") as fh:
+                magic = fh.read(4)
+        except OSError as exc:
+            raise BackendError(f"expert {spec.name!r}: cannot read model file {spec.model}: {exc.strerror}") from None
+        if magic != GGUF_MAGIC:
+            raise BackendError(f"expert {spec.name!r}: {spec.model} is not a GGUF file (corrupt or wrong format)")
+        from llama_cpp import Llama
+
+        try:
+            llm = Llama(
+                model_path=spec.model,
+                n_ctx=spec.n_ctx,
+                n_threads=self.n_threads,
+                n_batch=512,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise BackendError(f"expert {spec.name!r}: llama.cpp could not load {spec.model}: {exc}") from None
+        return llm, os.path.getsize(spec.model)
+
+    def unload(self, spec: ExpertSpec, handle: Any) -> None:
+        handle.close()
+
+    def chat(self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int) -> str:
+        out = handle.create_chat_completion(
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=spec.temperature,
+            seed=0,
+        )
+        return (out["choices"][0]["message"]["content"] or "").strip()

@@ -1,0 +1,231 @@
+"""`ech0-moe`: ask, inspect the pool, route, run the demo.
+
+Every user-fixable problem ends in one line on stderr (``ech0-moe: error: ...``)
+and exit status 2; set ECH0_DEBUG=1 to see a traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ech0_moe.errors import Ech0Error
+
+DEMO_QUESTIONS: tuple[tuple[str, str], ...] = (
+    ("What is the integral of 2x from 0 to 3?", "optimized"),
+    ("How do white blood cells recognise a bacterial infection?", "optimized"),
+    ("Why does a satellite in low orbit need to keep moving fast?", "fast"),
+    ("If every bird can fly and penguins are birds, can penguins fly? Is the argument sound?", "basic"),
+    ("What is the integral of 2x from 0 to 3?", "optimized"),
+    ("What is the voltage across a 4 ohm resistor carrying 3 amps?", "ensemble"),
+)
+OUTPUT_KEYS = (
+    "solution",
+    "expert_used",
+    "mode",
+    "swapped",
+    "load_seconds",
+    "route_scores",
+    "compression_ratio",
+    "retrieved_contexts",
+    "timings",
+)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+
+def _context(args: argparse.Namespace) -> Any:
+    from graph.context import Context
+
+    overrides: dict[str, Any] = {}
+    for name in ("experts_file", "kb_dir", "compression_ratio", "top_k", "ensemble_k", "max_tokens"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return Context(**overrides)
+
+
+def run_query(graph: Any, ctx: Any, query: str, mode: str) -> dict[str, Any]:
+    """Invoke the graph and keep the documented result keys."""
+    result = graph.invoke({"query": query, "mode": mode}, context=ctx)
+    return {k: result.get(k) for k in OUTPUT_KEYS}
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from graph import build_graph
+
+    ctx = _context(args)
+    ctx.services()  # validate experts.yaml before anything runs
+    result = run_query(build_graph(), ctx, args.question, args.mode or "")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(result["solution"])
+        print(
+            f"\n[{result['mode']}] expert={result['expert_used']} swapped={result['swapped']} "
+            f"load={result['load_seconds']}s compression={result['compression_ratio']} "
+            f"contexts={len(result['retrieved_contexts'] or [])}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_experts(args: argparse.Namespace) -> int:
+    from ech0_moe.config import format_size, load_config
+
+    config = load_config(_context(args).experts_file)
+    rows = [
+        {
+            "name": e.name,
+            "domain": e.domain,
+            "backend": e.backend,
+            "model": e.model,
+            "size_bytes": e.size_bytes,
+            "loaded": False,
+        }
+        for e in config.experts
+    ]
+    if args.json:
+        print(json.dumps({"memory_budget": config.memory_budget, "experts": rows}, indent=2))
+        return 0
+    print(f"memory budget: {format_size(config.memory_budget)}   experts: {len(rows)}   loaded: none (in-process pool)")
+    files: dict[str, int] = {}
+    for r in rows:
+        files.setdefault(r["model"], len(files))
+        print(
+            f"  {r['name']:<12} {r['domain']:<17} {r['backend']:<9} {format_size(r['size_bytes']):>8}  "
+            f"file#{files[r['model']]} {os.path.basename(r['model'])}"
+        )
+    return 0
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    svc = _context(args).services()
+    decision = svc.router.route(args.question, top_k=args.top_k or 1)
+    out = {k: getattr(decision, k) for k in ("expert", "domain", "scores", "confidence", "seconds")}
+    out.update(method=decision.method, reason=decision.reason, ranked=decision.ranked)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"{decision.expert} ({decision.domain}) confidence={decision.confidence} via {decision.method}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ech0_moe.config import format_size
+    from graph import build_graph
+
+    ctx = _context(args)
+    t0 = time.perf_counter()
+    svc = ctx.services()
+    graph = build_graph()
+    print(f"ECH0 MoE demo: {len(svc.config.experts)} experts, budget {format_size(svc.pool.budget)}")
+    print(f"(router and knowledge base ready in {time.perf_counter() - t0:.1f}s)\n")
+    results = []
+    bar = tqdm(DEMO_QUESTIONS, desc="demo", unit="q", file=sys.stderr, disable=args.json)
+    for question, mode in bar:
+        bar.set_postfix_str(mode)
+        r = run_query(graph, ctx, question, mode)
+        results.append({"question": question, **r})
+        if not args.json:
+            timings = " ".join(f"{k}={v:.2f}s" for k, v in r["timings"].items())
+            answer = " ".join(r["solution"].split())[:110]
+            tqdm.write(
+                f"Q: {question}\n   -> {r['expert_used']} [{r['mode']}] "
+                f"{'SWAP ' + str(r['load_seconds']) + 's' if r['swapped'] else 'no swap'}, "
+                f"contexts={len(r['retrieved_contexts'])}, compression={r['compression_ratio']}\n"
+                f"   timings: {timings}\n   A: {answer}\n",
+                file=sys.stdout,
+            )
+    stats = svc.pool.stats()
+    summary = {
+        "questions": len(results),
+        "swaps": stats["swaps"],
+        "load_seconds_total": stats["load_seconds_total"],
+        "peak_loaded_bytes": stats["peak_loaded_bytes"],
+        "budget_bytes": stats["budget_bytes"],
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    if args.json:
+        print(json.dumps({"results": results, "summary": summary}, indent=2))
+    else:
+        print(
+            f"swaps: {summary['swaps']} ({summary['load_seconds_total']}s loading), "
+            f"peak loaded {format_size(summary['peak_loaded_bytes'])} "
+            f"of {format_size(summary['budget_bytes'])} budget, "
+            f"total {summary['seconds']}s"
+        )
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line, like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ech0-moe", description="Many experts, one loaded at a time.")
+    common = _Parser(add_help=False)
+    common.add_argument("--experts", dest="experts_file", help="path to experts.yaml")
+    common.add_argument("--kb", dest="kb_dir", help="knowledge-base folder")
+    common.add_argument("--json", action="store_true", help="print JSON")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ask", parents=[common], help="answer one question")
+    p.add_argument("question")
+    p.add_argument("--mode", help="optimized | fast | basic | ensemble")
+    p.add_argument("--compression-ratio", dest="compression_ratio", type=float)
+    p.add_argument("--top-k", dest="top_k", type=int, help="contexts to retrieve")
+    p.add_argument("--ensemble-k", dest="ensemble_k", type=int)
+    p.add_argument("--max-tokens", dest="max_tokens", type=int)
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("experts", parents=[common], help="list the pool")
+    p.set_defaults(func=cmd_experts)
+
+    p = sub.add_parser("route", parents=[common], help="route a question (no model is loaded)")
+    p.add_argument("question")
+    p.add_argument("--top-k", dest="top_k", type=int)
+    p.set_defaults(func=cmd_route)
+
+    p = sub.add_parser("demo", parents=[common], help="mixed questions showing routing, swaps and timings")
+    p.add_argument("--max-tokens", dest="max_tokens", type=int, default=48)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_libraries()
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except Ech0Error as exc:
+        print(f"ech0-moe: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ech0-moe: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # last line of defence: one line, no traceback
+        if os.environ.get("ECH0_DEBUG"):
+            raise
+        print(f"ech0-moe: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

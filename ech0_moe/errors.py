@@ -1,0 +1,17 @@
+"""One exception type for every problem a user can fix; the CLI prints it as one line."""
+
+
+class Ech0Error(Exception):
+    """A user-facing error: the message names the problem and where it is."""
+
+
+class ConfigError(Ech0Error):
+    """`experts.yaml` (or another setting) is missing or invalid."""
+
+
+class BudgetError(Ech0Error):
+    """An expert cannot fit in the memory budget."""
+
+
+class BackendError(Ech0Error):
+    """A model runtime failed to load a model or to answer."""

@@ -1,0 +1,78 @@
+"""The one shared, typed state every node reads and writes.
+
+`InputState` is what callers pass (`{"query": ...}`), `OutputState` is what
+they get back; `State` adds the working fields. Fields written by parallel
+branches have reducers: ensemble answers are concatenated and per-node
+timings are merged; `prepare` resets both at the start of every run, so a
+thread that is asked again (Studio, checkpointer) never shows stale values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+Mode = Literal["optimized", "fast", "basic", "ensemble"]
+MODES: tuple[str, ...] = ("optimized", "fast", "basic", "ensemble")
+
+
+def merge_timings(left: dict[str, float] | None, right: dict[str, float] | None) -> dict[str, float]:
+    """Reducer: each node adds its own timing entry; `None` resets (a new run on the same thread)."""
+    return {} if right is None else {**(left or {}), **right}
+
+
+def add_answers(left: list[dict[str, Any]] | None, right: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Reducer: ensemble branches append their answers (`operator.add`); `None` resets."""
+    return [] if right is None else [*(left or []), *right]
+
+
+@dataclass(kw_only=True)
+class InputState:
+    """What a caller provides."""
+
+    query: str = field(metadata={"description": "The user's question."})
+    mode: str = field(
+        default="",
+        metadata={"description": "optimized | fast | basic | ensemble; empty = the context's default mode."},
+    )
+
+
+@dataclass(kw_only=True)
+class OutputState:
+    """What a caller gets back: the answer and how it was produced."""
+
+    solution: str = ""
+    expert_used: str = ""
+    mode: str = ""
+    swapped: bool = False
+    load_seconds: float = 0.0
+    route_scores: dict[str, float] = field(default_factory=dict)
+    compression_ratio: float = 1.0
+    retrieved_contexts: list[dict[str, Any]] = field(default_factory=list)
+    timings: Annotated[dict[str, float], merge_timings] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class State(InputState, OutputState):
+    """Working state shared by all nodes."""
+
+    prompt: str = ""
+    domain: str = ""
+    route_confidence: float = 0.0
+    route_reason: str = ""
+    candidates: list[str] = field(default_factory=list)
+    ensemble_id: str = ""
+    answers: Annotated[list[dict[str, Any]], add_answers] = field(default_factory=list)
+    learned_id: str = ""
+
+
+@dataclass(kw_only=True)
+class ExpertTask:
+    """The payload `Send` gives each ensemble branch."""
+
+    query: str
+    prompt: str
+    expert: str
+    order: int
+    ensemble_id: str
+    route_score: float = 0.0

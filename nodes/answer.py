@@ -1,0 +1,37 @@
+"""answer: generate the solution with the loaded expert."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from ech0_moe.backends.base import Message
+from ech0_moe.services import Services
+from graph.context import Context
+from graph.state import State
+from nodes._common import context, services, timed
+
+
+def ask_expert(svc: Services, expert: str, prompt: str, max_tokens: int) -> tuple[str, bool, float]:
+    """Chat with one expert: its system prompt plus the (compressed) prompt.
+    Returns (text, swapped, load seconds) - non-zero if the expert had to be (re)loaded."""
+    spec = svc.pool.specs[expert]
+    messages: list[Message] = [
+        {"role": "system", "content": spec.system_prompt},
+        {"role": "user", "content": prompt},
+    ]
+    text, acquired = svc.pool.chat(expert, messages, max_tokens or None)
+    return text, acquired.swapped, acquired.load_seconds
+
+
+@timed("answer")
+def answer(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Answer the prompt (or the raw query on the basic path) with the routed expert."""
+    text, swapped, seconds = ask_expert(
+        services(runtime), state.expert_used, state.prompt or state.query, context(runtime).max_tokens
+    )
+    update: dict[str, Any] = {"solution": text}
+    if swapped:  # evicted by a concurrent run between swap_load and answer: reloaded here
+        update.update(swapped=True, load_seconds=round(state.load_seconds + seconds, 4))
+    return update

@@ -1,0 +1,19 @@
+"""compress: shrink retrieved contexts and the query preamble, keeping the question."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from graph.context import Context
+from graph.state import State
+from nodes._common import context, services, timed
+
+
+@timed("compress")
+def compress(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Query-aware extractive compression to the context's `compression_ratio`."""
+    texts = [c["text"] for c in state.retrieved_contexts]
+    result = services(runtime).compressor.compress(state.query, texts, ratio=context(runtime).compression_ratio)
+    return {"prompt": result.prompt(), "compression_ratio": result.ratio}
