@@ -63,9 +63,14 @@ def run_query(graph: Any, ctx: Any, query: str, mode: str) -> dict[str, Any]:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from graph import build_graph
+    from graph.state import State
+    from nodes._common import resolve_mode
+    from nodes.prepare import check_query
 
     ctx = _context(args)
-    ctx.services()  # validate experts.yaml before anything runs
+    check_query(args.question)  # fail fast, before any model is touched
+    resolve_mode(State(query=args.question, mode=args.mode or ""), ctx)
+    ctx.services()
     result = run_query(build_graph(), ctx, args.question, args.mode or "")
     if args.json:
         print(json.dumps(result, indent=2))

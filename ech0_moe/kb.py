@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from ech0_moe.errors import Ech0Error
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 COLLECTION = "ech0_memory"
+_NUMBERS = re.compile(r"\d+(?:\.\d+)?")
 
 
 @dataclass(frozen=True)
@@ -128,19 +130,16 @@ class KnowledgeBase:
         expert: str,
         domain: str,
         mode: str,
-        duplicate_distance: float = 0.05,
+        duplicate_similarity: float = 0.85,
     ) -> str | None:
-        """Store a question/answer pair; near-duplicate questions update the earlier entry.
+        """Store a question/answer pair; a near-duplicate question updates the earlier entry.
 
         Returns the entry id, or None when the answer was empty and nothing was stored.
         """
         if not question.strip() or not answer.strip():
             return None
         text = f"Q: {question.strip()}\nA: {answer.strip()}"
-        entry_id = "learned-" + content_id(question.strip())
-        near = self.search(question, k=1, max_distance=duplicate_distance, kind="learned")
-        if near:
-            entry_id = near[0].id
+        entry_id = self.find_duplicate(question, duplicate_similarity) or "learned-" + content_id(question.strip())
         meta = {
             "kind": "learned",
             "source": f"learned:{expert}",
@@ -152,6 +151,26 @@ class KnowledgeBase:
         }
         self.upsert([entry_id], [text], [meta])
         return entry_id
+
+    def find_duplicate(self, question: str, min_similarity: float) -> str | None:
+        """Id of a learned entry asking the same thing: embedding similarity of the two
+        questions >= `min_similarity` and the same numbers (so 2+2 never overwrites 2+3)."""
+        from ech0_moe.embeddings import embed
+
+        n = self.count()
+        if n == 0:
+            return None
+        res = self.col.query(query_texts=[question], n_results=min(3, n), where={"kind": "learned"})
+        metas = res["metadatas"][0] if res["metadatas"] else []
+        if not metas:
+            return None
+        previous = [str(m.get("question", "")) for m in metas]
+        vecs = embed([question, *previous])
+        numbers = _NUMBERS.findall(question)
+        for cid, prev, vec in zip(res["ids"][0], previous, vecs[1:], strict=True):
+            if float(vec @ vecs[0]) >= min_similarity and _NUMBERS.findall(prev) == numbers:
+                return cid
+        return None
 
     def stats(self) -> dict[str, Any]:
         got = self.col.get(include=["metadatas"])

@@ -15,12 +15,17 @@ from nodes._common import context, resolve_mode
 MAX_QUERY_CHARS = 32_000
 
 
+def check_query(query: str) -> None:
+    """Raise `Ech0Error` for an empty or oversized query."""
+    if not query or not query.strip():
+        raise Ech0Error("empty query: ask a question")
+    if len(query) > MAX_QUERY_CHARS:
+        raise Ech0Error(f"query too long: {len(query)} characters (limit {MAX_QUERY_CHARS})")
+
+
 def prepare(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Reject empty or huge queries and unknown modes; reset every per-run field."""
-    if not state.query or not state.query.strip():
-        raise Ech0Error("empty query: ask a question")
-    if len(state.query) > MAX_QUERY_CHARS:
-        raise Ech0Error(f"query too long: {len(state.query)} characters (limit {MAX_QUERY_CHARS})")
+    check_query(state.query)
     mode = resolve_mode(state, context(runtime))
     fresh = asdict(OutputState())
     fresh.update(

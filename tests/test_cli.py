@@ -1,0 +1,79 @@
+"""The `ech0-moe` command as a user runs it: real processes, real model, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, expert_yaml
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args: str, kb: Path | None = None, timeout: int = 180) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "ech0_moe.cli", *args]
+    if kb is not None:
+        cmd += ["--kb", str(kb)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], message: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("ech0-moe: error: ") and message in lines[0]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_ask_json_has_the_metadata(tmp_path: Path) -> None:
+    proc = run_cli("ask", "What is the time complexity of binary search?", "--json", "--max-tokens", "12", kb=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["expert_used"] == "computing" and out["mode"] == "optimized"
+    assert out["swapped"] is True and out["load_seconds"] > 0
+    for key in ("route_scores", "compression_ratio", "retrieved_contexts", "timings", "solution"):
+        assert key in out
+    assert set(out["timings"]) == {"retrieve", "compress", "route", "swap_load", "answer", "learn"}
+
+
+def test_experts_and_route_load_no_model() -> None:
+    proc = run_cli("experts", "--json")
+    assert proc.returncode == 0, proc.stderr
+    listing = json.loads(proc.stdout)
+    assert len(listing["experts"]) == 8 and listing["memory_budget"] == 150_000_000
+    proc = run_cli("route", "Balance the equation for burning propane.", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["expert"] == "chemistry" and out["domain"] == "chemistry"
+    assert set(out) >= {"expert", "domain", "scores", "confidence", "seconds"}
+
+
+def test_demo_shows_routing_swaps_and_timings(tmp_path: Path) -> None:
+    proc = run_cli("demo", "--max-tokens", "8", kb=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "SWAP" in proc.stdout and "no swap" in proc.stdout
+    assert "timings: " in proc.stdout and "-> biology" in proc.stdout
+    assert "peak loaded 98.4MB of 150.0MB budget" in proc.stdout
+
+
+def test_bad_inputs_get_one_line(tmp_path: Path, model_a: Path) -> None:
+    assert_one_line_error(run_cli("ask", "   ", kb=tmp_path), "empty query")
+    assert_one_line_error(run_cli("ask", "hi", "--mode", "turbo", kb=tmp_path), "unknown mode 'turbo'")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("memory_budget: 20GB\nexperts:\n  - name: [unclosed\n")
+    assert_one_line_error(run_cli("ask", "hi", "--experts", str(broken)), "invalid YAML at line 4")
+    assert_one_line_error(run_cli("experts", "--experts", str(tmp_path / "none.yaml")), "experts file not found")
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("memory_budget: 20GB\nexperts:\n" + expert_yaml("x", "general", tmp_path / "gone.gguf"))
+    assert_one_line_error(run_cli("experts", "--experts", str(missing)), "model file not found")
+    big = tmp_path / "big.yaml"
+    big.write_text("memory_budget: 50MB\nexperts:\n" + expert_yaml("x", "general", model_a))
+    assert_one_line_error(run_cli("experts", "--experts", str(big)), "more than memory_budget 50.0MB")
+    proc = run_cli("ask")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1

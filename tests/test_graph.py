@@ -1,0 +1,136 @@
+"""The whole graph end to end: real SmolLM2 via llama.cpp, real Chroma on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypedDict
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, StateGraph
+
+from ech0_moe.errors import Ech0Error
+from ech0_moe.kb import KnowledgeBase
+from graph import Context, build_graph
+
+pytestmark = pytest.mark.slow
+
+METADATA = {
+    "solution",
+    "expert_used",
+    "mode",
+    "swapped",
+    "load_seconds",
+    "route_scores",
+    "compression_ratio",
+    "retrieved_contexts",
+    "timings",
+}
+PATHS = {
+    "optimized": ["prepare", "retrieve", "compress", "route", "swap_load", "answer", "learn"],
+    "fast": ["prepare", "compress", "route", "swap_load", "answer"],
+    "basic": ["prepare", "route", "swap_load", "answer"],
+}
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return build_graph()
+
+
+@pytest.mark.parametrize("mode", ["optimized", "fast", "basic"])
+def test_each_path_runs_its_stages(graph, context: Context, mode: str) -> None:
+    seen: list[str] = []
+    result = None
+    for chunk in graph.stream({"query": "What is the derivative of x squared?", "mode": mode}, context=context):
+        seen += list(chunk)
+    result = graph.invoke({"query": "What is the derivative of x squared?", "mode": mode}, context=context)
+    assert seen == PATHS[mode]
+    assert set(result) >= METADATA
+    assert result["mode"] == mode
+    assert result["expert_used"] == "math"
+    assert result["solution"].strip()
+    assert set(result["timings"]) == set(PATHS[mode]) - {"prepare"}
+    assert 0 < result["compression_ratio"] <= 1.0
+    assert abs(sum(result["route_scores"].values()) - 1.0) < 0.01
+
+
+def test_optimized_learns_and_retrieves_after_restart(graph, context: Context) -> None:
+    q = "What is the powerhouse of the cell?"
+    first = graph.invoke({"query": q, "mode": "optimized"}, context=context)
+    assert first["expert_used"] == "biology"
+    # a new client on the same folder (as after a restart) sees the learned answer
+    kb = KnowledgeBase(context.kb_dir)
+    assert kb.stats()["by_kind"] == {"learned": 1}
+    second = graph.invoke({"query": "Which organelle is the powerhouse of the cell?"}, context=context)
+    assert second["mode"] == "optimized"
+    hit = second["retrieved_contexts"][0]
+    assert hit["kind"] == "learned" and hit["source"] == "learned:biology" and hit["score"] > 0.5
+    # asked again, the near-duplicate updates the entry instead of adding one
+    assert KnowledgeBase(context.kb_dir).count() == 1
+
+
+def test_swap_is_reported(graph, context: Context) -> None:
+    graph.invoke({"query": "Solve 2x + 3 = 11.", "mode": "basic"}, context=context)  # file A
+    result = graph.invoke({"query": "How do vaccines train the immune system?", "mode": "basic"}, context=context)
+    assert result["expert_used"] == "biology"  # file B
+    assert result["swapped"] is True and result["load_seconds"] > 0
+    again = graph.invoke({"query": "What does DNA polymerase do in a cell?", "mode": "basic"}, context=context)
+    assert again["expert_used"] == "biology" and again["swapped"] is False
+    stats = context.services().pool.stats()
+    assert stats["peak_loaded_bytes"] <= stats["budget_bytes"]
+
+
+def test_ensemble_serves_loaded_expert_first_within_budget(two_file_config: Path, tmp_path: Path) -> None:
+    ctx = Context(experts_file=str(two_file_config), kb_dir=str(tmp_path / "kb"), max_tokens=8, ensemble_k=3)
+    pool = ctx.services().pool
+    pool.ensure_loaded("gamma")  # file B resident
+    before = pool.swaps
+    result = build_graph().invoke({"query": "What is the speed of light?", "mode": "ensemble"}, context=ctx)
+    assert result["mode"] == "ensemble"
+    assert {"answer:alpha", "answer:beta", "answer:gamma"} <= set(result["timings"])
+    # gamma (loaded) first, then alpha and beta share file A: exactly one swap
+    assert pool.swaps - before == 1
+    assert pool.stats()["peak_loaded_bytes"] <= pool.budget
+    assert result["solution"] and result["expert_used"] in {"alpha", "beta", "gamma"}
+
+
+def test_reused_thread_starts_clean(context: Context) -> None:
+    graph = build_graph(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t1"}}
+    graph.invoke({"query": "What is an atom made of?", "mode": "optimized"}, config, context=context)
+    second = graph.invoke({"query": "What is an atom made of?", "mode": "basic"}, config, context=context)
+    assert second["mode"] == "basic"
+    assert second["retrieved_contexts"] == []
+    assert set(second["timings"]) == {"route", "swap_load", "answer"}
+
+
+class Outer(TypedDict, total=False):
+    query: str
+    solution: str
+    expert_used: str
+    report: str
+
+
+def test_embeds_as_a_subgraph_node(context: Context) -> None:
+    def report(state: Outer) -> Outer:
+        return {"report": f"{state['expert_used']}: {state['solution'][:40]}"}
+
+    outer = StateGraph(Outer, context_schema=Context)
+    outer.add_node("experts", build_graph())
+    outer.add_node("report", report)
+    outer.add_edge(START, "experts")
+    outer.add_edge("experts", "report")
+    outer.add_edge("report", END)
+    result = outer.compile().invoke({"query": "What is Ohm's law for a resistor?"}, context=context)
+    assert result["expert_used"] == "engineering"
+    assert result["report"].startswith("engineering: ")
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [({"query": "   "}, "empty query"), ({"query": "hi", "mode": "turbo"}, "unknown mode 'turbo'")],
+)
+def test_bad_input_is_one_clear_error(graph, context: Context, inputs: dict, message: str) -> None:
+    with pytest.raises(Ech0Error, match=message):
+        graph.invoke(inputs, context=context)

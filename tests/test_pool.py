@@ -1,0 +1,89 @@
+"""The expert pool with the real SmolLM2 GGUF through llama.cpp."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from ech0_moe.config import load_config
+from ech0_moe.errors import BackendError
+from ech0_moe.pool import ExpertPool
+from tests.conftest import expert_yaml
+
+pytestmark = pytest.mark.slow
+
+
+def test_swaps_between_files_and_shares_a_file(two_file_config: Path) -> None:
+    pool = ExpertPool(load_config(two_file_config))
+    first = pool.ensure_loaded("alpha")
+    assert first.swapped and first.load_seconds > 0
+    # beta shares alpha's weights file: no swap, both count as loaded
+    assert not pool.ensure_loaded("beta").swapped
+    assert set(pool.loaded_experts()) == {"alpha", "beta"}
+    # gamma is another file: alpha/beta must be unloaded first
+    third = pool.ensure_loaded("gamma")
+    assert third.swapped and third.evicted == ("alpha",)
+    assert pool.loaded_experts() == ["gamma"]
+    stats = pool.stats()
+    assert stats["swaps"] == 2
+    assert stats["peak_loaded_bytes"] <= stats["budget_bytes"]
+    text, acquired = pool.chat("alpha", [{"role": "user", "content": "Say hello."}], max_tokens=8)
+    assert text and acquired.swapped
+    pool.unload_all()
+    assert pool.loaded_experts() == [] and pool.loaded_bytes == 0
+
+
+def test_budget_holds_under_concurrency(two_file_config: Path) -> None:
+    pool = ExpertPool(load_config(two_file_config))
+    samples: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker(name: str) -> None:
+        try:
+            for _ in range(3):
+                pool.chat(name, [{"role": "user", "content": "Name a colour."}], max_tokens=4)
+                samples.append(pool.loaded_bytes)
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in ("alpha", "gamma", "beta", "gamma")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "deadlock"
+    assert not errors
+    assert max(samples) <= pool.budget
+    assert pool.stats()["peak_loaded_bytes"] <= pool.budget
+
+
+def test_corrupt_model_fails_cleanly_and_pool_stays_consistent(write_config, tmp_path: Path, model_a: Path) -> None:
+    bad = tmp_path / "corrupt.gguf"
+    bad.write_bytes(b"not a gguf at all" * 100)
+    truncated = tmp_path / "truncated.gguf"
+    with open(model_a, "rb") as src:
+        truncated.write_bytes(src.read(4096))
+    body = "memory_budget: 150MB\nexperts:\n" + expert_yaml("good", "general", model_a)
+    body += expert_yaml("bad", "physics", bad) + expert_yaml("cut", "chemistry", truncated)
+    pool = ExpertPool(load_config(write_config(body)))
+    pool.ensure_loaded("good")
+    with pytest.raises(BackendError, match="not a GGUF file"):
+        pool.ensure_loaded("bad")
+    with pytest.raises(BackendError, match="could not load"):
+        pool.ensure_loaded("cut")
+    # nothing counted as loaded that is not; the failed loads' reservations were released
+    assert pool.loaded_experts() == ["good"]
+    assert pool.loaded_bytes == model_a.stat().st_size
+    assert not pool.ensure_loaded("good").swapped
+
+
+def test_model_deleted_after_start(write_config, tmp_path: Path, model_a: Path) -> None:
+    copy = tmp_path / "copy.gguf"
+    shutil.copyfile(model_a, copy)
+    pool = ExpertPool(load_config(write_config("memory_budget: 1GB\nexperts:\n" + expert_yaml("x", "general", copy))))
+    copy.unlink()
+    with pytest.raises(BackendError, match="cannot read model file"):
+        pool.ensure_loaded("x")
