@@ -1,0 +1,22 @@
+"""notebooks/quickstart.ipynb runs top to bottom on the real model."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_quickstart_notebook_executes() -> None:
+    path = ROOT / "notebooks" / "quickstart.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "swapped" in text and "True" in text
+    assert any("image/png" in o.get("data", {}) for o in outputs)
