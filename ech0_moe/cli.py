@@ -86,9 +86,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_experts(args: argparse.Namespace) -> int:
-    from ech0_moe.config import format_size, load_config
+    from ech0_moe.config import format_size
 
-    config = load_config(_context(args).experts_file)
+    config = _config(args)
     rows = [
         {
             "name": e.name,
@@ -117,12 +117,51 @@ def cmd_experts(args: argparse.Namespace) -> int:
 def cmd_route(args: argparse.Namespace) -> int:
     svc = _context(args).services()
     decision = svc.router.route(args.question, top_k=args.top_k or 1)
-    out = {k: getattr(decision, k) for k in ("expert", "domain", "scores", "confidence", "seconds")}
-    out.update(method=decision.method, reason=decision.reason, ranked=decision.ranked)
+    out = decision.as_dict()
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         print(f"{decision.expert} ({decision.domain}) confidence={decision.confidence} via {decision.method}")
+    return 0
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from ech0_moe.config import load_config
+
+    return load_config(_context(args).experts_file)
+
+
+def cmd_router_fit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ech0_moe.bench import load_jsonl, split_dev
+    from ech0_moe.router import PACKAGED_MODEL, fit_model
+
+    config = _config(args)
+    rows = load_jsonl(args.data, ("question", "domain")) if args.data else []
+    fit_rows, held = split_dev(rows, args.split, args.seed)
+    model = fit_model(config, [(r["question"], r["domain"]) for r in fit_rows])
+    out = Path(args.out or PACKAGED_MODEL)
+    model.save(out)
+    print(
+        json.dumps({"model": str(out), "fit_questions": len(fit_rows), "held_out": len(held), "classes": model.classes})
+    )
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ech0_moe import bench
+
+    if args.what == "routing":
+        if not args.data:
+            raise Ech0Error("bench routing needs --data FILE.jsonl (lines with 'question' and 'domain')")
+        result = bench.bench_routing(_config(args), bench.load_jsonl(args.data, ("question", "domain")))
+    else:
+        raise Ech0Error(f"unknown benchmark {args.what!r}")
+    if not args.json:
+        for key, value in result.items():
+            print(f"{key}: {value}", file=sys.stderr)
+    print(json.dumps(result))
     return 0
 
 
@@ -206,6 +245,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question")
     p.add_argument("--top-k", dest="top_k", type=int)
     p.set_defaults(func=cmd_route)
+
+    p = sub.add_parser("bench", parents=[common], help="benchmarks; the last line printed is JSON")
+    p.add_argument("what", help="routing")
+    p.add_argument("--data", help="JSONL data set")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("router", parents=[common], help="router model: `router fit`")
+    p.add_argument("action", choices=["fit"])
+    p.add_argument("--data", help="JSONL with 'question' and 'domain' to add a dev split of")
+    p.add_argument("--split", type=float, default=0.5, help="fraction of each domain used to fit (rest held out)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="where to write the .npz (default: the packaged model)")
+    p.set_defaults(func=cmd_router_fit)
 
     p = sub.add_parser("demo", parents=[common], help="mixed questions showing routing, swaps and timings")
     p.add_argument("--max-tokens", dest="max_tokens", type=int, default=48)

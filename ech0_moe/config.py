@@ -117,6 +117,15 @@ class ExpertSpec:
 
 
 @dataclass(frozen=True)
+class RouterSettings:
+    """`router:` in experts.yaml: the fitted model and the decision thresholds."""
+
+    model: str = ""  # .npz from `ech0-moe router fit`; empty = the packaged model
+    min_confidence: float = 0.3  # below this the general expert answers
+    stay_margin: float = 0.1  # stay on a loaded expert scoring within this of the best
+
+
+@dataclass(frozen=True)
 class PoolConfig:
     """The whole `experts.yaml`: a memory budget and the experts."""
 
@@ -124,7 +133,7 @@ class PoolConfig:
     memory_budget: int
     experts: tuple[ExpertSpec, ...]
     general_expert: str
-    extra: dict[str, Any] = field(default_factory=dict)
+    router: RouterSettings = field(default_factory=RouterSettings)
 
     def expert(self, name: str) -> ExpertSpec:
         for e in self.experts:
@@ -248,5 +257,38 @@ def load_config(path: str | os.PathLike[str]) -> PoolConfig:
     general = raw.get("general_expert") or next((e.name for e in experts if e.domain == "general"), experts[0].name)
     if general not in seen:
         raise ConfigError(f"{fname}: general_expert: {general!r} is not an expert name")
-    extra = {k: v for k, v in raw.items() if k not in {"memory_budget", "defaults", "experts", "general_expert"}}
-    return PoolConfig(path=p.resolve(), memory_budget=budget, experts=experts, general_expert=general, extra=extra)
+    unknown = sorted(set(raw) - {"memory_budget", "defaults", "experts", "general_expert", "router"})
+    if unknown:
+        raise ConfigError(f"{fname}: unknown setting {unknown[0]!r}")
+    return PoolConfig(
+        path=p.resolve(),
+        memory_budget=budget,
+        experts=experts,
+        general_expert=general,
+        router=_router_settings(raw.get("router"), base_dir, fname),
+    )
+
+
+def _router_settings(raw: Any, base_dir: Path, fname: str) -> RouterSettings:
+    if raw is None:
+        return RouterSettings()
+    where = f"{fname}: router"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    unknown = sorted(set(raw) - {"model", "min_confidence", "stay_margin"})
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown setting (use model, min_confidence, stay_margin)")
+    model = _str(raw, "model", where, required=False)
+    if model:
+        path = resolve_model_ref(model, base_dir)
+        if not path.is_file():
+            raise ConfigError(f"{where}.model: router model not found: {path}")
+        model = str(path)
+    settings = RouterSettings(
+        model=model,
+        min_confidence=_number(raw, "min_confidence", where, RouterSettings.min_confidence, float),
+        stay_margin=_number(raw, "stay_margin", where, RouterSettings.stay_margin, float),
+    )
+    if settings.min_confidence > 1 or settings.stay_margin > 1:
+        raise ConfigError(f"{where}: min_confidence and stay_margin are probabilities between 0 and 1")
+    return settings

@@ -1,24 +1,45 @@
-"""Pick the expert for a query, without loading any expert model.
+"""Pick the expert for a query without loading any expert model.
 
-`Router` scores each expert by embedding similarity (offline MiniLM) between
-the query and the expert's description and example utterances; the keyword
-router is the fallback (and the baseline the benchmark compares against).
+The router embeds the raw query with the offline MiniLM (ONNX, ~3 ms) and
+scores the eight domains with a small linear (multinomial logistic) model.
+The packaged model is fitted on routing examples we wrote
+(`data/router_examples.yaml`) plus each expert's description and examples;
+`ech0-moe router fit` refits it with a labelled dev split and records which
+questions it saw, so benchmarks only count unseen ones.
+
+Decisions on top of the scores:
+- low confidence (top probability < `min_confidence`) -> the general expert;
+- swap-cost awareness: if an already-loaded expert scores within
+  `stay_margin` of the best, stay on it and skip the load;
+- top-k for the ensemble.
+The keyword router is the baseline the benchmark compares against.
 """
 
 from __future__ import annotations
 
-import math
+import hashlib
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from ech0_moe.config import ExpertSpec
+from ech0_moe.config import ExpertSpec, PoolConfig
+from ech0_moe.errors import ConfigError
 
+DATA_DIR = Path(__file__).resolve().parent / "data"
+EXAMPLES_FILE = DATA_DIR / "router_examples.yaml"
+PACKAGED_MODEL = DATA_DIR / "router-model.npz"
 _WORD = re.compile(r"[a-z][a-z0-9_+\-]*")
+
+
+def question_id(text: str) -> str:
+    """Stable id of a question (whitespace- and case-insensitive)."""
+    return hashlib.sha1(" ".join(text.lower().split()).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -33,114 +54,187 @@ class RouteDecision:
     method: str
     ranked: list[str] = field(default_factory=list)
     reason: str = ""
+    best: str = ""  # the top-scored expert, before fallback or staying
+    stayed: bool = False  # kept a loaded expert to avoid a swap
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def softmax_confidence(scores: dict[str, float], temperature: float) -> dict[str, float]:
-    """Turn raw scores into probabilities (used as confidence)."""
-    if not scores:
-        return {}
-    top = max(scores.values())
-    exp = {k: math.exp((v - top) / temperature) for k, v in scores.items()}
-    total = sum(exp.values())
-    return {k: v / total for k, v in exp.items()}
+class LinearModel:
+    """softmax(W x + b) over domains; x is a unit-length MiniLM embedding."""
+
+    def __init__(self, classes: list[str], weights: np.ndarray, bias: np.ndarray, trained_ids: Iterable[str] = ()):
+        self.classes = list(classes)
+        self.weights = weights.astype(np.float32)
+        self.bias = bias.astype(np.float32)
+        self.trained_ids = frozenset(trained_ids)
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        z = x @ self.weights.T + self.bias
+        z = z - z.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=-1, keepdims=True)
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, labels: Sequence[str], trained_ids: Iterable[str] = (), c: float = 2.0):
+        """Class-balanced multinomial logistic regression (scikit-learn, fit time only)."""
+        from sklearn.linear_model import LogisticRegression
+
+        clf = LogisticRegression(C=c, max_iter=3000, class_weight="balanced").fit(vectors, list(labels))
+        return cls(list(clf.classes_), clf.coef_, clf.intercept_, trained_ids)
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(
+            path,
+            classes=np.array(self.classes),
+            weights=self.weights,
+            bias=self.bias,
+            trained_ids=np.array(sorted(self.trained_ids)),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> LinearModel:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(list(z["classes"]), z["weights"], z["bias"], list(z["trained_ids"]))
+        except (OSError, KeyError, ValueError) as exc:
+            raise ConfigError(f"router model {path} is unreadable: {exc}") from None
+
+
+def own_examples(config: PoolConfig | None = None) -> tuple[list[str], list[str]]:
+    """Our written routing examples, plus each expert's description and examples."""
+    raw = yaml.safe_load(EXAMPLES_FILE.read_text())
+    texts: list[str] = []
+    labels: list[str] = []
+    for domain, items in raw.items():
+        texts += items
+        labels += [domain] * len(items)
+    for e in config.experts if config else ():
+        texts += e.routing_texts
+        labels += [e.domain] * len(e.routing_texts)
+    return texts, labels
+
+
+def fit_model(config: PoolConfig | None, extra: Sequence[tuple[str, str]] = (), c: float = 2.0) -> LinearModel:
+    """Fit the domain model on our examples plus `extra` (question, domain) pairs."""
+    from ech0_moe.embeddings import embed
+
+    texts, labels = own_examples(config)
+    texts += [q for q, _ in extra]
+    labels += [d for _, d in extra]
+    return LinearModel.fit(embed(texts), labels, [question_id(q) for q, _ in extra], c=c)
 
 
 class KeywordRouter:
-    """Counts keyword hits per expert; ties and no hits go to the general expert."""
-
-    method = "keyword"
+    """Baseline: counts each expert's keyword hits; no hit -> the general expert."""
 
     def __init__(self, experts: Sequence[ExpertSpec]) -> None:
         self.experts = list(experts)
 
     def scores(self, query: str) -> dict[str, float]:
-        words = set(_WORD.findall(query.lower()))
-        text = " " + " ".join(_WORD.findall(query.lower())) + " "
-        out: dict[str, float] = {}
-        for e in self.experts:
-            hits = sum(1 for k in e.keywords if (k in words if " " not in k else f" {k} " in text))
-            out[e.name] = float(hits)
-        return out
+        words = _WORD.findall(query.lower())
+        vocab = set(words)
+        text = f" {' '.join(words)} "
+        return {
+            e.name: float(sum(1 for k in e.keywords if (f" {k} " in text if " " in k else k in vocab)))
+            for e in self.experts
+        }
 
 
-class EmbeddingRouter:
-    """Cosine similarity of the query to each expert's description and examples (max and centroid)."""
-
-    method = "embedding"
-
-    def __init__(self, experts: Sequence[ExpertSpec]) -> None:
-        from ech0_moe.embeddings import embed
-
-        self._embed = embed
-        self.experts = list(experts)
-        self._examples: list[np.ndarray] = []
-        self._centroids: list[np.ndarray] = []
-        for e in self.experts:
-            vecs = embed(e.routing_texts)
-            self._examples.append(vecs)
-            c = vecs.mean(axis=0)
-            self._centroids.append(c / (np.linalg.norm(c) or 1.0))
-
-    def scores(self, query: str) -> dict[str, float]:
-        q = self._embed([query])[0]
-        out: dict[str, float] = {}
-        for e, ex, c in zip(self.experts, self._examples, self._centroids, strict=True):
-            out[e.name] = float(0.5 * (ex @ q).max() + 0.5 * (c @ q))
-        return out
+def decide(
+    scores: dict[str, float],
+    *,
+    general: str,
+    min_confidence: float,
+    loaded: Sequence[str] = (),
+    stay_margin: float = 0.0,
+) -> tuple[str, str, bool]:
+    """Turn expert scores into (expert, reason, stayed). Pure: the benchmark replays it."""
+    best = max(scores, key=lambda n: (scores[n], n == general))
+    chosen, reason = best, f"best score {scores[best]:.2f}"
+    if scores[best] < min_confidence and best != general:
+        chosen, reason = general, f"confidence {scores[best]:.2f} < {min_confidence}: general expert"
+    resident = [n for n in loaded if n in scores]
+    if resident and chosen not in resident:
+        stay = max(resident, key=lambda n: scores[n])
+        if scores[chosen] - scores[stay] <= stay_margin:
+            reason = (
+                f"stayed on loaded {stay!r} ({scores[stay]:.2f}) instead of {chosen!r} ({scores[chosen]:.2f}): "
+                f"within stay_margin {stay_margin}, saves a model load"
+            )
+            return stay, reason, True
+    return chosen, reason, False
 
 
 class Router:
-    """Routes a query to one expert (or the top k), falling back to `general` when unsure."""
+    """Routes a query to one expert (or the top k); see the module docstring."""
 
-    def __init__(
-        self,
-        experts: Sequence[ExpertSpec],
-        general_expert: str,
-        *,
-        method: str = "embedding",
-        min_confidence: float = 0.25,
-        temperature: float = 0.05,
-    ) -> None:
-        self.experts = {e.name: e for e in experts}
-        self.general_expert = general_expert
-        self.min_confidence = min_confidence
-        self.temperature = temperature
-        self.keyword = KeywordRouter(experts)
-        self.scorer: KeywordRouter | EmbeddingRouter = (
-            EmbeddingRouter(experts) if method == "embedding" else self.keyword
-        )
+    def __init__(self, config: PoolConfig, model: LinearModel | None = None) -> None:
+        self.config = config
+        self.settings = config.router
+        self.general_expert = config.general_expert
+        self.experts = {e.name: e for e in config.experts}
+        self.keyword = KeywordRouter(config.experts)
+        if model is None:
+            path = Path(self.settings.model) if self.settings.model else PACKAGED_MODEL
+            model = LinearModel.load(path) if path.is_file() else fit_model(config)
+        self.model = model
+        self._by_domain: dict[str, list[str]] = {}
+        for e in config.experts:
+            self._by_domain.setdefault(e.domain, []).append(e.name)
+        self._centroids: dict[str, np.ndarray] = {}
+        if any(len(v) > 1 for v in self._by_domain.values()):
+            from ech0_moe.embeddings import embed
 
-    def route(self, query: str, top_k: int = 1) -> RouteDecision:
+            for e in config.experts:
+                c = embed(e.routing_texts).mean(axis=0)
+                self._centroids[e.name] = c / (np.linalg.norm(c) or 1.0)
+
+    def expert_scores(self, query: str) -> tuple[dict[str, float], dict[str, float]]:
+        """(expert scores, domain probabilities). A domain without an expert gives its
+        mass to the general expert; experts sharing a domain split it by similarity."""
+        from ech0_moe.embeddings import embed
+
+        x = embed([query])[0]
+        probs = dict(zip(self.model.classes, self.model.proba(x[None, :])[0].tolist(), strict=True))
+        scores = dict.fromkeys(self.experts, 0.0)
+        for domain, p in probs.items():
+            names = self._by_domain.get(domain) or [self.general_expert]
+            if len(names) == 1:
+                scores[names[0]] += p
+                continue
+            sims = np.array([float(self._centroids[n] @ x) for n in names])
+            share = np.exp((sims - sims.max()) / 0.05)
+            for n, s in zip(names, share / share.sum(), strict=True):
+                scores[n] += p * float(s)
+        return scores, probs
+
+    def route(
+        self, query: str, top_k: int = 1, loaded: Sequence[str] = (), stay_margin: float | None = None
+    ) -> RouteDecision:
+        """Choose the expert for `query`; `loaded` are the resident experts (for staying)."""
         t0 = time.perf_counter()
-        raw = self.scorer.scores(query)
-        method = self.scorer.method
-        if method == "keyword" or max(raw.values(), default=0.0) <= 0.0:
-            kw = self.keyword.scores(query)
-            if max(kw.values(), default=0.0) > 0.0 or method == "keyword":
-                raw, method = kw, "keyword"
-        temperature = self.temperature if method == "embedding" else 0.5
-        probs = softmax_confidence(raw, temperature)
-        ranked = sorted(probs, key=lambda n: (-probs[n], n != self.general_expert))
+        scores, _ = self.expert_scores(query)
+        chosen, reason, stayed = decide(
+            scores,
+            general=self.general_expert,
+            min_confidence=self.settings.min_confidence,
+            loaded=loaded,
+            stay_margin=self.settings.stay_margin if stay_margin is None else stay_margin,
+        )
+        ranked = sorted(scores, key=lambda n: -scores[n])
         best = ranked[0]
-        confidence = probs[best]
-        reason = f"best {method} score"
-        if method == "keyword" and raw[best] == 0:
-            best, reason = self.general_expert, "no keyword matched: general expert"
-        elif confidence < self.min_confidence and best != self.general_expert:
-            reason = f"confidence {confidence:.2f} < {self.min_confidence}: general expert"
-            best = self.general_expert
-        if best != ranked[0]:
-            ranked = [best, *[n for n in ranked if n != best]]
+        ranked = [chosen, *[n for n in ranked if n != chosen]]
         return RouteDecision(
-            expert=best,
-            domain=self.experts[best].domain,
-            scores={n: round(probs[n], 4) for n in ranked},
-            confidence=round(confidence, 4),
+            expert=chosen,
+            domain=self.experts[chosen].domain,
+            scores={n: round(scores[n], 4) for n in ranked},
+            confidence=round(scores[best], 4),
             seconds=round(time.perf_counter() - t0, 6),
-            method=method,
+            method="minilm-linear",
             ranked=ranked[: max(1, top_k)],
             reason=reason,
+            best=best,
+            stayed=stayed,
         )

@@ -28,7 +28,7 @@ class Services:
 
     @cached_property
     def router(self) -> Router:
-        return Router(self.config.experts, self.config.general_expert)
+        return Router(self.config)
 
     @cached_property
     def kb(self) -> KnowledgeBase:

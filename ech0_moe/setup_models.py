@@ -30,5 +30,15 @@ def ensure_second_copy(target: Path = SECOND_COPY) -> Path:
     return target
 
 
+def main() -> None:
+    """Everything `make install` prepares: the second GGUF and the ONNX embedder."""
+    from ech0_moe.embeddings import ONNX_PATH, export_onnx
+
+    print(f"second model file: {ensure_second_copy()}")
+    if not ONNX_PATH.is_file():
+        export_onnx(ONNX_PATH)
+    print(f"embedding model:   {ONNX_PATH}")
+
+
 if __name__ == "__main__":
-    print(ensure_second_copy())
+    main()

@@ -47,6 +47,9 @@ class OutputState:
     swapped: bool = False
     load_seconds: float = 0.0
     route_scores: dict[str, float] = field(default_factory=dict)
+    route_confidence: float = 0.0
+    route_reason: str = ""
+    route_stayed: bool = False
     compression_ratio: float = 1.0
     retrieved_contexts: list[dict[str, Any]] = field(default_factory=list)
     timings: Annotated[dict[str, float], merge_timings] = field(default_factory=dict)
@@ -58,8 +61,6 @@ class State(InputState, OutputState):
 
     prompt: str = ""
     domain: str = ""
-    route_confidence: float = 0.0
-    route_reason: str = ""
     candidates: list[str] = field(default_factory=list)
     ensemble_id: str = ""
     answers: Annotated[list[dict[str, Any]], add_answers] = field(default_factory=list)

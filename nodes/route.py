@@ -14,22 +14,29 @@ from nodes._common import context, services, timed
 
 @timed("route")
 def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Score every expert; no expert model is loaded here."""
+    """Score every expert on the raw query; prefer a resident expert when it scores
+    within the stay margin of the best (no expert model is loaded here)."""
     svc = services(runtime)
     mode = state.mode
-    k = context(runtime).ensemble_k if mode == "ensemble" else 1
-    decision = svc.router.route(state.query, top_k=k)
+    if mode == "ensemble":
+        decision = svc.router.route(state.query, top_k=context(runtime).ensemble_k)
+    else:
+        decision = svc.router.route(state.query, loaded=svc.pool.loaded_experts())
     update: dict[str, Any] = {
         "expert_used": decision.expert,
         "domain": decision.domain,
         "route_scores": decision.scores,
         "route_confidence": decision.confidence,
         "route_reason": decision.reason,
+        "route_stayed": decision.stayed,
         "candidates": decision.ranked,
     }
     if mode == "ensemble":
-        # Serve the already-loaded expert first so the fan-out costs as few swaps as possible.
-        ranked = sorted(decision.ranked, key=lambda n: not svc.pool.is_loaded(n))
+        # Loaded expert first, the rest grouped by weights file: as few swaps as possible.
+        files = [svc.pool.specs[n].model_key for n in decision.ranked]
+        ranked = sorted(
+            decision.ranked, key=lambda n: (not svc.pool.is_loaded(n), files.index(svc.pool.specs[n].model_key))
+        )
         run_id = uuid.uuid4().hex
         svc.turns.open(run_id, len(ranked))
         update.update(candidates=ranked, ensemble_id=run_id)

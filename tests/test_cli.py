@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, expert_yaml
+from tests.conftest import DATA, ROOT, expert_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -77,3 +77,13 @@ def test_bad_inputs_get_one_line(tmp_path: Path, model_a: Path) -> None:
     assert_one_line_error(run_cli("experts", "--experts", str(big)), "more than memory_budget 50.0MB")
     proc = run_cli("ask")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(not (DATA / "routing-dev.jsonl").is_file(), reason="shared routing data not present")
+def test_bench_routing_prints_json_last() -> None:
+    proc = run_cli("bench", "routing", "--data", str(DATA / "routing-dev.jsonl"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["n"] > 500 and result["skipped_seen_in_fit"] > 500  # only unseen questions count
+    assert result["macro_accuracy"] > result["keyword_baseline"]["macro_accuracy"] + 0.2
+    assert result["median_ms"] < 50

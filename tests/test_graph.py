@@ -12,6 +12,7 @@ from langgraph.graph import END, START, StateGraph
 from ech0_moe.errors import Ech0Error
 from ech0_moe.kb import KnowledgeBase
 from graph import Context, build_graph
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -134,3 +135,20 @@ def test_embeds_as_a_subgraph_node(context: Context) -> None:
 def test_bad_input_is_one_clear_error(graph, context: Context, inputs: dict, message: str) -> None:
     with pytest.raises(Ech0Error, match=message):
         graph.invoke(inputs, context=context)
+
+
+def test_stays_on_loaded_expert_within_margin(write_config, tmp_path: Path) -> None:
+    body = (
+        (ROOT / "experts.yaml")
+        .read_text()
+        .replace("memory_budget: 150MB", "memory_budget: 150MB\nrouter: {stay_margin: 1.0}")
+    )
+    cfg = write_config(body.replace("model: models/", f"model: {ROOT}/models/"))
+    ctx = Context(experts_file=str(cfg), kb_dir=str(tmp_path / "kb"), max_tokens=8)
+    graph = build_graph()
+    first = graph.invoke({"query": "How do vaccines train the immune system?", "mode": "basic"}, context=ctx)
+    assert first["expert_used"] == "biology" and first["swapped"]
+    second = graph.invoke({"query": "Solve 3x + 7 = 22 for x.", "mode": "basic"}, context=ctx)
+    assert second["route_stayed"] is True and second["swapped"] is False
+    assert second["expert_used"] in {"biology", "logic", "general"}  # the experts on the resident file
+    assert "stayed on loaded" in second["route_reason"]

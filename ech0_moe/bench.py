@@ -1,0 +1,143 @@
+"""Benchmarks behind `ech0-moe bench ...`: each returns a JSON-able dict."""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from ech0_moe.config import PoolConfig
+from ech0_moe.errors import Ech0Error
+from ech0_moe.router import KeywordRouter, Router, decide, question_id
+
+STAY_MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+def load_jsonl(path: str | Path, required: Sequence[str]) -> list[dict[str, Any]]:
+    """Read a JSONL file; a bad line is one error naming the file and line."""
+    p = Path(path)
+    if not p.is_file():
+        raise Ech0Error(f"data file not found: {p}")
+    rows = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise Ech0Error(f"{p}:{n}: not JSON ({exc.msg})") from None
+        missing = [k for k in required if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise Ech0Error(f"{p}:{n}: missing field {missing[0]!r}")
+        rows.append(row)
+    if not rows:
+        raise Ech0Error(f"{p}: no rows")
+    return rows
+
+
+def split_dev(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Stratified split by domain: (fit part, held-out part)."""
+    by_domain: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_domain[r["domain"]].append(r)
+    fit, held = [], []
+    rng = random.Random(seed)
+    for domain in sorted(by_domain):
+        items = by_domain[domain][:]
+        rng.shuffle(items)
+        cut = round(len(items) * fraction)
+        fit += items[:cut]
+        held += items[cut:]
+    return fit, held
+
+
+def _accuracy(labels: list[str], predicted: list[str]) -> dict[str, Any]:
+    per: dict[str, list[bool]] = defaultdict(list)
+    for y, p in zip(labels, predicted, strict=True):
+        per[y].append(y == p)
+    per_domain = {d: round(sum(v) / len(v), 4) for d, v in sorted(per.items())}
+    return {
+        "macro_accuracy": round(statistics.mean(per_domain.values()), 4),
+        "micro_accuracy": round(sum(y == p for y, p in zip(labels, predicted, strict=True)) / len(labels), 4),
+        "per_domain": per_domain,
+    }
+
+
+def _timed(fn: Callable[[str], str], questions: list[str], desc: str) -> tuple[list[str], float]:
+    fn(questions[0])  # warm-up
+    out, times = [], []
+    for q in tqdm(questions, desc=desc, unit="q", file=sys.stderr, leave=False):
+        t0 = time.perf_counter()
+        out.append(fn(q))
+        times.append(time.perf_counter() - t0)
+    return out, round(statistics.median(times) * 1000, 3)
+
+
+def swap_tradeoff(router: Router, questions: list[str], labels: list[str], seed: int = 0) -> list[dict[str, Any]]:
+    """Replay a shuffled stream with different stay margins: swaps saved vs accuracy lost."""
+    order = list(range(len(questions)))
+    random.Random(seed).shuffle(order)
+    scored = [router.expert_scores(questions[i])[0] for i in order]
+    truth = [labels[i] for i in order]
+    specs = router.experts
+    out = []
+    for margin in STAY_MARGINS:
+        resident_file, swaps, hits = "", 0, 0
+        for scores, y in zip(scored, truth, strict=True):
+            loaded = [n for n, s in specs.items() if s.model_key == resident_file]
+            chosen, _, _ = decide(
+                scores,
+                general=router.general_expert,
+                min_confidence=router.settings.min_confidence,
+                loaded=loaded,
+                stay_margin=margin,
+            )
+            if specs[chosen].model_key != resident_file:
+                swaps += 1
+                resident_file = specs[chosen].model_key
+            hits += specs[chosen].domain == y
+        out.append({"stay_margin": margin, "swaps": swaps, "accuracy": round(hits / len(truth), 4)})
+    base = out[0]
+    for row in out:
+        row["swaps_saved"] = base["swaps"] - row["swaps"]
+        row["accuracy_lost"] = round(base["accuracy"] - row["accuracy"], 4)
+    return out
+
+
+def bench_routing(config: PoolConfig, rows: list[dict[str, Any]], router: Router | None = None) -> dict[str, Any]:
+    """Accuracy and latency of the router vs the keyword baseline on questions the router never saw."""
+    router = router or Router(config)
+    unseen = [r for r in rows if question_id(r["question"]) not in router.model.trained_ids]
+    if not unseen:
+        raise Ech0Error("every question in the data was used to fit the router: nothing unseen to evaluate")
+    questions = [r["question"] for r in unseen]
+    labels = [r["domain"] for r in unseen]
+    domain_of = {e.name: e.domain for e in config.experts}
+
+    predicted, median_ms = _timed(lambda q: router.route(q).domain, questions, "router")
+    keyword = KeywordRouter(config.experts)
+
+    def keyword_route(q: str) -> str:
+        scores = keyword.scores(q)
+        best = max(scores, key=lambda n: (scores[n], n == config.general_expert))
+        return domain_of[best if scores[best] > 0 else config.general_expert]
+
+    kw_predicted, kw_ms = _timed(keyword_route, questions, "keyword")
+    return {
+        "router": "minilm-linear",
+        "n": len(unseen),
+        "skipped_seen_in_fit": len(rows) - len(unseen),
+        **_accuracy(labels, predicted),
+        "median_ms": median_ms,
+        "min_confidence": router.settings.min_confidence,
+        "keyword_baseline": {**_accuracy(labels, kw_predicted), "median_ms": kw_ms},
+        "swap_tradeoff": swap_tradeoff(router, questions, labels),
+    }
