@@ -141,3 +141,110 @@ def bench_routing(config: PoolConfig, rows: list[dict[str, Any]], router: Router
         "keyword_baseline": {**_accuracy(labels, kw_predicted), "median_ms": kw_ms},
         "swap_tradeoff": swap_tradeoff(router, questions, labels),
     }
+
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def load_qa(folder: Path = BENCH_DIR) -> list[dict[str, Any]]:
+    """The QA set over real README files: question, verbatim answer span, paraphrase, doc text."""
+    rows = load_jsonl(folder / "qa.jsonl", ("doc", "question", "answer", "paraphrase"))
+    for r in rows:
+        r["text"] = (folder / "docs" / r["doc"]).read_text(encoding="utf-8")
+    return rows
+
+
+def bench_compress(rows: list[dict[str, Any]], compressor: Any, ratios: Sequence[float] = (0.3, 0.4, 0.5)) -> dict:
+    """Achieved ratio, key-fact retention and speed of `compressor` on whole documents."""
+    from ech0_moe.compressor import is_key_token
+    from ech0_moe.text import split_sentences
+
+    out: dict[str, Any] = {"n": len(rows), "ratios": []}
+    for ratio in ratios:
+        achieved, answers, facts_kept, facts_total, seconds, tokens = [], 0, 0, 0, 0.0, 0
+        for r in tqdm(rows, desc=f"compress {ratio}", unit="doc", file=sys.stderr, leave=False):
+            c = compressor.compress(r["question"], [r["text"]], ratio=ratio)
+            kept = _norm(c.context)
+            achieved.append(c.ratio)
+            answers += _norm(r["answer"]) in kept
+            # key facts: numbers/names in the sentence(s) that hold the answer
+            holder = [s for s in split_sentences(r["text"]) if r["answer"].split()[0] in s]
+            facts = {w.strip(".,;:()[]`*") for s in holder for w in s.split() if is_key_token(w)}
+            facts_total += len(facts)
+            facts_kept += sum(1 for f in facts if f in kept)
+            seconds += c.seconds
+            tokens += c.original_tokens
+        out["ratios"].append(
+            {
+                "requested": ratio,
+                "achieved_mean": round(statistics.mean(achieved), 4),
+                "achieved_max_error": round(max(abs(a - ratio) for a in achieved), 4),
+                "answer_retention": round(answers / len(rows), 4),
+                "key_fact_retention": round(facts_kept / max(1, facts_total), 4),
+                "ms_per_1k_tokens": round(seconds / max(1, tokens) * 1e6, 3),
+            }
+        )
+    out["answer_retention_min"] = min(r["answer_retention"] for r in out["ratios"])
+    out["ms_per_1k_tokens_max"] = max(r["ms_per_1k_tokens"] for r in out["ratios"])
+    return out
+
+
+def _rank(hits: list[Any], hit: Callable[[Any], bool]) -> int:
+    """1-based rank of the first context satisfying `hit`, 0 when none does."""
+    return next((i for i, c in enumerate(hits, 1) if hit(c)), 0)
+
+
+def _recall(ranks: list[int], k: int) -> dict[str, float]:
+    return {
+        "recall@1": round(sum(r == 1 for r in ranks) / len(ranks), 4),
+        f"recall@{k}": round(sum(0 < r <= k for r in ranks) / len(ranks), 4),
+        "mrr": round(sum(1 / r for r in ranks if r) / len(ranks), 4),
+    }
+
+
+def bench_rag(rows: list[dict[str, Any]], kb_dir: Path, k: int = 4, max_distance: float = 0.65) -> dict[str, Any]:
+    """Retrieval quality on a fresh knowledge base in `kb_dir`:
+    documents (is a chunk holding the answer retrieved?) for original and paraphrased
+    questions, then learned answers (after learning each question, does its paraphrase
+    bring the learned entry back?)."""
+    from ech0_moe.kb import KnowledgeBase
+
+    kb = KnowledgeBase(kb_dir)
+    kb.add_paths([BENCH_DIR / "docs"], progress=False)
+
+    def search(q: str) -> list[Any]:
+        return kb.search(q, k=k, max_distance=max_distance)
+
+    def holds_answer(r: dict[str, Any]) -> Callable[[Any], bool]:
+        return lambda c: _norm(r["answer"]) in _norm(c.text)
+
+    times: list[float] = []
+
+    def timed_search(q: str) -> list[Any]:
+        t0 = time.perf_counter()
+        hits = search(q)
+        times.append(time.perf_counter() - t0)
+        return hits
+
+    doc_orig = [_rank(timed_search(r["question"]), holds_answer(r)) for r in rows]
+    doc_para = [_rank(timed_search(r["paraphrase"]), holds_answer(r)) for r in rows]
+    learned_ids = {}
+    for r in tqdm(rows, desc="learn", unit="q", file=sys.stderr, leave=False):
+        learned_ids[r["question"]] = kb.learn(
+            r["question"], f"The answer is {r['answer']}.", expert="general", domain="general", mode="bench"
+        )
+    learned = [_rank(timed_search(r["paraphrase"]), lambda c, r=r: c.id == learned_ids[r["question"]]) for r in rows]
+    return {
+        "n": len(rows),
+        "k": k,
+        "max_distance": max_distance,
+        "chunks": kb.stats()["by_kind"].get("document", 0),
+        "learned_paraphrase": _recall(learned, k),
+        "documents_original": _recall(doc_orig, k),
+        "documents_paraphrase": _recall(doc_para, k),
+        "median_search_ms": round(statistics.median(times) * 1000, 3),
+    }

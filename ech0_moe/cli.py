@@ -149,15 +149,55 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kb(args: argparse.Namespace) -> int:
+    from ech0_moe.config import DOMAINS
+    from ech0_moe.kb import KnowledgeBase
+
+    kb = KnowledgeBase(_context(args).kb_dir)
+    if args.action == "add":
+        if not args.items:
+            raise Ech0Error("kb add needs one or more files or folders")
+        if args.domain and args.domain not in DOMAINS:
+            raise Ech0Error(f"--domain {args.domain!r} is not one of {', '.join(DOMAINS)}")
+        result: Any = kb.add_paths(args.items, domain=args.domain or "")
+    elif args.action == "search":
+        if len(args.items) != 1 or not args.items[0].strip():
+            raise Ech0Error('kb search needs one query: ech0-moe kb search "QUESTION"')
+        hits = kb.search(args.items[0], k=args.k, max_distance=args.max_distance, domain=args.domain)
+        result = [h.as_dict() for h in hits]
+        if not args.json:
+            for h in hits:
+                print(f"{h.score:.3f}  [{h.kind}] {h.source}  id={h.id}\n       {' '.join(h.text.split())[:160]}")
+            return 0
+    elif args.action == "stats":
+        result = kb.stats()
+    elif args.action == "forget":
+        if not (args.items or args.source):
+            raise Ech0Error("kb forget needs entry ids or --source PATH_OR_NAME")
+        result = {"removed": kb.forget(ids=args.items, source=args.source or "")}
+    else:
+        raise Ech0Error(f"unknown kb action {args.action!r}; use add, search, stats or forget")
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
     from ech0_moe import bench
 
     if args.what == "routing":
         if not args.data:
             raise Ech0Error("bench routing needs --data FILE.jsonl (lines with 'question' and 'domain')")
         result = bench.bench_routing(_config(args), bench.load_jsonl(args.data, ("question", "domain")))
+    elif args.what == "compress":
+        result = bench.bench_compress(bench.load_qa(), _context(args).services().compressor)
+    elif args.what == "rag":
+        with tempfile.TemporaryDirectory(prefix="ech0-bench-rag-") as tmp:
+            result = bench.bench_rag(bench.load_qa(), Path(tmp))
     else:
-        raise Ech0Error(f"unknown benchmark {args.what!r}")
+        raise Ech0Error(f"unknown benchmark {args.what!r}; use routing, compress or rag")
     if not args.json:
         for key, value in result.items():
             print(f"{key}: {value}", file=sys.stderr)
@@ -247,9 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_route)
 
     p = sub.add_parser("bench", parents=[common], help="benchmarks; the last line printed is JSON")
-    p.add_argument("what", help="routing")
+    p.add_argument("what", help="routing | compress | rag")
     p.add_argument("--data", help="JSONL data set")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("kb", parents=[common], help="knowledge base: add, search, stats, forget")
+    p.add_argument("action", help="add | search | stats | forget")
+    p.add_argument("items", nargs="*", help="files/folders (add), the query (search), entry ids (forget)")
+    p.add_argument("--domain", help="add: tag documents with a domain; search: only that domain")
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--max-distance", dest="max_distance", type=float, default=0.65)
+    p.add_argument("--source", help="forget: every entry of this file path or 'learned:<expert>'")
+    p.set_defaults(func=cmd_kb)
 
     p = sub.add_parser("router", parents=[common], help="router model: `router fit`")
     p.add_argument("action", choices=["fit"])

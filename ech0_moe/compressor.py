@@ -7,17 +7,24 @@ to the question (term overlap weighted by rarity, with a bonus for numbers,
 formulas and named entities), and the last partial sentence keeps its most
 informative words so the achieved ratio lands on the requested one.
 Tokens are whitespace-separated words; the ratio reported is the achieved one.
+
+Also here: `LLMCompressor` (an expert rewrites, checked against the extractive
+result's facts) and `LLMLinguaCompressor` (when LLMLingua-2 is installed).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
-_SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n+")
+from ech0_moe.errors import Ech0Error
+from ech0_moe.text import count_tokens, split_sentences
+
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_\-']*|\d")
 _NUMBER = re.compile(r"\d")
 _FORMULA = re.compile(r"[=+\-*/^<>≤≥∑∫√]|\b[a-z]\(|\d[a-z]\b")
@@ -50,14 +57,6 @@ FILLERS = (
     "kindly",
 )
 _FILLER_RE = re.compile(r"\b(?:" + "|".join(re.escape(f) for f in FILLERS) + r")\b,?\s*", re.IGNORECASE)
-
-
-def count_tokens(text: str) -> int:
-    return len(text.split())
-
-
-def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENT.split(text) if s and s.strip()]
 
 
 def split_question(query: str) -> tuple[str, str]:
@@ -168,4 +167,78 @@ class ExtractiveCompressor:
             original_tokens=original,
             compressed_tokens=count_tokens(context) + count_tokens(question),
             seconds=time.perf_counter() - t0,
+        )
+
+
+Chat = Callable[[list[dict[str, str]], int], str]
+
+
+class LLMCompressor:
+    """Asks an expert (the general one) to shorten the context, and checks its work:
+    if the rewrite drops any number, name or formula the extractive result kept,
+    the extractive result is used instead (method ``extractive (llm dropped a fact)``)."""
+
+    def __init__(self, chat: Chat, fallback: ExtractiveCompressor | None = None) -> None:
+        self.chat = chat
+        self.fallback = fallback or ExtractiveCompressor()
+
+    def compress(self, query: str, contexts: list[str] | None = None, ratio: float = 0.5) -> Compressed:
+        t0 = time.perf_counter()
+        base = self.fallback.compress(query, contexts, ratio)
+        if base.method == "none" or not base.context:
+            return base
+        budget = max(8, base.compressed_tokens - count_tokens(base.question))
+        messages = [
+            {
+                "role": "system",
+                "content": "You shorten text. Keep every number, name and formula. Output only the shortened text.",
+            },
+            {
+                "role": "user",
+                "content": f"Shorten to at most {budget} words, keeping what answers: "
+                f"{base.question}\n\n{base.context}",
+            },
+        ]
+        text = " ".join(self.chat(messages, budget * 2).split()[:budget])
+        facts = {w.strip(".,;:()[]") for w in base.context.split() if is_key_token(w)}
+        if not text or any(f not in text for f in facts):
+            return replace(base, method="extractive (llm dropped a fact)", seconds=time.perf_counter() - t0)
+        return Compressed(
+            context=text,
+            question=base.question,
+            original_tokens=base.original_tokens,
+            compressed_tokens=count_tokens(text) + count_tokens(base.question),
+            seconds=time.perf_counter() - t0,
+            method="llm",
+        )
+
+
+class LLMLinguaCompressor:
+    """LLMLingua-2 token classification, when the `llmlingua` package and its model
+    (``ECH0_LLMLINGUA_MODEL``, already in the local Hugging Face cache) are installed."""
+
+    def __init__(self) -> None:
+        try:
+            from llmlingua import PromptCompressor  # type: ignore[import-not-found]
+        except ImportError:
+            raise Ech0Error(
+                "compression_method 'llmlingua' needs the llmlingua package and a local LLMLingua-2 model"
+            ) from None
+        model = os.environ.get("ECH0_LLMLINGUA_MODEL", "microsoft/llmlingua-2-xlm-roberta-large-meetingbank")
+        try:
+            self._compressor = PromptCompressor(model_name=model, use_llmlingua2=True, device_map="cpu")
+        except Exception as exc:  # the model is missing from the local cache, or incompatible
+            raise Ech0Error(f"LLMLingua-2 model {model!r} could not be loaded: {exc}") from None
+
+    def compress(self, query: str, contexts: list[str] | None = None, ratio: float = 0.5) -> Compressed:
+        t0 = time.perf_counter()
+        preamble, question = split_question(query)
+        material = "\n".join([*(contexts or []), preamble]).strip()
+        original = count_tokens(material) + count_tokens(question)
+        if not material:
+            return Compressed("", question, original, original, time.perf_counter() - t0, "none")
+        result = self._compressor.compress_prompt([material], rate=ratio, force_tokens=["\n", "?"])
+        text = result["compressed_prompt"]
+        return Compressed(
+            text, question, original, count_tokens(text) + count_tokens(question), time.perf_counter() - t0, "llmlingua"
         )

@@ -10,16 +10,22 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ech0_moe.errors import Ech0Error
+from ech0_moe.text import chunk_text
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 COLLECTION = "ech0_memory"
+TEXT_SUFFIXES = frozenset({".md", ".markdown", ".txt", ".rst", ".text"})
 _NUMBERS = re.compile(r"\d+(?:\.\d+)?")
 
 
@@ -72,9 +78,16 @@ class KnowledgeBase:
     def count(self) -> int:
         return self.col.count()
 
-    def upsert(self, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]]) -> None:
+    def upsert(
+        self,
+        ids: list[str],
+        texts: list[str],
+        metadatas: list[dict[str, Any]],
+        embeddings: np.ndarray | None = None,
+    ) -> None:
+        """Write entries (committed when this returns); embeddings default to the texts'."""
         if ids:
-            self.col.upsert(ids=ids, documents=texts, metadatas=metadatas)  # type: ignore[arg-type]
+            self.col.upsert(ids=ids, documents=texts, metadatas=metadatas, embeddings=embeddings)  # type: ignore[arg-type]
 
     def search(
         self,
@@ -84,8 +97,11 @@ class KnowledgeBase:
         max_distance: float = 0.65,
         domain: str | None = None,
         kind: str | None = None,
+        diversity: float = 0.3,
     ) -> list[Context]:
-        """Top-k passages within `max_distance` (cosine), optionally filtered by domain/kind."""
+        """Top-k passages within `max_distance` (cosine), optionally only those for `domain`
+        (or for every domain) and of one `kind`; Maximal Marginal Relevance with weight
+        `diversity` drops near-duplicates in favour of passages that add something."""
         n = self.count()
         if n == 0 or not query.strip():
             return []
@@ -99,28 +115,47 @@ class KnowledgeBase:
             where = clauses[0]
         elif clauses:
             where = {"$and": clauses}
-        res = self.col.query(query_texts=[query], n_results=min(k, n), where=where)  # type: ignore[arg-type]
-        out: list[Context] = []
-        for cid, doc, meta, dist in zip(
-            res["ids"][0],
-            res["documents"][0],
-            res["metadatas"][0],
-            res["distances"][0],
-            strict=True,  # type: ignore[index]
-        ):
-            if dist > max_distance:
-                continue
-            out.append(
-                Context(
-                    id=cid,
-                    text=doc or "",
-                    source=str(meta.get("source", "")),
-                    kind=str(meta.get("kind", "document")),
-                    score=round(1.0 - float(dist), 4),
-                    domain=str(meta.get("domain", "")),
-                )
+        res = self.col.query(
+            query_texts=[query],
+            n_results=min(max(k * 4, 8), n),
+            where=where,  # type: ignore[arg-type]
+            include=["documents", "metadatas", "distances", "embeddings"],
+        )
+        pool = [
+            (cid, doc or "", meta or {}, float(dist), np.asarray(emb, dtype=np.float32))
+            for cid, doc, meta, dist, emb in zip(
+                res["ids"][0],
+                res["documents"][0],  # type: ignore[index]
+                res["metadatas"][0],  # type: ignore[index]
+                res["distances"][0],  # type: ignore[index]
+                res["embeddings"][0],  # type: ignore[index]
+                strict=True,
             )
-        return out
+            if dist <= max_distance
+        ]
+        chosen: list[tuple[str, str, dict[str, Any], float, np.ndarray]] = []
+        while pool and len(chosen) < k:
+
+            def mmr(item: tuple[str, str, dict[str, Any], float, np.ndarray]) -> float:
+                redundancy = max((float(item[4] @ c[4]) for c in chosen), default=0.0)
+                return (1 - diversity) * (1 - item[3]) - diversity * redundancy
+
+            best = max(pool, key=mmr)
+            pool.remove(best)
+            if any(float(best[4] @ c[4]) > 0.97 for c in chosen):
+                continue  # an exact or near-exact duplicate of a passage already chosen
+            chosen.append(best)
+        return [
+            Context(
+                id=cid,
+                text=doc,
+                source=str(meta.get("source", "")),
+                kind=str(meta.get("kind", "document")),
+                score=round(1.0 - dist, 4),
+                domain=str(meta.get("domain", "")),
+            )
+            for cid, doc, meta, dist, _ in chosen
+        ]
 
     def learn(
         self,
@@ -149,8 +184,83 @@ class KnowledgeBase:
             "question": question.strip()[:2000],
             "timestamp": time.time(),
         }
-        self.upsert([entry_id], [text], [meta])
+        from ech0_moe.embeddings import embed
+
+        # Indexed by the question alone: a paraphrased question finds it even among long documents.
+        self.upsert([entry_id], [text], [meta], embeddings=embed([question.strip()]))
         return entry_id
+
+    def add_paths(self, paths: Iterable[str | os.PathLike[str]], *, domain: str = "", progress: bool = True) -> dict:
+        """Ingest text/markdown files and folders: chunked, with source metadata.
+
+        Idempotent by content hash: an unchanged file is skipped; a changed file's new
+        chunks are written first and its stale chunks removed after, so a crash at any
+        point leaves either the old or the new version searchable, never neither.
+        """
+        from tqdm import tqdm
+
+        files: list[Path] = []
+        for raw in paths:
+            p = Path(raw)
+            if p.is_dir():
+                files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES)
+            elif p.is_file():
+                files.append(p)
+            else:
+                raise Ech0Error(f"no such file or folder: {p}")
+        report = {"files": len(files), "added": 0, "unchanged": 0, "skipped": [], "chunks": 0}
+        for f in tqdm(files, desc="kb add", unit="file", file=sys.stderr, disable=not progress):
+            try:
+                text = f.read_text(encoding="utf-8")
+            except (UnicodeDecodeError, OSError) as exc:
+                report["skipped"].append(f"{f}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}")
+                continue
+            source = str(f.resolve())
+            file_hash = hashlib.sha256(text.encode()).hexdigest()[:32]
+            old = self.col.get(where={"source": source}, include=["metadatas"])
+            metas_old = old["metadatas"] or []
+            if metas_old and all(
+                (m or {}).get("file_hash") == file_hash and (m or {}).get("n_chunks") == len(metas_old)
+                for m in metas_old
+            ):  # complete and current; a version cut short by a crash is written again
+                report["unchanged"] += 1
+                continue
+            chunks = chunk_text(text)
+            ids = [content_id(c, source) for _, c in chunks]
+            metas = [
+                {
+                    "kind": "document",
+                    "source": source,
+                    "heading": heading[:200],
+                    "chunk": i,
+                    "file_hash": file_hash,
+                    "n_chunks": len(chunks),
+                    "domain": domain,
+                    "timestamp": time.time(),
+                }
+                for i, (heading, _) in enumerate(chunks)
+            ]
+            for start in range(0, len(ids), 64):
+                self.upsert(
+                    ids[start : start + 64], [c for _, c in chunks[start : start + 64]], metas[start : start + 64]
+                )
+            stale = sorted(set(old["ids"]) - set(ids))
+            if stale:
+                self.col.delete(ids=stale)
+            report["added"] += 1
+            report["chunks"] += len(ids)
+        return report
+
+    def forget(self, *, ids: Iterable[str] = (), source: str = "") -> int:
+        """Remove entries by id and/or every entry of a source (a file path or `learned:<expert>`)."""
+        targets = set(ids)
+        if source:
+            wanted = str(Path(source).resolve()) if Path(source).exists() else source
+            targets |= set(self.col.get(where={"source": wanted})["ids"])
+        existing = set(self.col.get(ids=sorted(targets))["ids"]) if targets else set()
+        if existing:
+            self.col.delete(ids=sorted(existing))
+        return len(existing)
 
     def find_duplicate(self, question: str, min_similarity: float) -> str | None:
         """Id of a learned entry asking the same thing: embedding similarity of the two

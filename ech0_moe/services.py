@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from ech0_moe.compressor import ExtractiveCompressor
+from ech0_moe.compressor import Compressed, ExtractiveCompressor, LLMCompressor, LLMLinguaCompressor
 from ech0_moe.config import PoolConfig, load_config
 from ech0_moe.ensemble import TurnRegistry
+from ech0_moe.errors import Ech0Error
 from ech0_moe.kb import KnowledgeBase
 from ech0_moe.pool import ExpertPool
 from ech0_moe.router import Router
@@ -33,6 +34,25 @@ class Services:
     @cached_property
     def kb(self) -> KnowledgeBase:
         return KnowledgeBase(self.kb_dir)
+
+    @cached_property
+    def llm_compressor(self) -> LLMCompressor:
+        general = self.config.general_expert
+        return LLMCompressor(lambda messages, n: self.pool.chat(general, messages, n)[0], self.compressor)
+
+    @cached_property
+    def llmlingua_compressor(self) -> LLMLinguaCompressor:
+        return LLMLinguaCompressor()
+
+    def compress(self, method: str, query: str, contexts: list[str], ratio: float) -> Compressed:
+        """Compress with `method`: extractive (default), llm (general expert, fact-checked) or llmlingua."""
+        if method == "extractive":
+            return self.compressor.compress(query, contexts, ratio)
+        if method == "llm":
+            return self.llm_compressor.compress(query, contexts, ratio)
+        if method == "llmlingua":
+            return self.llmlingua_compressor.compress(query, contexts, ratio)
+        raise Ech0Error(f"unknown compression_method {method!r}; use extractive, llm or llmlingua")
 
 
 _cache: dict[tuple[str, str], Services] = {}

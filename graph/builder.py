@@ -1,9 +1,17 @@
-"""Wire the nodes into the ECH0 MoE graph (every path starts with `prepare`: validation + reset).
+"""Wire the nodes into the ECH0 MoE graph.
 
-optimized: retrieve -> compress -> route -> swap_load -> answer -> learn
-fast:                  compress -> route -> swap_load -> answer
-basic:                             route -> swap_load -> answer
-ensemble:  retrieve -> compress -> route => expert_answer x k (Send, one at a time) -> combine -> learn
+Every path starts with `prepare` (validation + reset) and `route` (on the raw
+query, no model loaded). With prefetch (default) the routed expert loads while
+retrieve/compress run; `answer` waits for both:
+
+    optimized: route -> [swap_load || retrieve -> compress] -> answer -> learn
+    fast:      route -> [swap_load || compress]             -> answer
+    basic:     route ->  swap_load                          -> answer
+    ensemble:  route -> retrieve -> compress => expert_answer x k (Send, served one at a time)
+               -> combine -> learn
+
+With `Context(prefetch=False)` the stages run strictly one after another
+(retrieve -> compress -> swap_load -> answer), the order of the design card.
 """
 
 from __future__ import annotations
@@ -12,26 +20,34 @@ from typing import Literal
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from graph.context import Context
 from graph.state import ExpertTask, InputState, OutputState, State
 from nodes import answer, combine_answers, compress, expert_answer, learn, prepare, retrieve, route, swap_load
+from nodes._common import context
 
 GRAPH_NAME = "ech0_moe"
 
 
-def select_path(state: State) -> Literal["retrieve", "compress", "route"]:
-    """Pick the first stage of the mode's path."""
+def after_route(state: State, runtime: Runtime[Context]) -> list[Literal["swap_load", "retrieve", "compress"]]:
+    """Pick the mode's next stages. With prefetch (the default) the expert loads in
+    parallel with retrieve/compress; without it the stages run one after another."""
+    first: list[Literal["swap_load", "retrieve", "compress"]] = []
     if state.mode in ("optimized", "ensemble"):
-        return "retrieve"
-    return "compress" if state.mode == "fast" else "route"
+        first.append("retrieve")
+    elif state.mode == "fast":
+        first.append("compress")
+    if state.mode != "ensemble" and (not first or context(runtime).prefetch):
+        first.append("swap_load")
+    return first
 
 
-def fan_out(state: State) -> Literal["swap_load"] | list[Send]:
-    """After routing: one expert, or one `Send` per ensemble candidate (served in order)."""
+def after_compress(state: State, runtime: Runtime[Context]) -> Literal["answer", "swap_load"] | list[Send]:
+    """One expert: answer (or load it now, without prefetch); ensemble: one `Send` per candidate."""
     if state.mode != "ensemble":
-        return "swap_load"
+        return "answer" if context(runtime).prefetch else "swap_load"
     return [
         Send(
             "expert_answer",
@@ -61,16 +77,16 @@ def build_graph(*, checkpointer: object | None = None) -> CompiledStateGraph:
     builder.add_node("compress", compress)
     builder.add_node("route", route)
     builder.add_node("swap_load", swap_load)
-    builder.add_node("answer", answer)
+    builder.add_node("answer", answer, defer=True)  # waits for both swap_load and compress
     builder.add_node("expert_answer", expert_answer, input_schema=ExpertTask)
     builder.add_node("combine", combine_answers)
     builder.add_node("learn", learn)
 
     builder.add_edge(START, "prepare")
-    builder.add_conditional_edges("prepare", select_path)
+    builder.add_edge("prepare", "route")
+    builder.add_conditional_edges("route", after_route)
     builder.add_edge("retrieve", "compress")
-    builder.add_edge("compress", "route")
-    builder.add_conditional_edges("route", fan_out, ["swap_load", "expert_answer"])
+    builder.add_conditional_edges("compress", after_compress, ["answer", "swap_load", "expert_answer"])
     builder.add_edge("swap_load", "answer")
     builder.add_conditional_edges("answer", after_answer)
     builder.add_edge("expert_answer", "combine")

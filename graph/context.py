@@ -38,6 +38,18 @@ class Context:
     compression_ratio: float = field(
         default=0.5, metadata={"description": "Target kept fraction of prompt tokens (0.3 = shrink by 70%)."}
     )
+    prefetch: bool = field(
+        default=True,
+        metadata={"description": "Load the routed expert in parallel with retrieve/compress."},
+    )
+    filter_by_domain: bool = field(
+        default=False,
+        metadata={"description": "Retrieve only contexts of the routed expert's domain (or of no domain)."},
+    )
+    compression_method: str = field(
+        default="extractive",
+        metadata={"description": "extractive | llm (general expert, fact-checked) | llmlingua (if installed)."},
+    )
     ensemble_k: int = field(default=3, metadata={"description": "How many experts the ensemble path asks."})
     max_tokens: int = field(
         default=0, metadata={"description": "Answer length cap in tokens; 0 = each expert's own max_tokens."}
@@ -50,7 +62,8 @@ class Context:
             env = os.environ.get(f"ECH0_{f.name.upper()}")
             if env is not None:
                 kind = type(f.default)
-                setattr(self, f.name, kind(env))
+                value: object = env.strip().lower() in ("1", "true", "yes", "on") if kind is bool else kind(env)
+                setattr(self, f.name, value)
 
     def services(self) -> Services:
         """The pool, router, compressor and knowledge base for these settings (cached per process)."""

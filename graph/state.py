@@ -51,6 +51,7 @@ class OutputState:
     route_reason: str = ""
     route_stayed: bool = False
     compression_ratio: float = 1.0
+    compression_method: str = ""
     retrieved_contexts: list[dict[str, Any]] = field(default_factory=list)
     timings: Annotated[dict[str, float], merge_timings] = field(default_factory=dict)
 

@@ -13,7 +13,8 @@ from nodes._common import context, services, timed
 
 @timed("compress")
 def compress(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Query-aware extractive compression to the context's `compression_ratio`."""
+    """Compress to the context's `compression_ratio` with its `compression_method`."""
+    ctx = context(runtime)
     texts = [c["text"] for c in state.retrieved_contexts]
-    result = services(runtime).compressor.compress(state.query, texts, ratio=context(runtime).compression_ratio)
-    return {"prompt": result.prompt(), "compression_ratio": result.ratio}
+    result = services(runtime).compress(ctx.compression_method, state.query, texts, ctx.compression_ratio)
+    return {"prompt": result.prompt(), "compression_ratio": result.ratio, "compression_method": result.method}

@@ -13,7 +13,13 @@ from nodes._common import context, services, timed
 
 @timed("retrieve")
 def retrieve(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Top-k contexts within the distance threshold, with source and score."""
+    """Top-k diverse contexts within the distance threshold, with source, kind and score;
+    optionally only those of the routed expert's domain."""
     ctx = context(runtime)
-    hits = services(runtime).kb.search(state.query, k=ctx.top_k, max_distance=ctx.max_distance)
+    hits = services(runtime).kb.search(
+        state.query,
+        k=ctx.top_k,
+        max_distance=ctx.max_distance,
+        domain=state.domain if ctx.filter_by_domain else None,
+    )
     return {"retrieved_contexts": [h.as_dict() for h in hits]}

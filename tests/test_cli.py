@@ -87,3 +87,31 @@ def test_bench_routing_prints_json_last() -> None:
     assert result["n"] > 500 and result["skipped_seen_in_fit"] > 500  # only unseen questions count
     assert result["macro_accuracy"] > result["keyword_baseline"]["macro_accuracy"] + 0.2
     assert result["median_ms"] < 50
+
+
+def test_bench_compress_and_rag_meet_their_goals() -> None:
+    proc = run_cli("bench", "compress", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for row in result["ratios"]:
+        assert row["achieved_max_error"] <= 0.05
+        assert row["answer_retention"] >= 0.95 and row["key_fact_retention"] >= 0.9
+    assert result["ms_per_1k_tokens_max"] <= 20
+    proc = run_cli("bench", "rag", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rag = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert rag["learned_paraphrase"]["recall@4"] >= 0.9 and rag["documents_original"]["recall@4"] >= 0.8
+
+
+def test_kb_commands(tmp_path: Path) -> None:
+    docs = ROOT / "benchmarks" / "docs"
+    added = run_cli("kb", "add", str(docs / "libffi.md"), str(docs / "zstd.md"), "--json", kb=tmp_path)
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["added"] == 2 and "kb add" in added.stderr  # progress bar
+    hits = json.loads(run_cli("kb", "search", "What does FFI stand for?", "--json", kb=tmp_path).stdout)
+    assert hits[0]["source"].endswith("libffi.md") and {"id", "text", "kind", "score"} <= set(hits[0])
+    stats = json.loads(run_cli("kb", "stats", "--json", kb=tmp_path).stdout)
+    assert stats["sources"] == 2
+    forgot = json.loads(run_cli("kb", "forget", "--source", str(docs / "zstd.md"), "--json", kb=tmp_path).stdout)
+    assert forgot["removed"] > 0
+    assert_one_line_error(run_cli("kb", "add", str(tmp_path / "nope"), kb=tmp_path), "no such file or folder")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ech0_moe.compressor import ExtractiveCompressor, count_tokens, split_question
+from ech0_moe.compressor import ExtractiveCompressor, split_question
+from ech0_moe.text import count_tokens
 
 DOC = (
     "The Hubble Space Telescope was launched on 24 April 1990 aboard the Space Shuttle Discovery. "
@@ -41,3 +42,32 @@ def test_split_question_finds_the_question() -> None:
     preamble, question = split_question("I have a circuit. It has two resistors. What is the total resistance? Thanks.")
     assert question == "What is the total resistance?"
     assert "two resistors" in preamble
+
+
+def test_llmlingua_without_the_package_is_one_clear_error() -> None:
+    from ech0_moe.compressor import LLMLinguaCompressor
+    from ech0_moe.errors import Ech0Error
+
+    with pytest.raises(Ech0Error, match="llmlingua"):
+        LLMLinguaCompressor()
+
+
+def test_llm_compression_falls_back_when_a_fact_is_dropped() -> None:
+    from ech0_moe.compressor import LLMCompressor
+
+    forgetful = LLMCompressor(lambda messages, n: "The Hubble telescope is in space.")
+    c = forgetful.compress("When was the Hubble Space Telescope launched?", [DOC], ratio=0.3)
+    assert c.method == "extractive (llm dropped a fact)" and "1990" in c.context
+    faithful = LLMCompressor(lambda messages, n: messages[1]["content"].split("\n\n", 1)[1])
+    c = faithful.compress("When was the Hubble Space Telescope launched?", [DOC], ratio=0.3)
+    assert c.method == "llm" and "1990" in c.context
+
+
+@pytest.mark.slow
+def test_llm_compression_with_the_real_general_expert(tmp_path) -> None:
+    from graph import Context
+
+    svc = Context(kb_dir=str(tmp_path / "kb")).services()
+    c = svc.compress("llm", "When was the Hubble Space Telescope launched?", [DOC], 0.3)
+    assert c.method in ("llm", "extractive (llm dropped a fact)")
+    assert "1990" in c.context and c.ratio <= 0.35

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TypedDict
 
@@ -28,10 +29,19 @@ METADATA = {
     "timings",
 }
 PATHS = {
-    "optimized": ["prepare", "retrieve", "compress", "route", "swap_load", "answer", "learn"],
-    "fast": ["prepare", "compress", "route", "swap_load", "answer"],
+    "optimized": ["prepare", "route", "retrieve", "swap_load", "compress", "answer", "learn"],
+    "fast": ["prepare", "route", "compress", "swap_load", "answer"],
     "basic": ["prepare", "route", "swap_load", "answer"],
 }
+SEQUENTIAL = {  # Context(prefetch=False): the design card's order
+    "optimized": ["prepare", "route", "retrieve", "compress", "swap_load", "answer", "learn"],
+    "fast": ["prepare", "route", "compress", "swap_load", "answer"],
+    "basic": ["prepare", "route", "swap_load", "answer"],
+}
+
+
+def stages(graph, inputs: dict, context: Context) -> list[str]:
+    return [name for chunk in graph.stream(inputs, context=context) for name in chunk]
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +51,13 @@ def graph():
 
 @pytest.mark.parametrize("mode", ["optimized", "fast", "basic"])
 def test_each_path_runs_its_stages(graph, context: Context, mode: str) -> None:
-    seen: list[str] = []
-    result = None
-    for chunk in graph.stream({"query": "What is the derivative of x squared?", "mode": mode}, context=context):
-        seen += list(chunk)
-    result = graph.invoke({"query": "What is the derivative of x squared?", "mode": mode}, context=context)
-    assert seen == PATHS[mode]
+    inputs = {"query": "What is the derivative of x squared?", "mode": mode}
+    seen = stages(graph, inputs, context)
+    # prepare and route first; swap_load runs in parallel with retrieve/compress; answer waits for both
+    assert seen[:2] == ["prepare", "route"] and sorted(seen) == sorted(PATHS[mode])
+    assert seen.index("answer") > max(seen.index(s) for s in ("swap_load", "compress") if s in seen)
+    assert stages(graph, inputs, replace(context, prefetch=False)) == SEQUENTIAL[mode]
+    result = graph.invoke(inputs, context=context)
     assert set(result) >= METADATA
     assert result["mode"] == mode
     assert result["expert_used"] == "math"

@@ -1,0 +1,74 @@
+"""Plain-text helpers shared by the compressor and the knowledge base.
+
+Tokens are whitespace-separated words. Hard-wrapped paragraphs are re-joined
+before sentences are split; tables, lists, headings and code stay line by line.
+"""
+
+from __future__ import annotations
+
+import re
+
+_BLOCK_SPLIT = re.compile(r"\n\s*\n")
+_SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[`])")
+_SETEXT = re.compile(r"[=\-]{3,}")
+_LINE_UNIT = re.compile(r"^(?:\s*(?:[|#>]|[*+\-]\s|\d+[.)]\s|```)|\s{4})")
+
+
+def count_tokens(text: str) -> int:
+    return len(text.split())
+
+
+def split_blocks(text: str) -> list[str]:
+    """Paragraphs (wrapped lines joined) and structural lines (tables, lists, headings, code)."""
+    units: list[str] = []
+    for block in _BLOCK_SPLIT.split(text):
+        lines = [ln for ln in block.splitlines() if ln.strip()]
+        if not lines:
+            continue
+        if len(lines) >= 2 and _SETEXT.fullmatch(lines[1].strip()):  # "Title\n=====" heading
+            units.append("# " + lines[0].strip())
+            lines = lines[2:]
+            if not lines:
+                continue
+        if any(_LINE_UNIT.match(ln) for ln in lines):
+            units += [ln.strip() for ln in lines]
+        else:
+            units.append(" ".join(ln.strip() for ln in lines))
+    return units
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for unit in split_blocks(text) for s in _SENT.split(unit) if s.strip()]
+
+
+def chunk_text(text: str, max_tokens: int = 160, overlap: int = 1) -> list[tuple[str, str]]:
+    """Split a document into (heading, chunk) pairs of about `max_tokens` words.
+
+    Chunks follow sentence boundaries, carry `overlap` trailing sentences of the
+    previous chunk for context, and never straddle a markdown heading.
+    """
+    chunks: list[tuple[str, str]] = []
+    heading = ""
+    current: list[str] = []
+    fresh = 0  # sentences not yet emitted in a chunk
+
+    def flush(keep_overlap: bool) -> None:
+        nonlocal current, fresh
+        if fresh:
+            chunks.append((heading, " ".join(current)))
+        current = current[-overlap:] if keep_overlap and overlap else []
+        fresh = 0
+
+    for unit in split_blocks(text):
+        if unit.startswith("#") or _SETEXT.fullmatch(unit):
+            flush(keep_overlap=False)
+            if unit.startswith("#"):
+                heading = unit.lstrip("#").strip()
+            continue
+        for sentence in _SENT.split(unit):
+            if fresh and count_tokens(" ".join(current)) + count_tokens(sentence) > max_tokens:
+                flush(keep_overlap=True)
+            current.append(sentence.strip())
+            fresh += 1
+    flush(keep_overlap=False)
+    return chunks

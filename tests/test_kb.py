@@ -1,0 +1,130 @@
+"""Knowledge base on a real Chroma PersistentClient: ingest, search, learn, forget, crash safety."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ech0_moe.errors import Ech0Error
+from ech0_moe.kb import KnowledgeBase
+from tests.conftest import ROOT
+
+DOCS = ROOT / "benchmarks" / "docs"
+
+
+@pytest.fixture
+def kb(tmp_path: Path) -> KnowledgeBase:
+    return KnowledgeBase(tmp_path / "kb")
+
+
+def test_add_is_chunked_idempotent_and_replaces_changed_files(kb: KnowledgeBase, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    shutil.copytree(DOCS, docs)
+    first = kb.add_paths([docs], progress=False)
+    assert first["added"] == 7 and first["chunks"] == kb.count() > 50
+    assert kb.add_paths([docs], progress=False)["unchanged"] == 7
+    before = kb.count()
+    glib = docs / "glib.md"
+    glib.write_text(glib.read_text().replace("GLib is the low-level core library", "GLib is the core library"))
+    again = kb.add_paths([docs], progress=False)
+    assert again["added"] == 1 and again["unchanged"] == 6
+    assert kb.count() == before  # stale chunks of glib.md removed, new ones added
+    assert all("low-level core library" not in h.text for h in kb.search("What is GLib?", k=4))
+
+
+def test_search_has_provenance_threshold_and_no_duplicates(kb: KnowledgeBase, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(DOCS / "libffi.md", tmp_path / "a" / "ffi.md")
+    shutil.copy(DOCS / "libffi.md", tmp_path / "b" / "ffi-copy.md")
+    kb.add_paths([tmp_path / "a", tmp_path / "b"], progress=False)
+    hits = kb.search("What does FFI stand for?", k=4)
+    assert hits and "Foreign Function Interface" in hits[0].text
+    assert hits[0].kind == "document" and hits[0].source.endswith(".md") and 0 < hits[0].score <= 1
+    texts = [h.text for h in hits]
+    assert len(texts) == len(set(texts))  # the identical copy's chunks are not repeated
+    assert kb.search("What does FFI stand for?", k=4, max_distance=0.05) == []
+
+
+def test_domain_filter(kb: KnowledgeBase, tmp_path: Path) -> None:
+    shutil.copy(DOCS / "zstd.md", tmp_path / "zstd.md")
+    kb.add_paths([tmp_path / "zstd.md"], domain="computer_science", progress=False)
+    assert kb.search("zstd dictionary training", domain="computer_science")
+    assert kb.search("zstd dictionary training", domain="biology") == []
+
+
+def test_learn_updates_near_duplicates_and_skips_empty(kb: KnowledgeBase) -> None:
+    bio = {"expert": "biology", "domain": "biology", "mode": "x"}
+    a = kb.learn("What is the powerhouse of the cell?", "The mitochondrion.", **bio)
+    b = kb.learn("Which organelle is the powerhouse of the cell?", "Mitochondria.", **bio)
+    assert a == b and kb.count() == 1
+    c = kb.learn("What is 2 + 3?", "5", expert="math", domain="mathematics", mode="x")
+    d = kb.learn("What is 2 + 2?", "4", expert="math", domain="mathematics", mode="x")
+    assert c != d and kb.count() == 3  # similar wording, different numbers: not a duplicate
+    assert kb.learn("What is 7 + 7?", "   ", expert="math", domain="mathematics", mode="x") is None
+    hit = kb.search("powerhouse of the cell", k=1)[0]
+    assert hit.kind == "learned" and hit.source == "learned:biology" and "Mitochondria" in hit.text
+
+
+def test_forget_by_id_and_source(kb: KnowledgeBase, tmp_path: Path) -> None:
+    shutil.copy(DOCS / "glib.md", tmp_path / "glib.md")
+    kb.add_paths([tmp_path / "glib.md"], progress=False)
+    entry = kb.learn("Who maintains GLib?", "The GNOME project.", expert="general", domain="general", mode="x")
+    assert entry and kb.forget(ids=[entry]) == 1
+    assert kb.forget(source=str(tmp_path / "glib.md")) > 0 and kb.count() == 0
+    assert kb.forget(ids=["no-such-id"]) == 0
+
+
+def test_unwritable_folder_is_a_clear_error(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        blocker = tmp_path / "file"
+        blocker.write_text("not a folder")
+        with pytest.raises(Ech0Error, match="is not writable"):
+            KnowledgeBase(blocker / "kb")
+    else:  # pragma: no cover - non-root
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        with pytest.raises(Ech0Error, match="is not writable"):
+            KnowledgeBase(ro / "kb")
+
+
+@pytest.mark.slow
+def test_sigkill_during_ingest_loses_nothing_committed(tmp_path: Path) -> None:
+    docs = tmp_path / "many"
+    docs.mkdir()
+    originals = sorted(DOCS.iterdir())
+    for i in range(28):
+        src = originals[i % len(originals)]
+        (docs / f"{i:02d}-{src.name}").write_text(f"Copy {i} of {src.name}.\n\n" + src.read_text())
+    kb_dir = tmp_path / "kb"
+    cmd = [sys.executable, "-m", "ech0_moe.cli", "kb", "add", str(docs), "--kb", str(kb_dir)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    progress: list[str] = []
+    reader = threading.Thread(target=lambda: progress.extend(iter(lambda: proc.stderr.read(64), "")), daemon=True)
+    reader.start()
+    done, deadline = 0, time.time() + 120
+    while done < 4 and time.time() < deadline and proc.poll() is None:
+        found = re.findall(r"\| (\d+)/28", "".join(progress))
+        done = int(found[-1]) if found else 0
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and done >= 4
+
+    kb = KnowledgeBase(kb_dir)  # opens cleanly after the kill
+    assert kb.stats()["sources"] >= done  # every file reported done is there
+    assert kb.search("What does FFI stand for?", k=1)
+    report = kb.add_paths([docs], progress=False)  # resuming finishes the rest, redoing nothing committed
+    assert report["unchanged"] >= done and report["added"] + report["unchanged"] == 28
+    fresh = KnowledgeBase(tmp_path / "fresh")
+    fresh.add_paths([docs], progress=False)
+    assert kb.count() == fresh.count()
