@@ -149,6 +149,38 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from ech0_moe.batch import solve_batch
+    from ech0_moe.bench import load_jsonl
+    from graph import build_graph
+
+    rows = load_jsonl(args.file, ())
+    queries = []
+    for n, row in enumerate(rows, 1):
+        q = row.get("question") or row.get("query")
+        if not isinstance(q, str):
+            raise Ech0Error(f"{args.file}: row {n}: needs a 'question' (or 'query') string")
+        queries.append(q)
+    ctx = _context(args)
+    pool = ctx.services().pool
+    before, t0 = pool.swaps, time.perf_counter()
+    results = solve_batch(build_graph(), queries, ctx, mode=args.mode or "basic", order=args.order)
+    for r in results:
+        print(json.dumps(r))
+    stats = pool.stats()
+    summary = {
+        "queries": len(results),
+        "order": args.order,
+        "swaps": pool.swaps - before,
+        "distinct_experts": len({r["expert_used"] for r in results}),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "peak_loaded_bytes": stats["peak_loaded_bytes"],
+        "budget_bytes": stats["budget_bytes"],
+    }
+    print(json.dumps({"summary": summary}))
+    return 0
+
+
 def cmd_kb(args: argparse.Namespace) -> int:
     from ech0_moe.config import DOMAINS
     from ech0_moe.kb import KnowledgeBase
@@ -193,11 +225,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = bench.bench_routing(_config(args), bench.load_jsonl(args.data, ("question", "domain")))
     elif args.what == "compress":
         result = bench.bench_compress(bench.load_qa(), _context(args).services().compressor)
+    elif args.what == "swap":
+        result = bench.bench_swap(_context(args))
     elif args.what == "rag":
         with tempfile.TemporaryDirectory(prefix="ech0-bench-rag-") as tmp:
             result = bench.bench_rag(bench.load_qa(), Path(tmp))
     else:
-        raise Ech0Error(f"unknown benchmark {args.what!r}; use routing, compress or rag")
+        raise Ech0Error(f"unknown benchmark {args.what!r}; use routing, compress, rag or swap")
     if not args.json:
         for key, value in result.items():
             print(f"{key}: {value}", file=sys.stderr)
@@ -287,9 +321,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_route)
 
     p = sub.add_parser("bench", parents=[common], help="benchmarks; the last line printed is JSON")
-    p.add_argument("what", help="routing | compress | rag")
+    p.add_argument("what", help="routing | compress | rag | swap")
+    p.add_argument("--max-tokens", dest="max_tokens", type=int)
     p.add_argument("--data", help="JSONL data set")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("batch", parents=[common], help="answer a JSONL file of questions, grouped by expert")
+    p.add_argument("file", help="JSONL with a 'question' (or 'query') per line")
+    p.add_argument("--mode", help="optimized | fast | basic (default) | ensemble")
+    p.add_argument("--order", default="affinity", help="affinity (grouped by expert, default) | fifo")
+    p.add_argument("--max-tokens", dest="max_tokens", type=int)
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("kb", parents=[common], help="knowledge base: add, search, stats, forget")
     p.add_argument("action", help="add | search | stats | forget")

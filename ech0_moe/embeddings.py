@@ -94,6 +94,8 @@ class Embedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(os.environ.get("ECH0_THREADS", "0")) or min(4, os.cpu_count() or 2)
         options.log_severity_level = 3
+        # no busy-waiting after a run: spinning threads would steal the cores llama.cpp generates on
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, texts: list[str], batch_size: int = 16) -> np.ndarray:

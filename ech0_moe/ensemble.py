@@ -1,12 +1,14 @@
-"""Ensemble helpers: serve experts one after another, then combine by weighted vote."""
+"""Ensemble helpers: serve experts one after another (stopping early once a majority
+agrees), then combine by weighted vote."""
 
 from __future__ import annotations
 
 import re
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -29,26 +31,41 @@ class Turns:
                 self._cond.notify_all()
 
 
+@dataclass
+class EnsembleRun:
+    """One ensemble run: its turn order and the (normalised) answers given so far."""
+
+    size: int
+    turns: Turns = field(default_factory=Turns)
+    answers: list[str] = field(default_factory=list)
+
+    def majority_reached(self) -> bool:
+        """True once one answer holds more than half of all k votes: the rest cannot change it."""
+        counts = Counter(a for a in self.answers if a)
+        return bool(counts) and counts.most_common(1)[0][1] * 2 > self.size
+
+
 class TurnRegistry:
-    """One `Turns` per ensemble run, created on first use and dropped after the last turn."""
+    """One `EnsembleRun` per ensemble, created by `open` and dropped after its last turn."""
 
     def __init__(self) -> None:
-        self._runs: dict[str, tuple[Turns, int]] = {}
+        self._runs: dict[str, EnsembleRun] = {}
         self._lock = threading.Lock()
 
     def open(self, run_id: str, size: int) -> None:
         with self._lock:
-            self._runs[run_id] = (Turns(), size)
+            self._runs[run_id] = EnsembleRun(size)
 
     @contextmanager
-    def turn(self, run_id: str, order: int) -> Iterator[None]:
+    def turn(self, run_id: str, order: int) -> Iterator[EnsembleRun]:
+        """Wait for turn `order` of the run, then hold it for the block."""
         with self._lock:
-            turns, size = self._runs[run_id]
+            run = self._runs[run_id]
         try:
-            with turns.turn(order):
-                yield
+            with run.turns.turn(order):
+                yield run
         finally:
-            if order == size - 1:
+            if order == run.size - 1:
                 with self._lock:
                     self._runs.pop(run_id, None)
 

@@ -35,6 +35,10 @@ class InputState:
         default="",
         metadata={"description": "optimized | fast | basic | ensemble; empty = the context's default mode."},
     )
+    expert: str = field(
+        default="",
+        metadata={"description": "Force this expert (the router still reports its scores); empty = route."},
+    )
 
 
 @dataclass(kw_only=True)

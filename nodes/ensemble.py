@@ -7,7 +7,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from ech0_moe.ensemble import combine
+from ech0_moe.ensemble import combine, normalise
 from graph.context import Context
 from graph.state import ExpertTask, State
 from nodes._common import context, services, timed
@@ -15,25 +15,19 @@ from nodes.answer import ask_expert
 
 
 def expert_answer(task: ExpertTask, runtime: Runtime[Context]) -> dict[str, Any]:
-    """One ensemble branch: wait for its turn (loaded expert first), then answer."""
+    """One ensemble branch: wait for its turn (loaded expert first), then answer -
+    unless the answers so far already hold a majority (early stop: no load, no generation)."""
     svc = services(runtime)
-    with svc.turns.turn(task.ensemble_id, task.order):
+    entry: dict[str, Any] = {"expert": task.expert, "route_score": task.route_score, "order": task.order}
+    with svc.turns.turn(task.ensemble_id, task.order) as run:
+        if run.majority_reached():
+            return {"answers": [{**entry, "solution": "", "swapped": False, "load_seconds": 0.0, "skipped": True}]}
         t0 = time.perf_counter()
         text, swapped, seconds = ask_expert(svc, task.expert, task.prompt or task.query, context(runtime).max_tokens)
+        run.answers.append(normalise(text))
         elapsed = round(time.perf_counter() - t0, 4)
-    return {
-        "answers": [
-            {
-                "expert": task.expert,
-                "solution": text,
-                "swapped": swapped,
-                "load_seconds": round(seconds, 4),
-                "route_score": task.route_score,
-                "order": task.order,
-            }
-        ],
-        "timings": {f"answer:{task.expert}": elapsed},
-    }
+    entry.update(solution=text, swapped=swapped, load_seconds=round(seconds, 4), skipped=False)
+    return {"answers": [entry], "timings": {f"answer:{task.expert}": elapsed}}
 
 
 @timed("combine")

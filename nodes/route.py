@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from langgraph.runtime import Runtime
 
+from ech0_moe.errors import Ech0Error
 from graph.context import Context
 from graph.state import State
 from nodes._common import context, services, timed
@@ -22,6 +24,17 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         decision = svc.router.route(state.query, top_k=context(runtime).ensemble_k)
     else:
         decision = svc.router.route(state.query, loaded=svc.pool.loaded_experts())
+    if state.expert and mode != "ensemble":
+        if state.expert not in svc.pool.specs:
+            raise Ech0Error(f"unknown expert {state.expert!r}; known: {', '.join(svc.pool.specs)}")
+        decision = replace(
+            decision,
+            expert=state.expert,
+            domain=svc.pool.specs[state.expert].domain,
+            reason=f"expert {state.expert!r} chosen by the caller",
+            stayed=False,
+            ranked=[state.expert],
+        )
     update: dict[str, Any] = {
         "expert_used": decision.expert,
         "domain": decision.domain,

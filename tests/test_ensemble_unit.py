@@ -34,8 +34,9 @@ def test_turns_run_in_order_even_when_started_backwards() -> None:
     order: list[int] = []
 
     def branch(i: int) -> None:
-        with registry.turn("run", i):
+        with registry.turn("run", i) as run:
             order.append(i)
+            run.answers.append("A" if i < 2 else "B")
             time.sleep(0.01)
 
     threads = [threading.Thread(target=branch, args=(i,)) for i in reversed(range(4))]
@@ -44,3 +45,15 @@ def test_turns_run_in_order_even_when_started_backwards() -> None:
     for t in threads:
         t.join(timeout=5)
     assert order == [0, 1, 2, 3]
+
+
+def test_majority_stops_the_ensemble_early() -> None:
+    from ech0_moe.ensemble import EnsembleRun
+
+    run = EnsembleRun(size=3)
+    run.answers += ["A", "B"]
+    assert not run.majority_reached()
+    run.answers.append("A")
+    assert run.majority_reached()
+    assert EnsembleRun(size=3, answers=["C", "C"]).majority_reached()
+    assert not EnsembleRun(size=4, answers=["C", "C"]).majority_reached()
