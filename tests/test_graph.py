@@ -100,7 +100,8 @@ def test_ensemble_serves_loaded_expert_first_within_budget(two_file_config: Path
     before = pool.swaps
     result = build_graph().invoke({"query": "What is the speed of light?", "mode": "ensemble"}, context=ctx)
     assert result["mode"] == "ensemble"
-    assert {"answer:alpha", "answer:beta", "answer:gamma"} <= set(result["timings"])
+    answered = {k for k in result["timings"] if k.startswith("answer:")}
+    assert "answer:gamma" in answered and len(answered) >= 2  # a third is skipped once two agree
     # gamma (loaded) first, then alpha and beta share file A: exactly one swap
     assert pool.swaps - before == 1
     assert pool.stats()["peak_loaded_bytes"] <= pool.budget
