@@ -112,6 +112,11 @@ class ExpertSpec:
         return f"{self.backend}|{self.host}|{self.model}"
 
     @property
+    def device(self) -> str:
+        """Where the model lives and whose memory budget it uses: this process, or an Ollama host."""
+        return self.host if self.backend == "ollama" else "local"
+
+    @property
     def routing_texts(self) -> list[str]:
         return [self.description, *self.examples]
 
@@ -134,6 +139,11 @@ class PoolConfig:
     experts: tuple[ExpertSpec, ...]
     general_expert: str
     router: RouterSettings = field(default_factory=RouterSettings)
+    host_budgets: dict[str, int] = field(default_factory=dict)
+
+    def budget_for(self, device: str) -> int:
+        """The memory budget of a device: `memory_budget` locally, `hosts:` (or the same) per Ollama host."""
+        return self.host_budgets.get(device, self.memory_budget)
 
     def expert(self, name: str) -> ExpertSpec:
         for e in self.experts:
@@ -194,7 +204,11 @@ def _expert(raw: Any, i: int, defaults: dict[str, Any], base_dir: Path, fname: s
         size = merged.get("size", "auto")
         size_bytes = path.stat().st_size if size in (None, "auto") else parse_size(size, f"{where}.size")
     else:
+        if ":" not in model.rsplit("/", 1)[-1]:
+            model += ":latest"  # Ollama's canonical name
         host = (_str(merged, "host", where, required=False) or DEFAULT_OLLAMA_HOST).rstrip("/")
+        if not host.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.host: expected a URL such as {DEFAULT_OLLAMA_HOST}, got {host!r}")
         size = merged.get("size")
         size_bytes = 0 if size in (None, "auto") else parse_size(size, f"{where}.size")
     return ExpertSpec(
@@ -244,20 +258,22 @@ def load_config(path: str | os.PathLike[str]) -> PoolConfig:
         raise ConfigError(f"{fname}: experts: expected a non-empty list")
     base_dir = p.resolve().parent
     experts = tuple(_expert(e, i, defaults, base_dir, fname) for i, e in enumerate(items))
+    host_budgets = _host_budgets(raw.get("hosts"), fname)
     seen: set[str] = set()
     for e in experts:
         if e.name in seen:
             raise ConfigError(f"{fname}: experts: duplicate expert name {e.name!r}")
         seen.add(e.name)
-        if e.size_bytes > budget:
+        limit = host_budgets.get(e.device, budget)
+        if e.size_bytes > limit:
+            which = "memory_budget" if e.device not in host_budgets else f"the budget of {e.device}"
             raise ConfigError(
-                f"{fname}: expert {e.name!r} needs {format_size(e.size_bytes)}, "
-                f"more than memory_budget {format_size(budget)}"
+                f"{fname}: expert {e.name!r} needs {format_size(e.size_bytes)}, more than {which} {format_size(limit)}"
             )
     general = raw.get("general_expert") or next((e.name for e in experts if e.domain == "general"), experts[0].name)
     if general not in seen:
         raise ConfigError(f"{fname}: general_expert: {general!r} is not an expert name")
-    unknown = sorted(set(raw) - {"memory_budget", "defaults", "experts", "general_expert", "router"})
+    unknown = sorted(set(raw) - {"memory_budget", "defaults", "experts", "general_expert", "router", "hosts"})
     if unknown:
         raise ConfigError(f"{fname}: unknown setting {unknown[0]!r}")
     return PoolConfig(
@@ -266,7 +282,24 @@ def load_config(path: str | os.PathLike[str]) -> PoolConfig:
         experts=experts,
         general_expert=general,
         router=_router_settings(raw.get("router"), base_dir, fname),
+        host_budgets=host_budgets,
     )
+
+
+def _host_budgets(raw: Any, fname: str) -> dict[str, int]:
+    """`hosts: {http://gpu-box:11434: 24GB}`: each Ollama host's own memory budget."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{fname}: hosts: expected a mapping of Ollama host URL to memory budget")
+    out: dict[str, int] = {}
+    for host, value in raw.items():
+        size = value.get("memory_budget") if isinstance(value, dict) else value
+        budget = parse_size(size, f"{fname}: hosts.{host}")
+        if budget <= 0:
+            raise ConfigError(f"{fname}: hosts.{host}: memory budget must be greater than 0")
+        out[str(host).rstrip("/")] = budget
+    return out
 
 
 def _router_settings(raw: Any, base_dir: Path, fname: str) -> RouterSettings:

@@ -1,9 +1,12 @@
 """The expert pool and swap manager.
 
-Invariant: the bytes of all resident models plus the bytes reserved for models
-being loaded never exceed the memory budget. A model in use (answering) is
-never evicted; a request that cannot fit waits until the user is done.
-Experts sharing one weights file share one resident model (no swap).
+Invariant, per device (this process for llama.cpp, each Ollama host for its
+experts): the bytes of resident models plus the bytes reserved for models being
+loaded (plus, on an Ollama host, models other clients loaded there) never
+exceed that device's memory budget. A model in use (answering) is never
+evicted; a request that cannot fit waits until the user is done. Experts
+sharing one weights file share one resident model (no swap). N Ollama hosts
+with their own budgets keep N experts awake at once.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 from ech0_moe.backends import Backend, LoadedModel, make_backend
 from ech0_moe.backends.base import Message
-from ech0_moe.config import ExpertSpec, PoolConfig
+from ech0_moe.config import ExpertSpec, PoolConfig, format_size
 from ech0_moe.errors import BudgetError
 
 
@@ -36,13 +39,14 @@ class SwapEvent:
     at: float
     expert: str
     model_key: str
+    device: str
     load_seconds: float
     evicted: tuple[str, ...]
     loaded_bytes_after: int
 
 
 class ExpertPool:
-    """Thread-safe pool: loads the expert asked for, evicting idle ones so the budget holds."""
+    """Thread-safe pool: loads the expert asked for, evicting idle ones so each device's budget holds."""
 
     def __init__(self, config: PoolConfig, backends: dict[str, Backend] | None = None) -> None:
         self.config = config
@@ -50,10 +54,11 @@ class ExpertPool:
         self.specs: dict[str, ExpertSpec] = {e.name: e for e in config.experts}
         self._backends: dict[str, Backend] = dict(backends or {})
         self._loaded: dict[str, LoadedModel] = {}
-        self._reserved: dict[str, int] = {}
+        self._reserved: dict[str, tuple[str, int]] = {}  # model key -> (device, bytes)
+        self._foreign: dict[str, dict[str, int]] = {}  # device -> models other clients loaded there
         self._cond = threading.Condition()
         self.events: list[SwapEvent] = []
-        self.peak_loaded_bytes = 0
+        self._peak: dict[str, int] = {}
 
     # ---- introspection -------------------------------------------------
     def backend(self, name: str) -> Backend:
@@ -62,10 +67,18 @@ class ExpertPool:
                 self._backends[name] = make_backend(name)
             return self._backends[name]
 
+    def _spec_for_key(self, key: str) -> ExpertSpec:
+        return next(s for s in self.specs.values() if s.model_key == key)
+
     @property
     def loaded_bytes(self) -> int:
+        """Resident bytes on the busiest device (the one the budget question is about)."""
         with self._cond:
-            return sum(m.size_bytes for m in self._loaded.values())
+            return max((self._resident(d) for d in self._devices()), default=0)
+
+    @property
+    def peak_loaded_bytes(self) -> int:
+        return max(self._peak.values(), default=0)
 
     def loaded_experts(self) -> list[str]:
         """Names of experts whose model is resident (several if they share a file)."""
@@ -82,54 +95,112 @@ class ExpertPool:
 
     def stats(self) -> dict[str, Any]:
         with self._cond:
+            devices = {
+                d: {
+                    "budget_bytes": self.config.budget_for(d),
+                    "loaded_bytes": self._resident(d),
+                    "peak_loaded_bytes": self._peak.get(d, 0),
+                    "foreign_models": dict(self._foreign.get(d, {})),
+                }
+                for d in self._devices()
+            }
             return {
                 "budget_bytes": self.budget,
-                "loaded_bytes": sum(m.size_bytes for m in self._loaded.values()),
+                "loaded_bytes": max((v["loaded_bytes"] for v in devices.values()), default=0),
                 "peak_loaded_bytes": self.peak_loaded_bytes,
+                "within_budget": all(v["peak_loaded_bytes"] <= v["budget_bytes"] for v in devices.values()),
                 "loaded_experts": [n for n, s in self.specs.items() if s.model_key in self._loaded],
                 "swaps": len(self.events),
                 "load_seconds_total": round(sum(e.load_seconds for e in self.events), 4),
+                "devices": devices,
                 "events": [asdict(e) for e in self.events],
             }
 
-    # ---- acquiring -----------------------------------------------------
-    def _evict_idle_until(self, need: int) -> list[str]:
-        """Unload idle models, least recently used first, until `need` bytes are free."""
+    # ---- accounting (call with the lock held) --------------------------
+    def _devices(self) -> list[str]:
+        return sorted({s.device for s in self.specs.values()})
+
+    def _resident(self, device: str) -> int:
+        return sum(m.size_bytes for m in self._loaded.values() if m.device == device)
+
+    def _used(self, device: str) -> int:
+        reserved = sum(b for d, b in self._reserved.values() if d == device)
+        return self._resident(device) + reserved + sum(self._foreign.get(device, {}).values())
+
+    def _evict_idle_until(self, device: str, need: int) -> list[str]:
+        """Unload idle models on `device`, least recently used first, until `need` bytes are free."""
         evicted: list[str] = []
-        while self.budget - self._used() < need:
-            idle = sorted((m for m in self._loaded.values() if m.users == 0), key=lambda m: m.last_used)
+        budget = self.config.budget_for(device)
+        while budget - self._used(device) < need:
+            idle = sorted(
+                (m for m in self._loaded.values() if m.users == 0 and m.device == device), key=lambda m: m.last_used
+            )
             if not idle:
                 break
             victim = idle[0]
-            spec = next(s for s in self.specs.values() if s.model_key == victim.key)
+            spec = self._spec_for_key(victim.key)
+            del self._loaded[victim.key]  # first: nothing is counted as loaded that may not be
             self.backend(spec.backend).unload(spec, victim.handle)
-            del self._loaded[victim.key]
             evicted.append(spec.name)
         return evicted
 
-    def _used(self) -> int:
-        return sum(m.size_bytes for m in self._loaded.values()) + sum(self._reserved.values())
+    def _reconcile(self, spec: ExpertSpec) -> None:
+        """Ollama: align with what the host really holds (/api/ps). Another client may have
+        loaded models (counted against the host's budget; ours are adopted) or keep_alive may
+        have expired ours (forgotten)."""
+        resident = self.backend(spec.backend).resident(spec)
+        if resident is None:
+            return
+        device = spec.device
+        ours = {s.model_key: s for s in self.specs.values() if s.device == device}
+        for key, model in list(self._loaded.items()):
+            if model.device == device and model.users == 0 and ours[key].model not in resident:
+                del self._loaded[key]
+        foreign: dict[str, int] = {}
+        for name, size in resident.items():
+            match = next((s for s in ours.values() if s.model == name), None)
+            if match is None:
+                foreign[name] = size
+            elif match.model_key not in self._loaded and match.model_key not in self._reserved:
+                handle = self.backend(spec.backend).adopt(match)
+                self._loaded[match.model_key] = LoadedModel(match.model_key, handle, size, 0.0, device=device)
+        self._foreign[device] = foreign
 
+    # ---- acquiring -----------------------------------------------------
     def _acquire(self, name: str) -> tuple[LoadedModel, Acquired]:
         spec = self.specs[name]
-        key = spec.model_key
-        if spec.size_bytes > self.budget:
-            raise BudgetError(f"expert {name!r} needs {spec.size_bytes} bytes, more than the budget {self.budget}")
+        key, device = spec.model_key, spec.device
+        budget = self.config.budget_for(device)
         backend = self.backend(spec.backend)
+        need = spec.size_bytes or backend.estimate_size(spec)
+        if need > budget:
+            raise BudgetError(
+                f"expert {name!r} needs {format_size(need)}, more than the budget {format_size(budget)} of {device}"
+            )
         evicted: list[str] = []
         with self._cond:
             while True:
+                self._reconcile(spec)
                 model = self._loaded.get(key)
                 if model is not None:
                     model.users += 1
                     model.last_used = time.monotonic()
                     return model, Acquired(name, False, 0.0)
                 if key not in self._reserved:
-                    evicted += self._evict_idle_until(spec.size_bytes)
-                    if self.budget - self._used() >= spec.size_bytes:
-                        self._reserved[key] = spec.size_bytes
+                    evicted += self._evict_idle_until(device, need)
+                    if budget - self._used(device) >= need:
+                        self._reserved[key] = (device, need)
                         break
-                self._cond.wait()
+                    busy = any(m.users for m in self._loaded.values() if m.device == device) or any(
+                        d == device for d, _ in self._reserved.values()
+                    )
+                    if not busy:  # only models we do not manage are in the way: waiting would not help
+                        foreign = ", ".join(sorted(self._foreign.get(device, {}))) or "nothing"
+                        raise BudgetError(
+                            f"expert {name!r} ({format_size(need)}) does not fit on {device}: "
+                            f"other clients hold {foreign}; unload them or raise that host's budget"
+                        )
+                self._cond.wait(timeout=1.0)
         t0 = time.perf_counter()
         try:
             handle, size = backend.load(spec)
@@ -141,11 +212,11 @@ class ExpertPool:
         seconds = time.perf_counter() - t0
         with self._cond:
             del self._reserved[key]
-            model = LoadedModel(key, handle, size, seconds, users=1, last_used=time.monotonic())
+            model = LoadedModel(key, handle, size, seconds, users=1, last_used=time.monotonic(), device=device)
             self._loaded[key] = model
-            used = self._used()
-            self.peak_loaded_bytes = max(self.peak_loaded_bytes, used)
-            self.events.append(SwapEvent(time.time(), name, key, round(seconds, 4), tuple(evicted), used))
+            used = self._used(device)
+            self._peak[device] = max(self._peak.get(device, 0), used)
+            self.events.append(SwapEvent(time.time(), name, key, device, round(seconds, 4), tuple(evicted), used))
             self._cond.notify_all()
         return model, Acquired(name, True, seconds, tuple(evicted))
 
@@ -178,5 +249,6 @@ class ExpertPool:
 
     def unload_all(self) -> None:
         with self._cond:
-            self._evict_idle_until(self.budget)
+            for device in self._devices():
+                self._evict_idle_until(device, self.config.budget_for(device) + 1)
             self._cond.notify_all()

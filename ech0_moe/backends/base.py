@@ -22,6 +22,7 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock)
     users: int = 0
     last_used: float = 0.0
+    device: str = "local"
 
 
 class Backend(Protocol):
@@ -34,3 +35,15 @@ class Backend(Protocol):
     def unload(self, spec: ExpertSpec, handle: Any) -> None: ...
 
     def chat(self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int) -> str: ...
+
+    def estimate_size(self, spec: ExpertSpec) -> int:
+        """Bytes the model will need, when experts.yaml gives no size."""
+        ...
+
+    def resident(self, spec: ExpertSpec) -> dict[str, int] | None:
+        """Models resident where `spec` lives, by name -> bytes; None when only this process knows."""
+        ...
+
+    def adopt(self, spec: ExpertSpec) -> Any:
+        """A handle for a model someone else already loaded (see `resident`)."""
+        ...

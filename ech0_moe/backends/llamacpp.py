@@ -45,6 +45,15 @@ class LlamaCppBackend:
     def unload(self, spec: ExpertSpec, handle: Any) -> None:
         handle.close()
 
+    def estimate_size(self, spec: ExpertSpec) -> int:
+        return os.path.getsize(spec.model)
+
+    def resident(self, spec: ExpertSpec) -> None:
+        return None  # in-process: the pool's own books are the truth
+
+    def adopt(self, spec: ExpertSpec) -> Any:
+        raise NotImplementedError("in-process models are never loaded by anyone else")
+
     def chat(self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int) -> str:
         out = handle.create_chat_completion(
             messages=messages,

@@ -1,0 +1,110 @@
+"""Experts served by an Ollama server (the user's runtime).
+
+- answer: langchain-ollama's `ChatOllama` (POST /api/chat, streamed);
+- load: an empty /api/generate request with `keep_alive` (the model stays resident);
+- unload: an empty /api/generate request with `keep_alive: 0`;
+- what is resident: GET /api/ps (the pool reconciles with it: other clients may
+  have loaded models, keep_alive may have expired ours);
+- sizes: /api/ps after loading; before, the on-disk size from /api/tags.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ech0_moe.backends.base import Message
+from ech0_moe.config import ExpertSpec
+from ech0_moe.errors import BackendError
+
+
+def model_name(name: str) -> str:
+    """Ollama's canonical name: a missing tag means ':latest'."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+@dataclass
+class OllamaHandle:
+    host: str
+    model: str
+    load_seconds: float = 0.0
+    last_load_duration: float = 0.0  # load time Ollama reported on the latest answer (0 = was resident)
+
+
+class OllamaBackend:
+    """Talks to one or more Ollama hosts over HTTP."""
+
+    name = "ollama"
+
+    def __init__(self, keep_alive: str | None = None, timeout: float = 600.0) -> None:
+        self.keep_alive = keep_alive or os.environ.get("ECH0_OLLAMA_KEEP_ALIVE", "30m")
+        self.timeout = timeout
+        self._clients: dict[str, httpx.Client] = {}
+
+    def _request(self, host: str, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+        client = self._clients.setdefault(host, httpx.Client(base_url=host, timeout=self.timeout))
+        try:
+            response = client.request(method, path, json=payload)
+        except httpx.HTTPError as exc:
+            raise BackendError(f"Ollama at {host} is unreachable: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("error", response.text)
+            except ValueError:
+                detail = response.text
+            raise BackendError(f"Ollama at {host}: {method} {path} failed ({response.status_code}): {detail}")
+        return response.json()
+
+    def estimate_size(self, spec: ExpertSpec) -> int:
+        wanted = model_name(spec.model)
+        for m in self._request(spec.host, "GET", "/api/tags").get("models", []):
+            if model_name(m.get("name") or m.get("model", "")) == wanted:
+                return int(m.get("size", 0))
+        raise BackendError(f"model {spec.model!r} is not on Ollama at {spec.host} (run: ollama pull {spec.model})")
+
+    def resident(self, spec: ExpertSpec) -> dict[str, int]:
+        models = self._request(spec.host, "GET", "/api/ps").get("models", [])
+        return {model_name(m.get("name") or m.get("model", "")): int(m.get("size", 0)) for m in models}
+
+    def adopt(self, spec: ExpertSpec) -> OllamaHandle:
+        return OllamaHandle(spec.host, model_name(spec.model))
+
+    def load(self, spec: ExpertSpec) -> tuple[OllamaHandle, int]:
+        name = model_name(spec.model)
+        t0 = time.perf_counter()
+        self._request(spec.host, "POST", "/api/generate", {"model": name, "keep_alive": self.keep_alive})
+        seconds = time.perf_counter() - t0
+        size = self.resident(spec).get(name)
+        if size is None:
+            raise BackendError(f"Ollama at {spec.host} did not keep {name} loaded")
+        return OllamaHandle(spec.host, name, load_seconds=seconds), size
+
+    def unload(self, spec: ExpertSpec, handle: Any) -> None:
+        self._request(spec.host, "POST", "/api/generate", {"model": model_name(spec.model), "keep_alive": 0})
+
+    def chat(self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int) -> str:
+        from langchain_ollama import ChatOllama
+
+        llm = ChatOllama(
+            model=model_name(spec.model),
+            base_url=spec.host,
+            temperature=spec.temperature,
+            num_predict=max_tokens,
+            num_ctx=spec.n_ctx,
+            seed=0,
+            keep_alive=self.keep_alive,
+            client_kwargs={"timeout": self.timeout},
+        )
+        try:
+            reply = llm.invoke([(m["role"], m["content"]) for m in messages])
+        except (httpx.HTTPError, ConnectionError) as exc:
+            raise BackendError(f"Ollama at {spec.host} is unreachable: {exc}") from None
+        except Exception as exc:  # ollama.ResponseError and friends
+            raise BackendError(f"Ollama at {spec.host} failed to answer with {spec.model}: {exc}") from None
+        if isinstance(handle, OllamaHandle):
+            handle.last_load_duration = (reply.response_metadata.get("load_duration") or 0) / 1e9
+        return str(reply.content).strip()
