@@ -164,3 +164,37 @@ def test_stays_on_loaded_expert_within_margin(write_config, tmp_path: Path) -> N
     assert second["route_stayed"] is True and second["swapped"] is False
     assert second["expert_used"] in {"biology", "logic", "general"}  # the experts on the resident file
     assert "stayed on loaded" in second["route_reason"]
+
+
+def test_agent_example_pauses_and_resumes_from_sqlite_in_another_process(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    script = ROOT / "examples" / "agent_with_experts.py"
+    common = [
+        "--db",
+        str(tmp_path / "agent.sqlite"),
+        "--thread",
+        "t1",
+        "--kb",
+        str(tmp_path / "kb"),
+        "--max-tokens",
+        "8",
+    ]
+    first = subprocess.run(
+        [sys.executable, str(script), "How do vaccines train the immune system", *common],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
+    assert first.returncode == 0, first.stderr
+    paused = json.loads(first.stdout.strip().splitlines()[-1])
+    assert paused == {"paused_before": ["review"], "report": None, "expert": "biology"}
+    second = subprocess.run(
+        [sys.executable, str(script), "--resume", *common], capture_output=True, text=True, timeout=180, cwd=ROOT
+    )
+    assert second.returncode == 0, second.stderr
+    done = json.loads(second.stdout.strip().splitlines()[-1])
+    assert done["paused_before"] == [] and done["report"].startswith("[approved] biology answered: ")

@@ -1,0 +1,87 @@
+"""A real `langgraph dev` server on loopback (as LangGraph Studio uses it), driven over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from langgraph_sdk import get_sync_client
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("studio") / "langgraph-dev.log"
+    env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false", "HF_HUB_OFFLINE": "1"}
+    langgraph = Path(os.sys.executable).parent / "langgraph"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [str(langgraph), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/ok", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"langgraph dev did not start:\n{log.read_text()[-3000:]}")
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_thread_run_over_http(server: str, tmp_path: Path) -> None:
+    client = get_sync_client(url=server)
+    assert [a["graph_id"] for a in client.assistants.search()] == ["ech0_moe"]
+    thread = client.threads.create()
+    context = {"max_tokens": 8, "kb_dir": str(tmp_path / "kb")}
+    out = client.runs.wait(
+        thread["thread_id"], "ech0_moe", input={"query": "What is 12 times 12?", "mode": "optimized"}, context=context
+    )
+    assert out["solution"] and out["expert_used"] == "math" and out["mode"] == "optimized"
+    assert set(out["timings"]) == {"route", "retrieve", "swap_load", "compress", "answer", "learn"}
+    assert isinstance(out["swapped"], bool) and out["route_scores"]["math"] == max(out["route_scores"].values())
+    # the same thread again, streamed: node updates arrive as they finish
+    nodes = [
+        name
+        for part in client.runs.stream(
+            thread["thread_id"],
+            "ech0_moe",
+            input={"query": "How do vaccines work?", "mode": "basic"},
+            context=context,
+            stream_mode="updates",
+        )
+        if part.event == "updates"
+        for name in part.data
+    ]
+    assert nodes == ["prepare", "route", "swap_load", "answer"]
+    state = client.threads.get_state(thread["thread_id"])
+    assert state["values"]["expert_used"] == "biology" and state["values"]["retrieved_contexts"] == []
