@@ -15,19 +15,6 @@ from tqdm import tqdm
 
 from ech0_moe.errors import Ech0Error
 
-RESULT_KEYS = (
-    "solution",
-    "expert_used",
-    "mode",
-    "swapped",
-    "load_seconds",
-    "route_scores",
-    "route_reason",
-    "compression_ratio",
-    "retrieved_contexts",
-    "timings",
-)
-
 
 def plan(services: Any, queries: Sequence[str], order: str = "affinity") -> tuple[list[int], list[str]]:
     """(serving order of query indices, chosen expert per query)."""
@@ -53,6 +40,7 @@ def solve_batch(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Answer `queries` with as few swaps as possible; results in input order."""
+    from graph.state import result_of
     from nodes.prepare import check_query
 
     for q in queries:
@@ -64,5 +52,5 @@ def solve_batch(
     for i in bar:
         bar.set_postfix_str(experts[i])
         out = graph.invoke({"query": queries[i], "mode": mode, "expert": experts[i]}, context=context)
-        results[i] = {"index": i, "query": queries[i], **{k: out.get(k) for k in RESULT_KEYS}}
+        results[i] = {"index": i, "query": queries[i], **result_of(out)}
     return [r for r in results if r is not None]

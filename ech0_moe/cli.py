@@ -24,17 +24,6 @@ DEMO_QUESTIONS: tuple[tuple[str, str], ...] = (
     ("What is the integral of 2x from 0 to 3?", "optimized"),
     ("What is the voltage across a 4 ohm resistor carrying 3 amps?", "ensemble"),
 )
-OUTPUT_KEYS = (
-    "solution",
-    "expert_used",
-    "mode",
-    "swapped",
-    "load_seconds",
-    "route_scores",
-    "compression_ratio",
-    "retrieved_contexts",
-    "timings",
-)
 
 
 def _quiet_libraries() -> None:
@@ -56,9 +45,10 @@ def _context(args: argparse.Namespace) -> Any:
 
 
 def run_query(graph: Any, ctx: Any, query: str, mode: str) -> dict[str, Any]:
-    """Invoke the graph and keep the documented result keys."""
-    result = graph.invoke({"query": query, "mode": mode}, context=ctx)
-    return {k: result.get(k) for k in OUTPUT_KEYS}
+    """Invoke the graph and return every documented result key."""
+    from graph.state import result_of
+
+    return result_of(graph.invoke({"query": query, "mode": mode}, context=ctx))
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -74,14 +64,17 @@ def cmd_ask(args: argparse.Namespace) -> int:
     result = run_query(build_graph(), ctx, args.question, args.mode or "")
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        print(result["solution"])
-        print(
-            f"\n[{result['mode']}] expert={result['expert_used']} swapped={result['swapped']} "
-            f"load={result['load_seconds']}s compression={result['compression_ratio']} "
-            f"contexts={len(result['retrieved_contexts'] or [])}",
-            file=sys.stderr,
-        )
+        return 1 if result["error"] else 0
+    if result["error"]:
+        raise Ech0Error(result["error"])
+    print(result["solution"])
+    sources = ", ".join(f"{c['source']} ({c['kind']}, {c['score']})" for c in result["retrieved_contexts"])
+    print(
+        f"\n[{result['mode']}] expert={result['expert_used']} swapped={result['swapped']} "
+        f"load={result['load_seconds']}s compression={result['compression_ratio']} "
+        f"contexts: {sources or 'none'}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -90,10 +90,12 @@ class Compressed:
         """Achieved ratio: compressed tokens / original tokens (1.0 = unchanged)."""
         return round(self.compressed_tokens / self.original_tokens, 4) if self.original_tokens else 1.0
 
-    def prompt(self) -> str:
+    def prompt(self, sources: list[str] | None = None) -> str:
+        """The text the expert sees; `sources` name where the context came from (provenance)."""
         if not self.context:
             return self.question
-        return f"Context:\n{self.context}\n\nQuestion: {self.question}"
+        origin = f" (from {'; '.join(sources)})" if sources else ""
+        return f"Context{origin}:\n{self.context}\n\nQuestion: {self.question}"
 
 
 class ExtractiveCompressor:

@@ -20,7 +20,8 @@ Limits (see README): no GPU (size_vram is 0, size is the file size, not memory i
 use); /api/generate applies the model's chat template rather than a Modelfile
 TEMPLATE; only the options num_predict, temperature, seed and num_ctx are honoured;
 no images, tools, "format", "raw" or "context"; digests are synthetic; it does not
-evict models for memory of its own (real Ollama may).
+evict models for memory of its own (real Ollama may). `crash_next` injects the
+error line a crashed runner sends mid-stream, and unloads the model.
 
 Run: python -m ech0_moe.fake_ollama --port 11435 --model smollm2:135m=/path/model.gguf
 """
@@ -79,6 +80,14 @@ class FakeOllama:
         self.resident: dict[str, Resident] = {}
         self.lock = threading.RLock()
         self.loads = 0
+        self.crash_next = 0  # fault injection: the next N answers die mid-stream, as a crashed runner does
+
+    def take_crash(self) -> bool:
+        with self.lock:
+            if self.crash_next > 0:
+                self.crash_next -= 1
+                return True
+            return False
 
     @staticmethod
     def canonical(name: str) -> str:
@@ -269,6 +278,7 @@ class Handler(BaseHTTPRequestHandler):
         stream = body.get("stream", True)
         chunks: list[str] = []
         finish = "stop"
+        crash = self.state.take_crash()
         with resident.lock:
             if stream:
                 self.send_response(200)
@@ -279,6 +289,11 @@ class Handler(BaseHTTPRequestHandler):
                 choice = part["choices"][0]
                 piece = choice.get("delta", {}).get("content") or ""
                 finish = choice.get("finish_reason") or finish
+                if piece and crash:  # what Ollama sends when its runner dies mid-answer
+                    error = {"error": "llama runner process has terminated: signal: killed"}
+                    self._line(error) if stream else self._json(500, error)
+                    self.state.keep(name, 0)
+                    return
                 if piece:
                     chunks.append(piece)
                     if stream:

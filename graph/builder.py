@@ -27,6 +27,8 @@ from graph.context import Context
 from graph.state import ExpertTask, InputState, OutputState, State
 from nodes import answer, combine_answers, compress, expert_answer, learn, prepare, retrieve, route, swap_load
 from nodes._common import context
+from nodes.answer import RETRY, answer_failed
+from nodes.ensemble import expert_failed
 
 GRAPH_NAME = "ech0_moe"
 
@@ -76,9 +78,12 @@ def build_graph(*, checkpointer: object | None = None) -> CompiledStateGraph:
     builder.add_node("retrieve", retrieve)
     builder.add_node("compress", compress)
     builder.add_node("route", route)
-    builder.add_node("swap_load", swap_load)
-    builder.add_node("answer", answer, defer=True)  # waits for both swap_load and compress
-    builder.add_node("expert_answer", expert_answer, input_schema=ExpertTask)
+    builder.add_node("swap_load", swap_load, retry_policy=RETRY, error_handler=answer_failed)
+    # answer is deferred: it waits for both swap_load and compress (prefetch)
+    builder.add_node("answer", answer, defer=True, retry_policy=RETRY, error_handler=answer_failed)
+    builder.add_node(
+        "expert_answer", expert_answer, input_schema=ExpertTask, retry_policy=RETRY, error_handler=expert_failed
+    )
     builder.add_node("combine", combine_answers)
     builder.add_node("learn", learn)
 

@@ -9,7 +9,7 @@ thread that is asked again (Studio, checkpointer) never shows stale values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Literal
 
 Mode = Literal["optimized", "fast", "basic", "ensemble"]
@@ -58,6 +58,13 @@ class OutputState:
     compression_method: str = ""
     retrieved_contexts: list[dict[str, Any]] = field(default_factory=list)
     timings: Annotated[dict[str, float], merge_timings] = field(default_factory=dict)
+    error: str = ""
+
+
+def result_of(values: dict[str, Any]) -> dict[str, Any]:
+    """Every `OutputState` field of a run's values (defaults for those the path never set)."""
+    defaults = asdict(OutputState())
+    return {k: values.get(k, v) for k, v in defaults.items()}
 
 
 @dataclass(kw_only=True)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from langgraph.errors import NodeError
 from langgraph.runtime import Runtime
+from langgraph.types import RetryPolicy
 
 from ech0_moe.backends.base import Message
+from ech0_moe.errors import BackendError
 from ech0_moe.services import Services
 from graph.context import Context
 from graph.state import State
@@ -35,3 +38,12 @@ def answer(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     if swapped:  # evicted by a concurrent run between swap_load and answer: reloaded here
         update.update(swapped=True, load_seconds=round(state.load_seconds + seconds, 4))
     return update
+
+
+# A model runtime that fails mid-answer (connection dropped, server restarted) is asked again.
+RETRY = RetryPolicy(max_attempts=3, initial_interval=0.2, backoff_factor=2.0, retry_on=BackendError)
+
+
+def answer_failed(state: State, error: NodeError) -> dict[str, Any]:
+    """After the retries: a clear error in the result (nothing is learned from it)."""
+    return {"solution": "", "error": f"{error.node} failed after {RETRY.max_attempts} attempts: {error.error}"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -13,8 +14,17 @@ from nodes._common import context, services, timed
 
 @timed("compress")
 def compress(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Compress to the context's `compression_ratio` with its `compression_method`."""
+    """Compress to the context's `compression_ratio` with its `compression_method`; the prompt
+    names each context's provenance (a document, or an unverified past answer)."""
     ctx = context(runtime)
     texts = [c["text"] for c in state.retrieved_contexts]
     result = services(runtime).compress(ctx.compression_method, state.query, texts, ctx.compression_ratio)
-    return {"prompt": result.prompt(), "compression_ratio": result.ratio, "compression_method": result.method}
+    sources = [
+        f"past answer by {c['source'].removeprefix('learned:')}, unverified" if c["kind"] == "learned" else Path(c["source"]).name
+        for c in state.retrieved_contexts
+    ]
+    return {
+        "prompt": result.prompt(sources),
+        "compression_ratio": result.ratio,
+        "compression_method": result.method,
+    }

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from langgraph.errors import NodeError
 from langgraph.runtime import Runtime
+from langgraph.types import Command
 
 from ech0_moe.ensemble import combine, normalise
 from graph.context import Context
@@ -30,11 +32,20 @@ def expert_answer(task: ExpertTask, runtime: Runtime[Context]) -> dict[str, Any]
     return {"answers": [entry], "timings": {f"answer:{task.expert}": elapsed}}
 
 
+def expert_failed(task: ExpertTask, error: NodeError) -> Command:
+    """After its retries, a failed ensemble branch is recorded and the others still vote."""
+    entry = {"expert": task.expert, "route_score": task.route_score, "order": task.order, "solution": ""}
+    entry.update(swapped=False, load_seconds=0.0, skipped=False, error=str(error.error))
+    return Command(update={"answers": [entry]}, goto="combine")
+
+
 @timed("combine")
 def combine_answers(state: State) -> dict[str, Any]:
     """Weighted vote over the experts' answers (route score as weight)."""
     result = combine(state.answers)
+    failed = [f"{a['expert']}: {a['error']}" for a in state.answers if a.get("error")]
     return {
+        "error": "" if result["solution"] else "; ".join(failed) or "no expert answered",
         "solution": result["solution"],
         "expert_used": result["expert_used"] or state.expert_used,
         "swapped": any(a["swapped"] for a in state.answers),

@@ -1,0 +1,207 @@
+"""Bad input, faults and kills: one clear error line, consistent state, nothing stored lost."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ech0_moe.config import load_config
+from ech0_moe.fake_ollama import FakeOllamaServer
+from ech0_moe.kb import KnowledgeBase
+from graph import Context, build_graph
+from tests.conftest import ROOT, expert_yaml
+from tests.test_cli import assert_one_line_error, run_cli
+from tests.test_ollama import ollama_config, ps
+
+pytestmark = pytest.mark.slow
+
+
+def yaml_file(tmp_path: Path, name: str, body: str) -> str:
+    path = tmp_path / name
+    path.write_text(body)
+    return str(path)
+
+
+def bad_inputs(tmp: Path, model_a: Path) -> list[tuple[str, list[str], str]]:
+    """(case, CLI arguments, the error line's text) - the table in the README."""
+    good = "memory_budget: 150MB\nexperts:\n"
+    corrupt = tmp / "corrupt.gguf"
+    corrupt.write_bytes(b"GGUF" + b"\0" * 4096)
+    blocker = tmp / "a-file"
+    blocker.write_text("x")
+    return [
+        ("empty query", ["ask", "  "], "empty query: ask a question"),
+        ("huge query", ["ask", "x" * 40_000], "query too long: 40000 characters (limit 32000)"),
+        ("unknown mode", ["ask", "hi", "--mode", "turbo"], "unknown mode 'turbo'; use one of optimized, fast, basic"),
+        ("missing experts.yaml", ["experts", "--experts", str(tmp / "none.yaml")], "experts file not found"),
+        (
+            "broken experts.yaml",
+            ["experts", "--experts", yaml_file(tmp, "broken.yaml", "memory_budget: 1GB\nexperts:\n  - name: [x\n")],
+            "invalid YAML at line 4, column 1",
+        ),
+        (
+            "unknown backend",
+            [
+                "experts",
+                "--experts",
+                yaml_file(tmp, "vllm.yaml", good + expert_yaml("x", "general", model_a, backend="vllm")),
+            ],
+            "experts[0] (x).backend: unknown backend 'vllm' (use llamacpp or ollama)",
+        ),
+        (
+            "missing GGUF",
+            [
+                "experts",
+                "--experts",
+                yaml_file(tmp, "gone.yaml", good + expert_yaml("x", "general", tmp / "gone.gguf")),
+            ],
+            "experts[0] (x).model: model file not found:",
+        ),
+        (
+            "corrupt GGUF",
+            [
+                "ask",
+                "hi",
+                "--mode",
+                "basic",
+                "--experts",
+                yaml_file(tmp, "bad.yaml", good + expert_yaml("x", "general", corrupt)),
+            ],
+            "llama.cpp could not load",
+        ),
+        (
+            "expert bigger than the budget",
+            [
+                "experts",
+                "--experts",
+                yaml_file(tmp, "big.yaml", good.replace("150MB", "50MB") + expert_yaml("x", "general", model_a)),
+            ],
+            "expert 'x' needs 98.4MB, more than memory_budget 50.0MB",
+        ),
+        (
+            "budget 0",
+            ["experts", "--experts", yaml_file(tmp, "zero.yaml", "memory_budget: 0\nexperts: []\n")],
+            "memory_budget: must be greater than 0",
+        ),
+        (
+            "duplicate expert names",
+            [
+                "experts",
+                "--experts",
+                yaml_file(
+                    tmp, "dup.yaml", good + expert_yaml("x", "general", model_a) + expert_yaml("x", "physics", model_a)
+                ),
+            ],
+            "duplicate expert name 'x'",
+        ),
+        (
+            "unreachable Ollama host",
+            [
+                "ask",
+                "hi",
+                "--mode",
+                "basic",
+                "--experts",
+                yaml_file(
+                    tmp,
+                    "far.yaml",
+                    (
+                        'memory_budget: 1GB\nexperts:\n  - {name: x, domain: general, backend: ollama, model: "m:1", '
+                        'host: "http://127.0.0.1:9", size: 1GB, system_prompt: s, description: d}\n'
+                    ),
+                ),
+            ],
+            "Ollama at http://127.0.0.1:9 is unreachable",
+        ),
+        ("unwritable knowledge-base folder", ["kb", "stats", "--kb", str(blocker / "kb")], "is not writable"),
+    ]
+
+
+def test_bad_inputs_table(tmp_path: Path, model_a: Path) -> None:
+    kb = tmp_path / "kb"
+    kb_store = KnowledgeBase(kb)
+    kb_store.learn("What is the capital of France?", "Paris.", expert="general", domain="general", mode="x")
+    for case, args, message in bad_inputs(tmp_path, model_a):
+        if "--kb" not in args:
+            args = [*args, "--kb", str(kb)]
+        proc = run_cli(*args)
+        assert_one_line_error(proc, message), case
+    assert KnowledgeBase(kb).count() == 1  # nothing stored was lost along the way
+
+
+def test_backend_failing_mid_answer_is_retried_then_reported(write_config, model_a: Path, model_b: Path, tmp_path):
+    server = FakeOllamaServer({"smollm2:135m": model_a, "smollm2-b:135m": model_b})
+    url = server.start()
+    try:
+        ctx = Context(experts_file=str(ollama_config(write_config, [url])), kb_dir=str(tmp_path / "kb"), max_tokens=6)
+        graph = build_graph()
+        # one crash mid-stream: the retry policy asks again and the answer arrives
+        server.state.crash_next = 1
+        ok = graph.invoke({"query": "What is 2 + 2?", "mode": "optimized", "expert": "a"}, context=ctx)
+        assert ok["solution"] and not ok["error"]
+        # the runner keeps crashing: a clear error in the result, nothing learned, pool == /api/ps
+        server.state.crash_next = 10
+        failed = graph.invoke({"query": "What is 3 + 3?", "mode": "optimized", "expert": "a"}, context=ctx)
+        assert failed["solution"] == ""
+        assert "answer failed after 3 attempts" in failed["error"]
+        assert "llama runner process has terminated" in failed["error"]
+        pool = ctx.services().pool
+        pool.ensure_loaded("b")  # the pool reconciles with the host before deciding anything
+        assert {pool.specs[n].model for n in pool.loaded_experts()} == set(ps(url))
+        assert KnowledgeBase(ctx.kb_dir).search("What is 3 + 3?", k=4, max_distance=0.1) == []
+    finally:
+        server.stop()
+
+
+def test_sigkill_during_learn_keeps_every_committed_entry(tmp_path: Path) -> None:
+    kb_dir = tmp_path / "kb"
+    script = (
+        "import sys\n"
+        "from ech0_moe.kb import KnowledgeBase\n"
+        f"kb = KnowledgeBase({str(kb_dir)!r})\n"
+        "for i in range(10_000):\n"
+        "    kb.learn(f'What is {i} times {i + 7}?', f'It is {i * (i + 7)}.', expert='math', domain='mathematics',"
+        " mode='optimized')\n"
+        "    print(i, flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    committed = -1
+    deadline = time.time() + 120
+    while committed < 15 and time.time() < deadline:
+        committed = int(proc.stdout.readline())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    kb = KnowledgeBase(kb_dir)
+    assert kb.count() >= committed + 1
+    hit = kb.search("What is 3 times 10?", k=1)[0]
+    assert hit.kind == "learned" and "30" in hit.text
+
+
+def test_learned_answers_carry_provenance_and_can_be_forgotten(tmp_path: Path) -> None:
+    ctx = Context(kb_dir=str(tmp_path / "kb"), max_tokens=8)
+    graph = build_graph()
+    first = graph.invoke({"query": "What gas do plants absorb for photosynthesis?"}, context=ctx)
+    again = graph.invoke({"query": "Which gas do plants take in during photosynthesis?"}, context=ctx)
+    learned = [c for c in again["retrieved_contexts"] if c["kind"] == "learned"]
+    assert learned and learned[0]["source"] == f"learned:{first['expert_used']}"
+    assert learned[0]["id"].startswith("learned-")
+    listing = json.loads(run_cli("kb", "search", "plants photosynthesis gas", "--json", "--kb", ctx.kb_dir).stdout)
+    assert listing[0]["kind"] == "learned"
+    proc = run_cli("kb", "forget", learned[0]["id"], "--json", "--kb", ctx.kb_dir)
+    assert json.loads(proc.stdout) == {"removed": 1}
+    assert KnowledgeBase(ctx.kb_dir).count() == 0
+
+
+def test_config_error_names_the_file(tmp_path: Path) -> None:
+    body = (ROOT / "experts.yaml").read_text().replace("domain: physics", "domain: fysics")
+    path = tmp_path / "experts.yaml"
+    path.write_text(body.replace("models/", f"{ROOT}/models/"))
+    with pytest.raises(Exception, match=r"experts\[1\] \(physics\)\.domain: 'fysics'"):
+        load_config(path)
