@@ -342,6 +342,7 @@ def bench_swap(context: Any, repeats: int = 5) -> dict[str, Any]:
     query, expert = "Name three primary colours.", "general"
     messages = [{"role": "system", "content": pool.specs[expert].system_prompt}, {"role": "user", "content": query}]
     tokens = context.max_tokens or 32
+    same_length = replace(context, max_tokens=tokens)
     pool.ensure_loaded(expert)
     direct, via_graph = [], []
     for _ in range(repeats):
@@ -349,7 +350,7 @@ def bench_swap(context: Any, repeats: int = 5) -> dict[str, Any]:
         pool.chat(expert, messages, tokens)
         direct.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        graph.invoke({"query": query, "mode": "basic", "expert": expert}, context=context)
+        graph.invoke({"query": query, "mode": "basic", "expert": expert}, context=same_length)
         via_graph.append(time.perf_counter() - t0)
     overhead = statistics.median(via_graph) / statistics.median(direct) - 1
 

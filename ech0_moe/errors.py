@@ -14,4 +14,9 @@ class BudgetError(Ech0Error):
 
 
 class BackendError(Ech0Error):
-    """A model runtime failed to load a model or to answer."""
+    """A model runtime failed to load a model or to answer. `transient` failures (a dropped
+    connection, a crashed runner) are worth retrying; a corrupt file is not."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient

@@ -40,10 +40,15 @@ def answer(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     return update
 
 
-# A model runtime that fails mid-answer (connection dropped, server restarted) is asked again.
-RETRY = RetryPolicy(max_attempts=3, initial_interval=0.2, backoff_factor=2.0, retry_on=BackendError)
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, BackendError) and exc.transient
+
+
+# A model runtime that fails mid-answer (connection dropped, runner crashed) is asked again.
+RETRY = RetryPolicy(max_attempts=3, initial_interval=0.2, backoff_factor=2.0, retry_on=is_transient)
 
 
 def answer_failed(state: State, error: NodeError) -> dict[str, Any]:
     """After the retries: a clear error in the result (nothing is learned from it)."""
-    return {"solution": "", "error": f"{error.node} failed after {RETRY.max_attempts} attempts: {error.error}"}
+    tried = f" after {RETRY.max_attempts} attempts" if is_transient(error.error) else ""
+    return {"solution": "", "error": f"{error.node} failed{tried}: {error.error}"}

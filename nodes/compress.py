@@ -20,7 +20,9 @@ def compress(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     texts = [c["text"] for c in state.retrieved_contexts]
     result = services(runtime).compress(ctx.compression_method, state.query, texts, ctx.compression_ratio)
     sources = [
-        f"past answer by {c['source'].removeprefix('learned:')}, unverified" if c["kind"] == "learned" else Path(c["source"]).name
+        f"past answer by {c['source'].removeprefix('learned:')}, unverified"
+        if c["kind"] == "learned"
+        else Path(c["source"]).name
         for c in state.retrieved_contexts
     ]
     return {

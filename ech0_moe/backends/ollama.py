@@ -50,13 +50,16 @@ class OllamaBackend:
         try:
             response = client.request(method, path, json=payload)
         except httpx.HTTPError as exc:
-            raise BackendError(f"Ollama at {host} is unreachable: {exc}") from None
+            raise BackendError(f"Ollama at {host} is unreachable: {exc}", transient=True) from None
         if response.status_code >= 400:
             try:
                 detail = response.json().get("error", response.text)
             except ValueError:
                 detail = response.text
-            raise BackendError(f"Ollama at {host}: {method} {path} failed ({response.status_code}): {detail}")
+            raise BackendError(
+                f"Ollama at {host}: {method} {path} failed ({response.status_code}): {detail}",
+                transient=response.status_code >= 500,
+            )
         return response.json()
 
     def estimate_size(self, spec: ExpertSpec) -> int:
@@ -102,9 +105,11 @@ class OllamaBackend:
         try:
             reply = llm.invoke([(m["role"], m["content"]) for m in messages])
         except (httpx.HTTPError, ConnectionError) as exc:
-            raise BackendError(f"Ollama at {spec.host} is unreachable: {exc}") from None
-        except Exception as exc:  # ollama.ResponseError and friends
-            raise BackendError(f"Ollama at {spec.host} failed to answer with {spec.model}: {exc}") from None
+            raise BackendError(f"Ollama at {spec.host} is unreachable: {exc}", transient=True) from None
+        except Exception as exc:  # ollama.ResponseError and friends: a crashed runner, an overloaded server
+            raise BackendError(
+                f"Ollama at {spec.host} failed to answer with {spec.model}: {exc}", transient=True
+            ) from None
         if isinstance(handle, OllamaHandle):
             handle.last_load_duration = (reply.response_metadata.get("load_duration") or 0) / 1e9
         return str(reply.content).strip()
