@@ -79,31 +79,46 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_experts(args: argparse.Namespace) -> int:
+    from ech0_moe.backends import make_backend
     from ech0_moe.config import format_size
 
     config = _config(args)
+    resident: dict[str, Any] = {}  # device -> names resident there (None: unknown)
+    for e in config.experts:
+        if e.backend == "ollama" and e.device not in resident:
+            try:
+                resident[e.device] = make_backend("ollama").resident(e)
+            except Ech0Error:
+                resident[e.device] = None
     rows = [
         {
             "name": e.name,
             "domain": e.domain,
             "backend": e.backend,
             "model": e.model,
+            "device": e.device,
             "size_bytes": e.size_bytes,
-            "loaded": False,
+            # in-process models load on demand during a run; Ollama tells what it holds now
+            "loaded": False
+            if e.device == "local"
+            else (None if resident[e.device] is None else e.model in resident[e.device]),
         }
         for e in config.experts
     ]
     if args.json:
         print(json.dumps({"memory_budget": config.memory_budget, "experts": rows}, indent=2))
         return 0
-    print(f"memory budget: {format_size(config.memory_budget)}   experts: {len(rows)}   loaded: none (in-process pool)")
+    print(f"memory budget: {format_size(config.memory_budget)}   experts: {len(rows)}")
     files: dict[str, int] = {}
     for r in rows:
         files.setdefault(r["model"], len(files))
+        state = {True: "loaded", False: "-", None: "host unreachable"}[r["loaded"]]
         print(
             f"  {r['name']:<12} {r['domain']:<17} {r['backend']:<9} {format_size(r['size_bytes']):>8}  "
-            f"file#{files[r['model']]} {os.path.basename(r['model'])}"
+            f"file#{files[r['model']]} {os.path.basename(r['model'])}  {state}"
         )
+    if any(r["device"] == "local" for r in rows):
+        print("(in-process llama.cpp experts load on demand during a run: none is loaded between commands)")
     return 0
 
 

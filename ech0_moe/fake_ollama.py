@@ -168,8 +168,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- routes ------------------------------------------------------------
     def do_GET(self) -> None:
-        s = self.state
-        s.sweep()
+        s = self.state  # expired models stay listed until the sweeper unloads them, as in Ollama
         if self.path in ("/", ""):
             body = b"Ollama is running"
             self.send_response(200)
@@ -336,6 +335,7 @@ class FakeOllamaServer:
         self.url = f"http://{host}:{self.httpd.server_address[1]}"
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+        self.pause_sweeper = threading.Event()  # tests: hold expired models until a request arrives
 
     def start(self) -> str:
         serve = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -347,7 +347,8 @@ class FakeOllamaServer:
 
     def _sweep(self) -> None:
         while not self._stop.wait(0.25):
-            self.state.sweep()
+            if not self.pause_sweeper.is_set():
+                self.state.sweep()
 
     def stop(self) -> None:
         self._stop.set()

@@ -23,6 +23,8 @@ from ech0_moe.backends.base import Message
 from ech0_moe.config import ExpertSpec, PoolConfig, format_size
 from ech0_moe.errors import BudgetError
 
+RELOAD_THRESHOLD_S = 0.05  # a load_duration above this, reported with an answer, means a reload
+
 
 @dataclass(frozen=True)
 class Acquired:
@@ -245,6 +247,17 @@ class ExpertPool:
         spec = self.specs[name]
         with self.use(name) as (model, acquired), model.lock:
             text = self.backend(spec.backend).chat(spec, model.handle, messages, max_tokens or spec.max_tokens)
+        reloaded = getattr(model.handle, "last_load_duration", 0.0)
+        if reloaded > RELOAD_THRESHOLD_S and not acquired.swapped:
+            # the server had to load the model for this answer (its keep_alive ran out between
+            # our check and the request): a swap all the same, so it is counted as one
+            with self._cond:
+                self.events.append(
+                    SwapEvent(
+                        time.time(), name, spec.model_key, spec.device, round(reloaded, 4), (), self._used(spec.device)
+                    )
+                )
+            acquired = Acquired(name, True, reloaded)
         return text, acquired
 
     def unload_all(self) -> None:

@@ -151,3 +151,25 @@ def test_real_ollama(write_config) -> None:
     text, _ = pool.chat("g", [{"role": "user", "content": "Say OK."}], max_tokens=8)
     assert text and name in ps(url)
     pool.unload_all()
+
+
+def test_reload_behind_our_back_counts_as_a_swap(write_config, model_a: Path, model_b: Path) -> None:
+    server = FakeOllamaServer({"smollm2:135m": model_a, "smollm2-b:135m": model_b})
+    url = server.start()
+    try:
+        pool = ExpertPool(load_config(ollama_config(write_config, [url])))
+        pool.ensure_loaded("a")
+        server.pause_sweeper.set()
+        server.state.resident["smollm2:135m"].expires_at = 0  # expires between /api/ps and the answer
+        before = pool.swaps
+        _, acquired = pool.chat("a", [{"role": "user", "content": "Hi"}], max_tokens=2)
+        assert acquired.swapped and acquired.load_seconds > 0 and pool.swaps == before + 1
+    finally:
+        server.stop()
+
+
+def test_experts_command_shows_what_the_host_holds(write_config, fake: str) -> None:
+    config = ollama_config(write_config, [fake])
+    httpx.post(f"{fake}/api/generate", json={"model": "smollm2:135m", "keep_alive": -1})
+    listing = json.loads(run_cli("experts", "--json", "--experts", str(config)).stdout)
+    assert {e["name"]: e["loaded"] for e in listing["experts"]} == {"a": True, "b": False}
