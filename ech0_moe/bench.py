@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ech0_moe.config import PoolConfig
 from ech0_moe.errors import Ech0Error
-from ech0_moe.router import KeywordRouter, Router, decide, question_id
+from ech0_moe.router import Router, decide, question_id
 
 STAY_MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 
@@ -121,17 +121,10 @@ def bench_routing(config: PoolConfig, rows: list[dict[str, Any]], router: Router
         raise Ech0Error("every question in the data was used to fit the router: nothing unseen to evaluate")
     questions = [r["question"] for r in unseen]
     labels = [r["domain"] for r in unseen]
-    domain_of = {e.name: e.domain for e in config.experts}
 
     predicted, median_ms = _timed(lambda q: router.route(q).domain, questions, "router")
-    keyword = KeywordRouter(config.experts)
-
-    def keyword_route(q: str) -> str:
-        scores = keyword.scores(q)
-        best = max(scores, key=lambda n: (scores[n], n == config.general_expert))
-        return domain_of[best if scores[best] > 0 else config.general_expert]
-
-    kw_predicted, kw_ms = _timed(keyword_route, questions, "keyword")
+    keyword = Router(config, keyword_only=True)
+    kw_predicted, kw_ms = _timed(lambda q: keyword.route(q).domain, questions, "keyword")
     return {
         "router": "minilm-linear",
         "n": len(unseen),

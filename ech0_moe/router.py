@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,8 +29,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ech0_moe.config import ExpertSpec, PoolConfig
-from ech0_moe.errors import ConfigError
+from ech0_moe.config import DOMAINS, ExpertSpec, PoolConfig
+from ech0_moe.errors import ConfigError, Ech0Error
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 EXAMPLES_FILE = DATA_DIR / "router_examples.yaml"
@@ -141,6 +142,12 @@ class KeywordRouter:
             for e in self.experts
         }
 
+    def probabilities(self, query: str, general: str) -> dict[str, float]:
+        """Hits as shares of all hits; no hit at all -> everything to the general expert."""
+        hits = self.scores(query)
+        total = sum(hits.values())
+        return {n: (h / total if total else float(n == general)) for n, h in hits.items()}
+
 
 def decide(
     scores: dict[str, float],
@@ -170,21 +177,30 @@ def decide(
 class Router:
     """Routes a query to one expert (or the top k); see the module docstring."""
 
-    def __init__(self, config: PoolConfig, model: LinearModel | None = None) -> None:
+    def __init__(self, config: PoolConfig, model: LinearModel | None = None, *, keyword_only: bool = False) -> None:
         self.config = config
         self.settings = config.router
         self.general_expert = config.general_expert
         self.experts = {e.name: e for e in config.experts}
         self.keyword = KeywordRouter(config.experts)
-        if model is None:
+        self.method = "keyword" if keyword_only else "minilm-linear"
+        if not keyword_only:
+            try:
+                from ech0_moe.embeddings import get_embedder
+
+                get_embedder()
+            except (Ech0Error, ImportError, OSError) as exc:  # no embedder: route by keywords, and say so
+                print(f"ech0-moe: warning: embedding router unavailable ({exc}); routing by keywords", file=sys.stderr)
+                self.method = "keyword"
+        if model is None and self.method != "keyword":
             path = Path(self.settings.model) if self.settings.model else PACKAGED_MODEL
             model = LinearModel.load(path) if path.is_file() else fit_model(config)
-        self.model = model
+        self.model = model or LinearModel(list(DOMAINS), np.zeros((len(DOMAINS), 1)), np.zeros(len(DOMAINS)))
         self._by_domain: dict[str, list[str]] = {}
         for e in config.experts:
             self._by_domain.setdefault(e.domain, []).append(e.name)
         self._centroids: dict[str, np.ndarray] = {}
-        if any(len(v) > 1 for v in self._by_domain.values()):
+        if self.method != "keyword" and any(len(v) > 1 for v in self._by_domain.values()):
             from ech0_moe.embeddings import embed
 
             for e in config.experts:
@@ -194,6 +210,9 @@ class Router:
     def expert_scores(self, query: str) -> tuple[dict[str, float], dict[str, float]]:
         """(expert scores, domain probabilities). A domain without an expert gives its
         mass to the general expert; experts sharing a domain split it by similarity."""
+        if self.method == "keyword":
+            scores = self.keyword.probabilities(query, self.general_expert)
+            return scores, {self.experts[n].domain: p for n, p in scores.items()}
         from ech0_moe.embeddings import embed
 
         x = embed([query])[0]
@@ -232,7 +251,7 @@ class Router:
             scores={n: round(scores[n], 4) for n in ranked},
             confidence=round(scores[best], 4),
             seconds=round(time.perf_counter() - t0, 6),
-            method="minilm-linear",
+            method=self.method,
             ranked=ranked[: max(1, top_k)],
             reason=reason,
             best=best,

@@ -25,7 +25,6 @@ class Services:
     pool: ExpertPool
     compressor: ExtractiveCompressor = field(default_factory=ExtractiveCompressor)
     turns: TurnRegistry = field(default_factory=TurnRegistry)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @cached_property
     def router(self) -> Router:

@@ -106,3 +106,10 @@ def test_bad_data_file_is_one_error(tmp_path: Path) -> None:
     bad.write_text('{"question": "x"}\n')
     with pytest.raises(Ech0Error, match="missing field 'domain'"):
         load_jsonl(bad, ("question", "domain"))
+
+
+def test_keyword_fallback_routes_without_the_embedder(config) -> None:
+    router = Router(config, keyword_only=True)
+    d = router.route("Balance the reaction and name the acid and the base in this solution.")
+    assert d.expert == "chemistry" and d.method == "keyword"
+    assert router.route("Tell me something nice.").expert == "general"  # no keyword: general expert
