@@ -44,7 +44,9 @@ def export_onnx(target: Path = ONNX_PATH) -> Path:
     """Export the packaged safetensors model to ONNX (needs torch + transformers, once)."""
     import torch
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     model = AutoModel.from_pretrained(str(model_dir()), local_files_only=True).eval()
 
     class Encoder(torch.nn.Module):
