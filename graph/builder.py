@@ -89,12 +89,12 @@ def build_graph(*, checkpointer: object | None = None) -> CompiledStateGraph:
 
     builder.add_edge(START, "prepare")
     builder.add_edge("prepare", "route")
-    builder.add_conditional_edges("route", after_route)
+    builder.add_conditional_edges("route", after_route, ["swap_load", "retrieve", "compress"])
     builder.add_edge("retrieve", "compress")
     builder.add_conditional_edges("compress", after_compress, ["answer", "swap_load", "expert_answer"])
     builder.add_edge("swap_load", "answer")
-    builder.add_conditional_edges("answer", after_answer)
+    builder.add_conditional_edges("answer", after_answer, ["learn", END])
     builder.add_edge("expert_answer", "combine")
-    builder.add_conditional_edges("combine", after_answer)
+    builder.add_conditional_edges("combine", after_answer, ["learn", END])
     builder.add_edge("learn", END)
     return builder.compile(checkpointer=checkpointer, name=GRAPH_NAME)  # type: ignore[arg-type]

@@ -198,3 +198,22 @@ def test_agent_example_pauses_and_resumes_from_sqlite_in_another_process(tmp_pat
     assert second.returncode == 0, second.stderr
     done = json.loads(second.stdout.strip().splitlines()[-1])
     assert done["paused_before"] == [] and done["report"].startswith("[approved] biology answered: ")
+
+
+def test_studio_draws_every_stage_and_edge() -> None:
+    drawn = build_graph().get_graph()
+    edges = {(e.source, e.target) for e in drawn.edges}
+    assert {"route", "retrieve", "compress", "swap_load", "answer", "learn", "expert_answer", "combine"} <= set(
+        drawn.nodes
+    )
+    for edge in [
+        ("route", "retrieve"),
+        ("route", "compress"),
+        ("route", "swap_load"),
+        ("compress", "answer"),
+        ("compress", "expert_answer"),
+        ("answer", "learn"),
+        ("answer", "__end__"),
+        ("combine", "learn"),
+    ]:
+        assert edge in edges, edge
