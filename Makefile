@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: install demo test test-fast lint studio clean
+.PHONY: install demo test test-fast lint studio bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,15 @@ test-fast: install
 
 studio: install
 	$(VENV)/bin/langgraph dev --no-browser
+
+# Every benchmark; each prints one JSON line (also kept in .ech0/bench/).
+ROUTING_DATA ?= ../shared/data/routing-dev.jsonl
+bench: install
+	mkdir -p .ech0/bench
+	$(VENV)/bin/ech0-moe bench routing --data $(ROUTING_DATA) --json | tee .ech0/bench/routing.json
+	$(VENV)/bin/ech0-moe bench compress --json | tee .ech0/bench/compress.json
+	$(VENV)/bin/ech0-moe bench rag --json | tee .ech0/bench/rag.json
+	$(VENV)/bin/ech0-moe bench swap --json --kb .ech0/bench/kb | tee .ech0/bench/swap.json
 
 clean:
 	rm -rf $(VENV) .ech0 models/*.gguf
