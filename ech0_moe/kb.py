@@ -173,21 +173,22 @@ class KnowledgeBase:
         """
         if not question.strip() or not answer.strip():
             return None
-        text = f"Q: {question.strip()}\nA: {answer.strip()}"
-        entry_id = self.find_duplicate(question, duplicate_similarity) or "learned-" + content_id(question.strip())
+        from ech0_moe.embeddings import embed
+
+        question = question.strip()
+        # Indexed by the question alone: a paraphrased question finds it even among long documents.
+        vector = embed([question])
+        entry_id = self.find_duplicate(question, vector[0], duplicate_similarity) or "learned-" + content_id(question)
         meta = {
             "kind": "learned",
             "source": f"learned:{expert}",
             "expert": expert,
             "domain": domain,
             "mode": mode,
-            "question": question.strip()[:2000],
+            "question": question[:2000],
             "timestamp": time.time(),
         }
-        from ech0_moe.embeddings import embed
-
-        # Indexed by the question alone: a paraphrased question finds it even among long documents.
-        self.upsert([entry_id], [text], [meta], embeddings=embed([question.strip()]))
+        self.upsert([entry_id], [f"Q: {question}\nA: {answer.strip()}"], [meta], embeddings=vector)
         return entry_id
 
     def add_paths(self, paths: Iterable[str | os.PathLike[str]], *, domain: str = "", progress: bool = True) -> dict:
@@ -262,23 +263,22 @@ class KnowledgeBase:
             self.col.delete(ids=sorted(existing))
         return len(existing)
 
-    def find_duplicate(self, question: str, min_similarity: float) -> str | None:
-        """Id of a learned entry asking the same thing: embedding similarity of the two
-        questions >= `min_similarity` and the same numbers (so 2+2 never overwrites 2+3)."""
-        from ech0_moe.embeddings import embed
-
+    def find_duplicate(self, question: str, vector: np.ndarray, min_similarity: float) -> str | None:
+        """Id of a learned entry asking the same thing: the two questions' embeddings (learned
+        entries are indexed by their question) have cosine >= `min_similarity` and the same
+        numbers (so 2+2 never overwrites 2+3)."""
         n = self.count()
         if n == 0:
             return None
-        res = self.col.query(query_texts=[question], n_results=min(3, n), where={"kind": "learned"})
-        metas = res["metadatas"][0] if res["metadatas"] else []
-        if not metas:
-            return None
-        previous = [str(m.get("question", "")) for m in metas]
-        vecs = embed([question, *previous])
+        res = self.col.query(
+            query_embeddings=[vector],
+            n_results=min(3, n),
+            where={"kind": "learned"},
+            include=["metadatas", "distances"],
+        )
         numbers = _NUMBERS.findall(question)
-        for cid, prev, vec in zip(res["ids"][0], previous, vecs[1:], strict=True):
-            if float(vec @ vecs[0]) >= min_similarity and _NUMBERS.findall(prev) == numbers:
+        for cid, meta, dist in zip(res["ids"][0], res["metadatas"][0], res["distances"][0], strict=True):  # type: ignore[index]
+            if 1.0 - dist >= min_similarity and _NUMBERS.findall(str((meta or {}).get("question", ""))) == numbers:
                 return cid
         return None
 
