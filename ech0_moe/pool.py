@@ -61,6 +61,7 @@ class ExpertPool:
         self._cond = threading.Condition()
         self.events: list[SwapEvent] = []
         self._peak: dict[str, int] = {}
+        self._estimates: dict[str, int] = {}  # model key -> bytes, for experts.yaml entries without a size
 
     # ---- introspection -------------------------------------------------
     def backend(self, name: str) -> Backend:
@@ -174,7 +175,8 @@ class ExpertPool:
         key, device = spec.model_key, spec.device
         budget = self.config.budget_for(device)
         backend = self.backend(spec.backend)
-        need = spec.size_bytes or backend.estimate_size(spec)
+        need = spec.size_bytes or self._estimates.get(key) or backend.estimate_size(spec)
+        self._estimates[key] = need  # asked once per model, not on every request
         if need > budget:
             raise BudgetError(
                 f"expert {name!r} needs {format_size(need)}, more than the budget {format_size(budget)} of {device}"
