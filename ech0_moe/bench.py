@@ -13,11 +13,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from ech0_moe.config import PoolConfig
 from ech0_moe.errors import Ech0Error
-from ech0_moe.router import Router, decide, question_id
+from ech0_moe.router import Router, RouterModel, decide, own_examples, question_id
 
 STAY_MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 
@@ -72,30 +73,35 @@ def _accuracy(labels: list[str], predicted: list[str]) -> dict[str, Any]:
     }
 
 
-def _timed(fn: Callable[[str], str], questions: list[str], desc: str) -> tuple[list[str], float]:
-    fn(questions[0])  # warm-up
-    out, times = [], []
+def _route_all(
+    router: Router, questions: list[str], desc: str
+) -> tuple[list[dict[str, float]], list[str], list[float]]:
+    """Route each question (after one warm-up): expert scores, chosen domains, seconds each."""
+    router.route(questions[0])
+    scores, domains, seconds = [], [], []
     for q in tqdm(questions, desc=desc, unit="q", file=sys.stderr, leave=False):
         t0 = time.perf_counter()
-        out.append(fn(q))
-        times.append(time.perf_counter() - t0)
-    return out, round(statistics.median(times) * 1000, 3)
+        d = router.route(q)
+        seconds.append(time.perf_counter() - t0)
+        scores.append(d.scores)
+        domains.append(d.domain)
+    return scores, domains, seconds
 
 
-def swap_tradeoff(router: Router, questions: list[str], labels: list[str], seed: int = 0) -> list[dict[str, Any]]:
+def swap_tradeoff(
+    router: Router, scored: list[dict[str, float]], labels: list[str], seed: int = 0
+) -> list[dict[str, Any]]:
     """Replay a shuffled stream with different stay margins: swaps saved vs accuracy lost."""
-    order = list(range(len(questions)))
+    order = list(range(len(scored)))
     random.Random(seed).shuffle(order)
-    scored = [router.expert_scores(questions[i])[0] for i in order]
-    truth = [labels[i] for i in order]
     specs = router.experts
     out = []
     for margin in STAY_MARGINS:
         resident_file, swaps, hits = "", 0, 0
-        for scores, y in zip(scored, truth, strict=True):
+        for i in order:
             loaded = [n for n, s in specs.items() if s.model_key == resident_file]
             chosen, _, _ = decide(
-                scores,
+                scored[i],
                 general=router.general_expert,
                 min_confidence=router.settings.min_confidence,
                 loaded=loaded,
@@ -104,8 +110,8 @@ def swap_tradeoff(router: Router, questions: list[str], labels: list[str], seed:
             if specs[chosen].model_key != resident_file:
                 swaps += 1
                 resident_file = specs[chosen].model_key
-            hits += specs[chosen].domain == y
-        out.append({"stay_margin": margin, "swaps": swaps, "accuracy": round(hits / len(truth), 4)})
+            hits += specs[chosen].domain == labels[i]
+        out.append({"stay_margin": margin, "swaps": swaps, "accuracy": round(hits / len(order), 4)})
     base = out[0]
     for row in out:
         row["swaps_saved"] = base["swaps"] - row["swaps"]
@@ -113,28 +119,83 @@ def swap_tradeoff(router: Router, questions: list[str], labels: list[str], seed:
     return out
 
 
-def bench_routing(config: PoolConfig, rows: list[dict[str, Any]], router: Router | None = None) -> dict[str, Any]:
-    """Accuracy and latency of the router vs the keyword baseline on questions the router never saw."""
-    router = router or Router(config)
-    unseen = [r for r in rows if question_id(r["question"]) not in router.model.trained_ids]
-    if not unseen:
-        raise Ech0Error("every question in the data was used to fit the router: nothing unseen to evaluate")
-    questions = [r["question"] for r in unseen]
-    labels = [r["domain"] for r in unseen]
+def fold_of(rows: list[dict[str, Any]], folds: int, seed: int = 0) -> list[int]:
+    """Stratified k-fold assignment: fold number of each row, domains spread evenly."""
+    by_domain: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        by_domain[r["domain"]].append(i)
+    fold = [0] * len(rows)
+    rng = random.Random(seed)
+    for domain in sorted(by_domain):
+        items = by_domain[domain][:]
+        rng.shuffle(items)
+        for j, i in enumerate(items):
+            fold[i] = j % folds
+    return fold
 
-    predicted, median_ms = _timed(lambda q: router.route(q).domain, questions, "router")
+
+def _fold_routers(config: PoolConfig, rows: list[dict[str, Any]], folds: int) -> list[tuple[Router, list[int]]]:
+    """One router per fold, fitted (same recipe as `router fit`) on our examples plus the other folds."""
+    from ech0_moe.embeddings import embed
+
+    own_texts, own_labels = own_examples(config)
+    own_vectors = embed(own_texts)
+    vectors = embed([r["question"] for r in rows])
+    fold = fold_of(rows, folds)
+    plan = []
+    for f in tqdm(range(folds), desc="fit folds", unit="fold", file=sys.stderr, leave=False):
+        fit = [i for i in range(len(rows)) if fold[i] != f]
+        model = RouterModel.fit(
+            np.vstack([own_vectors, vectors[fit]]),
+            own_labels + [rows[i]["domain"] for i in fit],
+            [question_id(rows[i]["question"]) for i in fit],
+        )
+        plan.append((Router(config, model=model), [i for i in range(len(rows)) if fold[i] == f]))
+    return plan
+
+
+def bench_routing(
+    config: PoolConfig, rows: list[dict[str, Any]], router: Router | None = None, folds: int = 5
+) -> dict[str, Any]:
+    """Accuracy and latency of the router vs the keyword baseline, only ever on questions it did not see.
+
+    Data the router was not fitted on is routed as is. If the router saw any of
+    it (the packaged model is fitted on the dev set), the answer is k-fold
+    cross-validation: each fold is routed by a model refitted without that fold.
+    """
+    router = router or Router(config)
+    seen = sum(question_id(r["question"]) in router.model.trained_ids for r in rows)
+    if not seen:
+        plan, protocol = [(router, list(range(len(rows))))], "unseen data, packaged router"
+    elif len(rows) < 2 * folds:
+        raise Ech0Error(f"the router was fitted on this data and {len(rows)} rows are too few to cross-validate")
+    else:
+        plan = _fold_routers(config, rows, folds)
+        protocol = f"{folds}-fold cross-validation (the router was fitted on {seen} of these questions)"
+    scored: list[dict[str, float]] = [{} for _ in rows]
+    predicted, seconds = [""] * len(rows), []
+    for r, index in plan:
+        s, d, t = _route_all(r, [rows[i]["question"] for i in index], "router")
+        for j, i in enumerate(index):
+            scored[i], predicted[i] = s[j], d[j]
+        seconds += t
+    labels = [r["domain"] for r in rows]
     keyword = Router(config, keyword_only=True)
-    kw_predicted, kw_ms = _timed(lambda q: keyword.route(q).domain, questions, "keyword")
+    _, kw_predicted, kw_seconds = _route_all(keyword, [r["question"] for r in rows], "keyword")
     return {
-        "router": "minilm-linear",
-        "n": len(unseen),
-        "skipped_seen_in_fit": len(rows) - len(unseen),
+        "router": router.method,
+        "protocol": protocol,
+        "n": len(rows),
         **_accuracy(labels, predicted),
-        "median_ms": median_ms,
+        "median_ms": _median_ms(seconds),
         "min_confidence": router.settings.min_confidence,
-        "keyword_baseline": {**_accuracy(labels, kw_predicted), "median_ms": kw_ms},
-        "swap_tradeoff": swap_tradeoff(router, questions, labels),
+        "keyword_baseline": {**_accuracy(labels, kw_predicted), "median_ms": _median_ms(kw_seconds)},
+        "swap_tradeoff": swap_tradeoff(router, scored, labels),
     }
+
+
+def _median_ms(seconds: list[float]) -> float:
+    return round(statistics.median(seconds) * 1000, 3)
 
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"

@@ -353,7 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("router", parents=[common], help="router model: `router fit`")
     p.add_argument("action", choices=["fit"])
     p.add_argument("--data", help="JSONL with 'question' and 'domain' to add a dev split of")
-    p.add_argument("--split", type=float, default=0.5, help="fraction of each domain used to fit (rest held out)")
+    p.add_argument(
+        "--split", type=float, default=1.0, help="fraction of each domain used to fit (the rest is left out)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="where to write the .npz (default: the packaged model)")
     p.set_defaults(func=cmd_router_fit)

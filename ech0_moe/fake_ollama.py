@@ -284,6 +284,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header("Content-Type", "application/x-ndjson")
                 self.end_headers()
             t_eval = time.perf_counter()
+            resident.llm.reset()  # fresh evaluation: same prompt, same greedy answer
             for part in resident.llm.create_chat_completion(messages=messages, stream=True, **params):
                 choice = part["choices"][0]
                 piece = choice.get("delta", {}).get("content") or ""

@@ -6,12 +6,13 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from ech0_moe.bench import bench_routing, load_jsonl, split_dev
+from ech0_moe.bench import bench_routing, fold_of, load_jsonl
 from ech0_moe.config import load_config
 from ech0_moe.errors import Ech0Error
-from ech0_moe.router import LinearModel, Router, decide, fit_model, question_id
+from ech0_moe.router import Router, RouterModel, decide, fit_model, question_id
 from tests.conftest import ROOT
 
 # Our own questions (not from any benchmark), one per line: (question, domain).
@@ -67,23 +68,59 @@ def test_stay_on_loaded_expert_is_reported(router: Router) -> None:
     assert router.route("What is the integral of 1/x?", loaded=["general"], stay_margin=0.0).expert == "math"
 
 
-def test_fit_save_load_and_bench_skips_fitted_questions(config, tmp_path: Path) -> None:
-    data = tmp_path / "dev.jsonl"
-    data.write_text("\n".join(json.dumps({"question": q, "domain": d}) for q, d in OWN * 2) + "\n")
-    rows = load_jsonl(data, ("question", "domain"))
-    fit_rows, held = split_dev(rows[: len(OWN)], 0.5, seed=1)
-    model = fit_model(config, [(r["question"], r["domain"]) for r in fit_rows])
+def test_fit_save_load_round_trip(config, tmp_path: Path) -> None:
+    model = fit_model(config, OWN[:4])
     model.save(tmp_path / "router.npz")
-    loaded = LinearModel.load(tmp_path / "router.npz")
-    assert loaded.classes == model.classes and loaded.trained_ids == {question_id(r["question"]) for r in fit_rows}
-    result = bench_routing(config, rows, router=Router(config, model=loaded))
-    assert result["skipped_seen_in_fit"] == 2 * len(fit_rows)
-    assert result["n"] == 2 * len(held)
+    loaded = RouterModel.load(tmp_path / "router.npz")
+    assert loaded.classes == model.classes and loaded.trained_ids == {question_id(q) for q, _ in OWN[:4]}
+    assert len(loaded.memory) == len(model.memory) and (loaded.k, loaded.mix) == (model.k, model.mix)
+    x = model.memory[:3]
+    assert np.allclose(loaded.proba(x), model.proba(x), atol=1e-3)
+
+
+def test_memory_vote_is_balanced_by_class_share() -> None:
+    """Ten `general` neighbours must not outvote one much closer `engineering` one."""
+    e1, e2 = np.eye(2, dtype=np.float32)
+    general = [np.array([0.8, 0.6], np.float32)] * 10
+    memory = np.vstack([e1[None, :], *general])
+    model = RouterModel(["engineering", "general"], np.zeros((2, 2)), np.zeros(2), (), memory, np.array([0] + [1] * 10))
+    model.mix = 1.0
+    p = model.proba(e1[None, :])[0]
+    assert p[0] > p[1] and abs(p.sum() - 1) < 1e-6
+    assert model.proba(e2[None, :])[0][1] > 0.5  # far from the engineering example
+
+
+def _write(tmp_path: Path, pairs) -> list[dict]:
+    data = tmp_path / "dev.jsonl"
+    data.write_text("\n".join(json.dumps({"question": q, "domain": d}) for q, d in pairs) + "\n")
+    return load_jsonl(data, ("question", "domain"))
+
+
+def test_bench_routes_unseen_data_with_the_router_itself(config, router, tmp_path: Path) -> None:
+    rows = _write(tmp_path, OWN)
+    result = bench_routing(config, rows, router=router)
+    assert result["protocol"].startswith("unseen data") and result["n"] == len(OWN)
     for key in ("macro_accuracy", "micro_accuracy", "per_domain", "median_ms", "keyword_baseline", "swap_tradeoff"):
         assert key in result
     assert set(result["keyword_baseline"]) >= {"macro_accuracy", "micro_accuracy", "per_domain", "median_ms"}
     margins = result["swap_tradeoff"]
     assert margins[0]["stay_margin"] == 0 and margins[-1]["swaps"] <= margins[0]["swaps"]
+
+
+def test_bench_cross_validates_data_the_router_was_fitted_on(config, tmp_path: Path) -> None:
+    rows = _write(tmp_path, OWN * 2)
+    fitted = Router(config, model=fit_model(config, OWN[:3]))
+    result = bench_routing(config, rows, router=fitted, folds=2)
+    assert result["protocol"].startswith("2-fold cross-validation") and result["n"] == 2 * len(OWN)
+    assert 0 <= result["macro_accuracy"] <= 1
+    with pytest.raises(Ech0Error, match="too few to cross-validate"):
+        bench_routing(config, rows[:3], router=fitted)
+
+
+def test_folds_are_stratified() -> None:
+    rows = [{"domain": d} for d in ["a"] * 10 + ["b"] * 5]
+    fold = fold_of(rows, 5)
+    assert sorted(fold[:10]) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4] and sorted(fold[10:]) == [0, 1, 2, 3, 4]
 
 
 def test_router_settings_are_validated(write_config, config) -> None:

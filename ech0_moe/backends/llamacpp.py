@@ -55,6 +55,9 @@ class LlamaCppBackend:
         raise NotImplementedError("in-process models are never loaded by anyone else")
 
     def chat(self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int) -> str:
+        # Evaluate every prompt from scratch: reusing the cached prefix of the previous call
+        # changes the numerics, and greedy answers to the same question would differ by call order.
+        handle.reset()
         out = handle.create_chat_completion(
             messages=messages,
             max_tokens=max_tokens,
