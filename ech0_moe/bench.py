@@ -13,12 +13,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from ech0_moe.config import PoolConfig
 from ech0_moe.errors import Ech0Error
-from ech0_moe.router import Router, RouterModel, decide, own_examples, question_id
+from ech0_moe.router import Router, decide, fit_model, question_id
 
 STAY_MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 
@@ -45,20 +44,37 @@ def load_jsonl(path: str | Path, required: Sequence[str]) -> list[dict[str, Any]
     return rows
 
 
+def _shuffled_by_domain(rows: list[dict[str, Any]], seed: int) -> list[list[int]]:
+    """Row indices grouped by domain (domains in name order), each group shuffled with `seed`."""
+    by_domain: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        by_domain[r["domain"]].append(i)
+    rng = random.Random(seed)
+    groups = []
+    for domain in sorted(by_domain):
+        items = by_domain[domain]
+        rng.shuffle(items)
+        groups.append(items)
+    return groups
+
+
 def split_dev(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     """Stratified split by domain: (fit part, held-out part)."""
-    by_domain: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by_domain[r["domain"]].append(r)
     fit, held = [], []
-    rng = random.Random(seed)
-    for domain in sorted(by_domain):
-        items = by_domain[domain][:]
-        rng.shuffle(items)
+    for items in _shuffled_by_domain(rows, seed):
         cut = round(len(items) * fraction)
-        fit += items[:cut]
-        held += items[cut:]
+        fit += [rows[i] for i in items[:cut]]
+        held += [rows[i] for i in items[cut:]]
     return fit, held
+
+
+def fold_of(rows: list[dict[str, Any]], folds: int, seed: int = 0) -> list[int]:
+    """Stratified k-fold assignment: fold number of each row, domains spread evenly."""
+    fold = [0] * len(rows)
+    for items in _shuffled_by_domain(rows, seed):
+        for j, i in enumerate(items):
+            fold[i] = j % folds
+    return fold
 
 
 def _accuracy(labels: list[str], predicted: list[str]) -> dict[str, Any]:
@@ -119,37 +135,16 @@ def swap_tradeoff(
     return out
 
 
-def fold_of(rows: list[dict[str, Any]], folds: int, seed: int = 0) -> list[int]:
-    """Stratified k-fold assignment: fold number of each row, domains spread evenly."""
-    by_domain: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(rows):
-        by_domain[r["domain"]].append(i)
-    fold = [0] * len(rows)
-    rng = random.Random(seed)
-    for domain in sorted(by_domain):
-        items = by_domain[domain][:]
-        rng.shuffle(items)
-        for j, i in enumerate(items):
-            fold[i] = j % folds
-    return fold
-
-
 def _fold_routers(config: PoolConfig, rows: list[dict[str, Any]], folds: int) -> list[tuple[Router, list[int]]]:
     """One router per fold, fitted (same recipe as `router fit`) on our examples plus the other folds."""
     from ech0_moe.embeddings import embed
 
-    own_texts, own_labels = own_examples(config)
-    own_vectors = embed(own_texts)
-    vectors = embed([r["question"] for r in rows])
+    vectors = embed([r["question"] for r in rows])  # once, not once per fold
     fold = fold_of(rows, folds)
     plan = []
     for f in tqdm(range(folds), desc="fit folds", unit="fold", file=sys.stderr, leave=False):
         fit = [i for i in range(len(rows)) if fold[i] != f]
-        model = RouterModel.fit(
-            np.vstack([own_vectors, vectors[fit]]),
-            own_labels + [rows[i]["domain"] for i in fit],
-            [question_id(rows[i]["question"]) for i in fit],
-        )
+        model = fit_model(config, [(rows[i]["question"], rows[i]["domain"]) for i in fit], vectors[fit])
         plan.append((Router(config, model=model), [i for i in range(len(rows)) if fold[i] == f]))
     return plan
 

@@ -177,14 +177,19 @@ def own_examples(config: PoolConfig | None = None) -> tuple[list[str], list[str]
     return texts, labels
 
 
-def fit_model(config: PoolConfig | None, extra: Sequence[tuple[str, str]] = ()) -> RouterModel:
-    """Fit the domain model on our examples plus `extra` (question, domain) pairs."""
+def fit_model(
+    config: PoolConfig | None, extra: Sequence[tuple[str, str]] = (), extra_vectors: np.ndarray | None = None
+) -> RouterModel:
+    """Fit the domain model on our examples plus `extra` (question, domain) pairs
+    (`extra_vectors`: their embeddings, when the caller already has them)."""
     from ech0_moe.embeddings import embed
 
     texts, labels = own_examples(config)
-    texts += [q for q, _ in extra]
+    if extra_vectors is None:
+        extra_vectors = embed([q for q, _ in extra])
+    vectors = np.vstack([embed(texts), extra_vectors])
     labels += [d for _, d in extra]
-    return RouterModel.fit(embed(texts), labels, [question_id(q) for q, _ in extra])
+    return RouterModel.fit(vectors, labels, [question_id(q) for q, _ in extra])
 
 
 class KeywordRouter:
