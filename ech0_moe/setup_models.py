@@ -31,13 +31,13 @@ def ensure_second_copy(target: Path = SECOND_COPY) -> Path:
 
 
 def main() -> None:
-    """Everything `make install` prepares: the second GGUF and the ONNX embedder."""
-    from ech0_moe.embeddings import ONNX_PATH, export_onnx
+    """Everything `make install` prepares: the second GGUF and the ONNX embedders."""
+    from ech0_moe.embeddings import INT8_PATH, ONNX_PATH, export_onnx
 
     print(f"second model file: {ensure_second_copy()}")
-    if not ONNX_PATH.is_file():
-        export_onnx(ONNX_PATH)
-    print(f"embedding model:   {ONNX_PATH}")
+    if not (ONNX_PATH.is_file() and INT8_PATH.is_file()):
+        export_onnx()
+    print(f"embedding models:  {ONNX_PATH} (documents), {INT8_PATH} (router)")
 
 
 if __name__ == "__main__":

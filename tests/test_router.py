@@ -150,3 +150,21 @@ def test_keyword_fallback_routes_without_the_embedder(config) -> None:
     d = router.route("Balance the reaction and name the acid and the base in this solution.")
     assert d.expert == "chemistry" and d.method == "keyword"
     assert router.route("Tell me something nice.").expert == "general"  # no keyword: general expert
+
+
+def test_routing_features_are_mean_and_max_halves() -> None:
+    from ech0_moe.embeddings import embed, route_features
+
+    x = route_features(["What is the enthalpy of formation of water?", "Hi"])
+    assert x.shape == (2, 768) and np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-4)
+    halves = x.reshape(2, 2, 384) * np.sqrt(2)
+    assert np.allclose(np.linalg.norm(halves, axis=2), 1, atol=1e-4)  # each half unit length
+    # the int8 encoder's mean half stays close to the float32 document embedding
+    assert float(halves[0, 0] @ embed(["What is the enthalpy of formation of water?"])[0]) > 0.97
+
+
+def test_model_fitted_on_other_features_is_one_error(config, tmp_path: Path) -> None:
+    RouterModel(["general", "mathematics"], np.zeros((2, 384)), np.zeros(2)).save(tmp_path / "old.npz")
+    cfg = replace(config, router=replace(config.router, model=str(tmp_path / "old.npz")))
+    with pytest.raises(Ech0Error, match=r"fitted on 384 features, the router makes 768: refit it"):
+        Router(cfg)
