@@ -123,7 +123,11 @@ def cmd_experts(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    svc = _context(args).services()
+    context = _context(args)  # imports the graph package before nodes (they import each other)
+    from nodes.prepare import check_query
+
+    check_query(args.question)
+    svc = context.services()
     decision = svc.router.route(args.question, top_k=args.top_k or 1)
     out = decision.as_dict()
     if args.json:

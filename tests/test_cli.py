@@ -64,6 +64,7 @@ def test_demo_shows_routing_swaps_and_timings(tmp_path: Path) -> None:
 
 def test_bad_inputs_get_one_line(tmp_path: Path, model_a: Path) -> None:
     assert_one_line_error(run_cli("ask", "   ", kb=tmp_path), "empty query")
+    assert_one_line_error(run_cli("route", "", kb=tmp_path), "empty query")
     assert_one_line_error(run_cli("ask", "hi", "--mode", "turbo", kb=tmp_path), "unknown mode 'turbo'")
     broken = tmp_path / "broken.yaml"
     broken.write_text("memory_budget: 20GB\nexperts:\n  - name: [unclosed\n")
