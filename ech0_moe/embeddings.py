@@ -42,6 +42,8 @@ MODELS_DIR = Path(os.environ.get("ECH0_MODELS_DIR", Path(__file__).resolve().par
 ONNX_PATH = MODELS_DIR / f"{MODEL_NAME}-fused.onnx"
 INT8_PATH = MODELS_DIR / f"{MODEL_NAME}-int8.onnx"
 Pooling = Literal["mean", "mean+max"]
+Kind = Literal["documents", "router"]
+WIDTH: dict[Pooling, int] = {"mean": DIM, "mean+max": 2 * DIM}
 
 
 def model_dir() -> Path:
@@ -80,32 +82,33 @@ def export_onnx(fused: Path = ONNX_PATH, int8: Path = INT8_PATH) -> None:
     axes = {0: "batch", 1: "tokens"}
     fused.parent.mkdir(parents=True, exist_ok=True)
     raw, tmp_fused, tmp_int8 = (fused.with_suffix(s) for s in (".raw.partial", ".partial", ".int8.partial"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)  # quantize_dynamic's advice to pre-process goes to the root logger
-        torch.onnx.export(
-            Encoder(),
-            (ids, ids, torch.zeros_like(ids)),
-            str(raw),
-            input_names=["input_ids", "attention_mask", "token_type_ids"],
-            output_names=["hidden"],
-            dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes, "hidden": axes},
-            opset_version=17,
-            dynamo=False,
-        )
-        optimizer.optimize_model(str(raw), model_type="bert", num_heads=12, hidden_size=DIM).save_model_to_file(
-            str(tmp_fused)
-        )
-        quantize_dynamic(
-            str(tmp_fused),
-            str(tmp_int8),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            reduce_range=True,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
+    logging.disable(logging.WARNING)  # quantize_dynamic's advice to pre-process goes to the root logger
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                Encoder(),
+                (ids, ids, torch.zeros_like(ids)),
+                str(raw),
+                input_names=["input_ids", "attention_mask", "token_type_ids"],
+                output_names=["hidden"],
+                dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes, "hidden": axes},
+                opset_version=17,
+                dynamo=False,
+            )
+            fusion = optimizer.optimize_model(str(raw), model_type="bert", num_heads=12, hidden_size=DIM)
+            fusion.save_model_to_file(str(tmp_fused))
+            quantize_dynamic(
+                str(tmp_fused),
+                str(tmp_int8),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                reduce_range=True,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+    finally:
         logging.disable(logging.NOTSET)
-    raw.unlink()
+        raw.unlink(missing_ok=True)
     tmp_fused.replace(fused)
     tmp_int8.replace(int8)
 
@@ -126,7 +129,7 @@ class Embedder:
         if not onnx_path.is_file():
             export_onnx()
         self.pooling = pooling
-        self.dim = DIM * (2 if pooling == "mean+max" else 1)
+        self.dim = WIDTH[pooling]
         self.tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.no_padding()
@@ -173,15 +176,18 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 _lock = threading.Lock()
-_embedders: dict[str, Embedder] = {}
+_embedders: dict[Kind, Embedder] = {}
 
 
-def get_embedder(kind: Literal["documents", "router"] = "documents") -> Embedder:
+_KINDS: dict[Kind, tuple[Path, Pooling]] = {"documents": (ONNX_PATH, "mean"), "router": (INT8_PATH, "mean+max")}
+
+
+def get_embedder(kind: Kind = "documents") -> Embedder:
     """The shared embedder: "documents" (float32, mean) for the knowledge base,
     "router" (int8, mean+max) for routing."""
     with _lock:
         if kind not in _embedders:
-            _embedders[kind] = Embedder(ONNX_PATH, "mean") if kind == "documents" else Embedder(INT8_PATH, "mean+max")
+            _embedders[kind] = Embedder(*_KINDS[kind])
         return _embedders[kind]
 
 
@@ -195,9 +201,9 @@ def route_features(texts: list[str]) -> np.ndarray:
     return _run("router", texts)
 
 
-def _run(kind: Literal["documents", "router"], texts: list[str]) -> np.ndarray:
-    if not texts:
-        return np.zeros((0, DIM * (2 if kind == "router" else 1)), dtype=np.float32)
+def _run(kind: Kind, texts: list[str]) -> np.ndarray:
+    if not texts:  # nothing to embed: do not load a model for it
+        return np.zeros((0, WIDTH[_KINDS[kind][1]]), dtype=np.float32)
     return get_embedder(kind)(list(texts))
 
 
