@@ -40,8 +40,8 @@ def solve_batch(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Answer `queries` with as few swaps as possible; results in input order."""
+    from ech0_moe.text import check_query
     from graph.state import result_of
-    from nodes.prepare import check_query
 
     for q in queries:
         check_query(q)

@@ -52,10 +52,10 @@ def run_query(graph: Any, ctx: Any, query: str, mode: str) -> dict[str, Any]:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
+    from ech0_moe.text import check_query
     from graph import build_graph
     from graph.state import State
     from nodes._common import resolve_mode
-    from nodes.prepare import check_query
 
     ctx = _context(args)
     check_query(args.question)  # fail fast, before any model is touched
@@ -123,11 +123,10 @@ def cmd_experts(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    context = _context(args)  # imports the graph package before nodes (they import each other)
-    from nodes.prepare import check_query
+    from ech0_moe.text import check_query
 
     check_query(args.question)
-    svc = context.services()
+    svc = _context(args).services()
     decision = svc.router.route(args.question, top_k=args.top_k or 1)
     out = decision.as_dict()
     if args.json:

@@ -1,4 +1,4 @@
-"""Plain-text helpers shared by the compressor and the knowledge base.
+"""Plain-text helpers shared by the compressor, the knowledge base and every entry point.
 
 Tokens are whitespace-separated words. Hard-wrapped paragraphs are re-joined
 before sentences are split; tables, lists, headings and code stay line by line.
@@ -8,10 +8,21 @@ from __future__ import annotations
 
 import re
 
+from ech0_moe.errors import Ech0Error
+
+MAX_QUERY_CHARS = 32_000
 _BLOCK_SPLIT = re.compile(r"\n\s*\n")
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[`])")
 _SETEXT = re.compile(r"[=\-]{3,}")
 _LINE_UNIT = re.compile(r"^(?:\s*(?:[|#>]|[*+\-]\s|\d+[.)]\s|```)|\s{4})")
+
+
+def check_query(query: str) -> None:
+    """Raise `Ech0Error` for an empty or oversized query."""
+    if not query or not query.strip():
+        raise Ech0Error("empty query: ask a question")
+    if len(query) > MAX_QUERY_CHARS:
+        raise Ech0Error(f"query too long: {len(query)} characters (limit {MAX_QUERY_CHARS})")
 
 
 def count_tokens(text: str) -> int:

@@ -7,20 +7,10 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from ech0_moe.errors import Ech0Error
+from ech0_moe.text import check_query
 from graph.context import Context
 from graph.state import OutputState, State
 from nodes._common import context, resolve_mode
-
-MAX_QUERY_CHARS = 32_000
-
-
-def check_query(query: str) -> None:
-    """Raise `Ech0Error` for an empty or oversized query."""
-    if not query or not query.strip():
-        raise Ech0Error("empty query: ask a question")
-    if len(query) > MAX_QUERY_CHARS:
-        raise Ech0Error(f"query too long: {len(query)} characters (limit {MAX_QUERY_CHARS})")
 
 
 def prepare(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
