@@ -140,7 +140,13 @@ class Embedder:
         # the run ends, so they never steal the cores llama.cpp generates on
         options.add_session_config_entry("session.intra_op.allow_spinning", "1")
         options.add_session_config_entry("session.force_spinning_stop", "1")
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own types for a damaged file
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise Ech0Error(
+                f"embedding model {onnx_path} is unreadable ({first}); delete it and run `make install`"
+            ) from None
 
     def __call__(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)

@@ -168,3 +168,12 @@ def test_model_fitted_on_other_features_is_one_error(config, tmp_path: Path) -> 
     cfg = replace(config, router=replace(config.router, model=str(tmp_path / "old.npz")))
     with pytest.raises(Ech0Error, match=r"fitted on 384 features, the router makes 768: refit it"):
         Router(cfg)
+
+
+def test_damaged_encoder_file_is_one_error(tmp_path: Path) -> None:
+    from ech0_moe.embeddings import INT8_PATH, Embedder
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(INT8_PATH.read_bytes()[:1000])
+    with pytest.raises(Ech0Error, match=r"broken.onnx is unreadable .*delete it and run `make install`"):
+        Embedder(broken)
