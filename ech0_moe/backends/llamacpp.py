@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -10,6 +11,25 @@ from ech0_moe.config import ExpertSpec
 from ech0_moe.errors import BackendError
 
 GGUF_MAGIC = b"GGUF"
+# `make install` builds llama.cpp for x86-64-v3 (AVX2) without AMX: ggml's AMX matmul
+# segfaults on the first batched decode on Sapphire Rapids CPUs (ggml-org/llama.cpp#20824).
+REBUILD = (
+    'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" '
+    "pip install --force-reinstall --no-deps --no-cache-dir llama-cpp-python"
+)
+
+
+@functools.cache
+def check_build() -> None:
+    """Refuse a llama.cpp build with AMX kernels (they crash the process); ECH0_ALLOW_AMX=1 skips this."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode(errors="replace")
+    if "AMX_INT8 = 1" in info and os.environ.get("ECH0_ALLOW_AMX") != "1":
+        raise BackendError(
+            "llama-cpp-python was compiled with AMX kernels, which segfault on this CPU "
+            f"(ggml-org/llama.cpp#20824): rebuild it with `{REBUILD}` (or set ECH0_ALLOW_AMX=1)"
+        )
 
 
 class LlamaCppBackend:
@@ -28,6 +48,7 @@ class LlamaCppBackend:
             raise BackendError(f"expert {spec.name!r}: cannot read model file {spec.model}: {exc.strerror}") from None
         if magic != GGUF_MAGIC:
             raise BackendError(f"expert {spec.name!r}: {spec.model} is not a GGUF file (corrupt or wrong format)")
+        check_build()
         from llama_cpp import Llama
 
         try:
