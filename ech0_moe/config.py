@@ -128,6 +128,9 @@ class RouterSettings:
     model: str = ""  # .npz from `ech0-moe router fit`; empty = the packaged model
     min_confidence: float = 0.3  # below this the general expert answers
     stay_margin: float = 0.2  # stay on a loaded expert within this of the best (bench: -10% swaps, same accuracy)
+    # plus this much margin per second the avoided load is expected to take: the score (probability)
+    # you would give up to save one second of loading; 0 = the margin alone decides
+    stay_per_second: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -308,9 +311,10 @@ def _router_settings(raw: Any, base_dir: Path, fname: str) -> RouterSettings:
     where = f"{fname}: router"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping")
-    unknown = sorted(set(raw) - {"model", "min_confidence", "stay_margin"})
+    known = ("model", "min_confidence", "stay_margin", "stay_per_second")
+    unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown setting (use model, min_confidence, stay_margin)")
+        raise ConfigError(f"{where}.{unknown[0]}: unknown setting (use {', '.join(known)})")
     model = _str(raw, "model", where, required=False)
     if model:
         path = resolve_model_ref(model, base_dir)
@@ -321,6 +325,7 @@ def _router_settings(raw: Any, base_dir: Path, fname: str) -> RouterSettings:
         model=model,
         min_confidence=_number(raw, "min_confidence", where, RouterSettings.min_confidence, float),
         stay_margin=_number(raw, "stay_margin", where, RouterSettings.stay_margin, float),
+        stay_per_second=_number(raw, "stay_per_second", where, RouterSettings.stay_per_second, float),
     )
     if settings.min_confidence > 1 or settings.stay_margin > 1:
         raise ConfigError(f"{where}: min_confidence and stay_margin are probabilities between 0 and 1")

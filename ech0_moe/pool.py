@@ -24,6 +24,7 @@ from ech0_moe.config import ExpertSpec, PoolConfig, format_size
 from ech0_moe.errors import BudgetError
 
 RELOAD_THRESHOLD_S = 0.05  # a load_duration above this, reported with an answer, means a reload
+ASSUMED_LOAD_BYTES_PER_S = 1e9  # before a model's first load, its load time is guessed from its size at this rate
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,15 @@ class ExpertPool:
     def is_loaded(self, name: str) -> bool:
         with self._cond:
             return self.specs[name].model_key in self._loaded
+
+    def expected_load_seconds(self, name: str) -> float:
+        """Seconds loading expert `name` should take: its model's last measured load, or
+        before any, its size at ASSUMED_LOAD_BYTES_PER_S (0 when the size is not known yet)."""
+        spec = self.specs[name]
+        with self._cond:
+            measured = next((e.load_seconds for e in reversed(self.events) if e.model_key == spec.model_key), None)
+            size = spec.size_bytes or self._estimates.get(spec.model_key, 0)
+        return measured if measured is not None else size / ASSUMED_LOAD_BYTES_PER_S
 
     @property
     def swaps(self) -> int:

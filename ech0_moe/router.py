@@ -12,7 +12,8 @@ model was fitted on: on such data it cross-validates instead.
 Decisions on top of the scores:
 - low confidence (top probability < `min_confidence`) -> the general expert;
 - swap-cost awareness: if an already-loaded expert scores within
-  `stay_margin` of the best, stay on it and skip the load;
+  `stay_margin` (+ `stay_per_second` x the expected load seconds) of the best,
+  stay on it and skip the load;
 - top-k for the ensemble.
 The keyword router is the baseline the benchmark compares against.
 """
@@ -24,7 +25,7 @@ import hashlib
 import re
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,8 +236,13 @@ def decide(
     min_confidence: float,
     loaded: Sequence[str] = (),
     stay_margin: float = 0.0,
+    stay_per_second: float = 0.0,
+    load_seconds: Callable[[str], float] | None = None,
 ) -> tuple[str, str, bool]:
-    """Turn expert scores into (expert, reason, stayed). Pure: the benchmark replays it."""
+    """Turn expert scores into (expert, reason, stayed). Pure: the benchmark replays it.
+
+    Stay on a loaded expert when the chosen one beats it by at most
+    stay_margin + stay_per_second * (seconds loading the chosen one is expected to take)."""
     best = max(scores, key=lambda n: (scores[n], n == general))
     chosen, reason = best, f"best score {scores[best]:.2f}"
     if scores[best] < min_confidence and best != general:
@@ -244,10 +250,13 @@ def decide(
     resident = [n for n in loaded if n in scores]
     if resident and chosen not in resident:
         stay = max(resident, key=lambda n: scores[n])
-        if scores[chosen] - scores[stay] <= stay_margin:
+        seconds = load_seconds(chosen) if load_seconds and stay_per_second else 0.0
+        margin = stay_margin + stay_per_second * seconds
+        if scores[chosen] - scores[stay] <= margin:
+            saves = f"saves a ~{seconds:.1f} s load" if seconds else "saves a model load"
             reason = (
                 f"stayed on loaded {stay!r} ({scores[stay]:.2f}) instead of {chosen!r} ({scores[chosen]:.2f}): "
-                f"within stay_margin {stay_margin}, saves a model load"
+                f"within stay margin {margin:.2f}, {saves}"
             )
             return stay, reason, True
     return chosen, reason, False
@@ -315,9 +324,15 @@ class Router:
         return scores, probs
 
     def route(
-        self, query: str, top_k: int = 1, loaded: Sequence[str] = (), stay_margin: float | None = None
+        self,
+        query: str,
+        top_k: int = 1,
+        loaded: Sequence[str] = (),
+        stay_margin: float | None = None,
+        load_seconds: Callable[[str], float] | None = None,
     ) -> RouteDecision:
-        """Choose the expert for `query`; `loaded` are the resident experts (for staying)."""
+        """Choose the expert for `query`; `loaded` are the resident experts (for staying) and
+        `load_seconds(name)` the expected seconds to load one (for `stay_per_second`)."""
         t0 = time.perf_counter()
         scores, _ = self.expert_scores(query)
         chosen, reason, stayed = decide(
@@ -326,6 +341,8 @@ class Router:
             min_confidence=self.settings.min_confidence,
             loaded=loaded,
             stay_margin=self.settings.stay_margin if stay_margin is None else stay_margin,
+            stay_per_second=self.settings.stay_per_second,
+            load_seconds=load_seconds,
         )
         ranked = sorted(scores, key=lambda n: -scores[n])
         best = ranked[0]

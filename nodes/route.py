@@ -17,13 +17,16 @@ from nodes._common import context, services, timed
 @timed("route")
 def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Score every expert on the raw query; prefer a resident expert when it scores
-    within the stay margin of the best (no expert model is loaded here)."""
+    within the stay margin of the best, a margin that grows with the load it would
+    save (`stay_per_second`). No expert model is loaded here."""
     svc = services(runtime)
     mode = state.mode
     if mode == "ensemble":
         decision = svc.router.route(state.query, top_k=context(runtime).ensemble_k)
     else:
-        decision = svc.router.route(state.query, loaded=svc.pool.loaded_experts())
+        decision = svc.router.route(
+            state.query, loaded=svc.pool.loaded_experts(), load_seconds=svc.pool.expected_load_seconds
+        )
     if state.expert and mode != "ensemble":
         if state.expert not in svc.pool.specs:
             raise Ech0Error(f"unknown expert {state.expert!r}; known: {', '.join(svc.pool.specs)}")

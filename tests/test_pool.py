@@ -18,8 +18,11 @@ pytestmark = pytest.mark.slow
 
 def test_swaps_between_files_and_shares_a_file(two_file_config: Path) -> None:
     pool = ExpertPool(load_config(two_file_config))
+    # before any load: the file's size at 1 GB/s; after: the measured load
+    assert pool.expected_load_seconds("alpha") == pytest.approx(pool.specs["alpha"].size_bytes / 1e9)
     first = pool.ensure_loaded("alpha")
     assert first.swapped and first.load_seconds > 0
+    assert pool.expected_load_seconds("beta") == round(first.load_seconds, 4)  # beta shares alpha's file
     # beta shares alpha's weights file: no swap, both count as loaded
     assert not pool.ensure_loaded("beta").swapped
     assert set(pool.loaded_experts()) == {"alpha", "beta"}

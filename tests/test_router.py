@@ -62,6 +62,16 @@ def test_decide_falls_back_and_stays() -> None:
     assert decide(scores, general="general", min_confidence=0.1, loaded=["general"], stay_margin=0.05)[0] == "math"
 
 
+def test_stay_margin_grows_with_the_load_it_saves() -> None:
+    scores = {"math": 0.5, "logic": 0.3, "general": 0.2}
+    rule = dict(general="general", min_confidence=0.1, loaded=["logic"], stay_margin=0.1)
+    assert decide(scores, **rule)[0] == "math"  # 0.2 apart: more than the margin
+    # a load of ~8 s at 0.02 per second adds 0.16: staying gives up 0.2 <= 0.26 to save it
+    expert, reason, stayed = decide(scores, **rule, stay_per_second=0.02, load_seconds=lambda name: 8.0)
+    assert (expert, stayed) == ("logic", True) and "saves a ~8.0 s load" in reason
+    assert decide(scores, **rule, stay_per_second=0.02, load_seconds=lambda name: 2.0)[0] == "math"
+
+
 def test_stay_on_loaded_expert_is_reported(router: Router) -> None:
     d = router.route("What is the integral of 1/x?", loaded=["general"], stay_margin=1.0)
     assert d.expert == "general" and d.best == "math" and d.stayed
