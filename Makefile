@@ -15,7 +15,7 @@ export CMAKE_ARGS
 export HF_HUB_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: install demo test test-fast lint studio bench clean
+.PHONY: install llama-rebuild demo test test-fast lint studio bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Recompile llama-cpp-python with CMAKE_ARGS (e.g. replacing a -march=native build with AMX kernels).
+llama-rebuild: install
+	$(PIP) install --quiet --no-cache-dir --force-reinstall --no-deps $(LLAMA_CPP)
 
 demo: install
 	$(VENV)/bin/ech0-moe demo

@@ -13,10 +13,6 @@ from ech0_moe.errors import BackendError
 GGUF_MAGIC = b"GGUF"
 # `make install` builds llama.cpp for x86-64-v3 (AVX2) without AMX: ggml's AMX matmul
 # segfaults on the first batched decode on Sapphire Rapids CPUs (ggml-org/llama.cpp#20824).
-REBUILD = (
-    'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" '
-    "pip install --force-reinstall --no-deps --no-cache-dir llama-cpp-python"
-)
 
 
 @functools.cache
@@ -28,7 +24,8 @@ def check_build() -> None:
     if "AMX_INT8 = 1" in info and os.environ.get("ECH0_ALLOW_AMX") != "1":
         raise BackendError(
             "llama-cpp-python was compiled with AMX kernels, which segfault on this CPU "
-            f"(ggml-org/llama.cpp#20824): rebuild it with `{REBUILD}` (or set ECH0_ALLOW_AMX=1)"
+            "(ggml-org/llama.cpp#20824): rebuild it without them with `make llama-rebuild` "
+            "(or set ECH0_ALLOW_AMX=1)"
         )
 
 
