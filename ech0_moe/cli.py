@@ -233,7 +233,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "routing":
         if not args.data:
             raise Ech0Error("bench routing needs --data FILE.jsonl (lines with 'question' and 'domain')")
-        result = bench.bench_routing(_config(args), bench.load_jsonl(args.data, ("question", "domain")))
+        if args.folds < 2:
+            raise Ech0Error(f"--folds must be at least 2, got {args.folds}")
+        rows = bench.load_jsonl(args.data, ("question", "domain"))
+        result = bench.bench_routing(_config(args), rows, folds=args.folds)
     elif args.what == "compress":
         result = bench.bench_compress(bench.load_qa(), _context(args).services().compressor)
     elif args.what == "swap":
@@ -335,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", help="routing | compress | rag | swap")
     p.add_argument("--max-tokens", dest="max_tokens", type=int)
     p.add_argument("--data", help="JSONL data set")
+    p.add_argument(
+        "--folds", type=int, default=5, help="routing: cross-validation folds when the router saw the data (default 5)"
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("batch", parents=[common], help="answer a JSONL file of questions, grouped by expert")

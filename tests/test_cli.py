@@ -76,6 +76,8 @@ def test_bad_inputs_get_one_line(tmp_path: Path, model_a: Path) -> None:
     big = tmp_path / "big.yaml"
     big.write_text("memory_budget: 50MB\nexperts:\n" + expert_yaml("x", "general", model_a))
     assert_one_line_error(run_cli("experts", "--experts", str(big)), "more than memory_budget 50.0MB")
+    folds = run_cli("bench", "routing", "--data", str(tmp_path / "any.jsonl"), "--folds", "1")
+    assert_one_line_error(folds, "--folds must be at least 2")
     proc = run_cli("ask")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
 
@@ -85,11 +87,11 @@ def test_bench_routing_prints_json_last(tmp_path: Path) -> None:
     rows = (DATA / "routing-dev.jsonl").read_text().splitlines()[::2]  # half the dev set: a quicker run
     data = tmp_path / "dev-half.jsonl"
     data.write_text("\n".join(rows) + "\n")
-    proc = run_cli("bench", "routing", "--data", str(data), "--json")
+    proc = run_cli("bench", "routing", "--data", str(data), "--folds", "4", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     # the packaged router was fitted on these questions: it must cross-validate, not score them
-    assert result["protocol"].startswith("5-fold cross-validation") and result["n"] == len(rows)
+    assert result["protocol"].startswith("4-fold cross-validation") and result["n"] == len(rows)
     assert result["macro_accuracy"] > result["keyword_baseline"]["macro_accuracy"] + 0.2
     assert result["median_ms"] < 50
     assert "fit folds" in proc.stderr  # progress

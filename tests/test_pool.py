@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ech0_moe.backends.llamacpp import amx_problem, check_build
 from ech0_moe.config import load_config
 from ech0_moe.errors import BackendError
 from ech0_moe.pool import ExpertPool
@@ -90,3 +91,17 @@ def test_model_deleted_after_start(write_config, tmp_path: Path, model_a: Path) 
     copy.unlink()
     with pytest.raises(BackendError, match="cannot read model file"):
         pool.ensure_loaded("x")
+
+
+def test_llamacpp_build_without_amx_is_required() -> None:
+    # llama_print_system_info() of a native build on a Sapphire Rapids Xeon, and of `make install`'s
+    native = (
+        "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX_VNNI = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | "
+        "AVX512 = 1 | AVX512_VBMI = 1 | AVX512_VNNI = 1 | AVX512_BF16 = 1 | AMX_INT8 = 1 | OPENMP = 1 | REPACK = 1 |"
+    )
+    ours = "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | OPENMP = 1 | REPACK = 1 |"
+    problem = amx_problem(native)
+    assert problem and "make llama-rebuild" in problem and "\n" not in problem
+    assert amx_problem(native, allow=True) is None
+    assert amx_problem(ours) is None
+    check_build()  # the installed build passes

@@ -15,18 +15,27 @@ GGUF_MAGIC = b"GGUF"
 # segfaults on the first batched decode on Sapphire Rapids CPUs (ggml-org/llama.cpp#20824).
 
 
+def amx_problem(system_info: str, allow: bool = False) -> str | None:
+    """Why a llama.cpp build with these features (`llama_print_system_info()`) must not
+    run here, or None: AMX kernels crash the process unless `allow`."""
+    if "AMX_INT8 = 1" not in system_info or allow:
+        return None
+    return (
+        "llama-cpp-python was compiled with AMX kernels, which segfault on this CPU "
+        "(ggml-org/llama.cpp#20824): rebuild it without them with `make llama-rebuild` "
+        "(or set ECH0_ALLOW_AMX=1)"
+    )
+
+
 @functools.cache
 def check_build() -> None:
-    """Refuse a llama.cpp build with AMX kernels (they crash the process); ECH0_ALLOW_AMX=1 skips this."""
+    """Refuse the installed llama.cpp build if it has AMX kernels; ECH0_ALLOW_AMX=1 skips this."""
     import llama_cpp
 
     info = llama_cpp.llama_print_system_info().decode(errors="replace")
-    if "AMX_INT8 = 1" in info and os.environ.get("ECH0_ALLOW_AMX") != "1":
-        raise BackendError(
-            "llama-cpp-python was compiled with AMX kernels, which segfault on this CPU "
-            "(ggml-org/llama.cpp#20824): rebuild it without them with `make llama-rebuild` "
-            "(or set ECH0_ALLOW_AMX=1)"
-        )
+    problem = amx_problem(info, allow=os.environ.get("ECH0_ALLOW_AMX") == "1")
+    if problem:
+        raise BackendError(problem)
 
 
 class LlamaCppBackend:
