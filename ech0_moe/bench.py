@@ -158,6 +158,8 @@ def bench_routing(
     it (the packaged model is fitted on the dev set), the answer is k-fold
     cross-validation: each fold is routed by a model refitted without that fold.
     """
+    if folds < 2:
+        raise Ech0Error(f"--folds must be at least 2, got {folds}")
     router = router or Router(config)
     seen = sum(question_id(r["question"]) in router.model.trained_ids for r in rows)
     if not seen:

@@ -233,8 +233,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "routing":
         if not args.data:
             raise Ech0Error("bench routing needs --data FILE.jsonl (lines with 'question' and 'domain')")
-        if args.folds < 2:
-            raise Ech0Error(f"--folds must be at least 2, got {args.folds}")
         rows = bench.load_jsonl(args.data, ("question", "domain"))
         result = bench.bench_routing(_config(args), rows, folds=args.folds)
     elif args.what == "compress":

@@ -76,7 +76,9 @@ def test_bad_inputs_get_one_line(tmp_path: Path, model_a: Path) -> None:
     big = tmp_path / "big.yaml"
     big.write_text("memory_budget: 50MB\nexperts:\n" + expert_yaml("x", "general", model_a))
     assert_one_line_error(run_cli("experts", "--experts", str(big)), "more than memory_budget 50.0MB")
-    folds = run_cli("bench", "routing", "--data", str(tmp_path / "any.jsonl"), "--folds", "1")
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"question": "What is 2 + 2?", "domain": "mathematics"}\n')
+    folds = run_cli("bench", "routing", "--data", str(one), "--folds", "1")
     assert_one_line_error(folds, "--folds must be at least 2")
     proc = run_cli("ask")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
