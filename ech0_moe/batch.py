@@ -2,51 +2,50 @@
 
 A shuffled batch over E distinct model files costs E loads at most (E - 1 if the
 first group's file is already resident), instead of up to one load per query
-in arrival (FIFO) order. Results come back in input order.
+in arrival (FIFO) order. The order is the pool's (`ExpertPool.serving_order`, the
+same rule the ensemble's turns follow). Results come back in input order.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from tqdm import tqdm
 
-from ech0_moe.errors import Ech0Error
+from ech0_moe.errors import InputError
+from ech0_moe.graph import Context, build_graph, result_of
+from ech0_moe.services import ServiceProvider, Services
+from ech0_moe.text import check_query
+
+Order = Literal["affinity", "fifo"]
 
 
-def plan(services: Any, queries: Sequence[str], order: str = "affinity") -> tuple[list[int], list[str]]:
+def plan(services: Services, queries: Sequence[str], order: Order = "affinity") -> tuple[list[int], list[str]]:
     """(serving order of query indices, chosen expert per query)."""
     if order not in ("affinity", "fifo"):
-        raise Ech0Error(f"unknown batch order {order!r}; use affinity or fifo")
+        raise InputError(f"unknown batch order {order!r}; use affinity or fifo")
     experts = [services.router.route(q).expert for q in queries]
     if order == "fifo":
         return list(range(len(queries))), experts
-    files = [services.pool.specs[e].model_key for e in experts]
-    resident = {services.pool.specs[e].model_key for e in services.pool.loaded_experts()}
-    first_seen = {f: files.index(f) for f in files}
-    serve = sorted(range(len(queries)), key=lambda i: (files[i] not in resident, first_seen[files[i]], i))
-    return serve, experts
+    return services.pool.serving_order(experts), experts
 
 
 def solve_batch(
-    graph: Any,
     queries: Sequence[str],
-    context: Any,
+    context: Context,
+    services: ServiceProvider,
     *,
     mode: str = "basic",
-    order: str = "affinity",
+    order: Order = "affinity",
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Answer `queries` with as few swaps as possible; results in input order."""
-    from ech0_moe.text import check_query
-    from graph.state import result_of
-
     for q in queries:
         check_query(q)
-    services = context.services()
-    serve, experts = plan(services, queries, order)
+    graph = build_graph(services=services)
+    serve, experts = plan(services.for_run(context.experts_file, context.kb_dir), queries, order)
     results: list[dict[str, Any] | None] = [None] * len(queries)
     bar = tqdm(serve, desc=f"batch ({order})", unit="q", file=sys.stderr, disable=not progress)
     for i in bar:

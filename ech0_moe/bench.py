@@ -1,9 +1,9 @@
-"""Benchmarks behind `ech0-moe bench ...`: each returns a JSON-able dict."""
+"""Benchmarks of the machinery behind `ech0-moe bench routing|compress|rag`: each returns a JSON-able dict.
+
+The graph-driving swap benchmark sits on top, in `swap_bench.py`."""
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import statistics
 import sys
@@ -16,65 +16,11 @@ from typing import Any
 from tqdm import tqdm
 
 from ech0_moe.config import PoolConfig
+from ech0_moe.datasets import BENCH_DIR, fold_of
 from ech0_moe.errors import Ech0Error
 from ech0_moe.router import Router, decide, fit_model, question_id
 
 STAY_MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
-
-
-def load_jsonl(path: str | Path, required: Sequence[str]) -> list[dict[str, Any]]:
-    """Read a JSONL file; a bad line is one error naming the file and line."""
-    p = Path(path)
-    if not p.is_file():
-        raise Ech0Error(f"data file not found: {p}")
-    rows = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise Ech0Error(f"{p}:{n}: not JSON ({exc.msg})") from None
-        missing = [k for k in required if not isinstance(row, dict) or k not in row]
-        if missing:
-            raise Ech0Error(f"{p}:{n}: missing field {missing[0]!r}")
-        rows.append(row)
-    if not rows:
-        raise Ech0Error(f"{p}: no rows")
-    return rows
-
-
-def _shuffled_by_domain(rows: list[dict[str, Any]], seed: int) -> list[list[int]]:
-    """Row indices grouped by domain (domains in name order), each group shuffled with `seed`."""
-    by_domain: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(rows):
-        by_domain[r["domain"]].append(i)
-    rng = random.Random(seed)
-    groups = []
-    for domain in sorted(by_domain):
-        items = by_domain[domain]
-        rng.shuffle(items)
-        groups.append(items)
-    return groups
-
-
-def split_dev(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """Stratified split by domain: (fit part, held-out part)."""
-    fit, held = [], []
-    for items in _shuffled_by_domain(rows, seed):
-        cut = round(len(items) * fraction)
-        fit += [rows[i] for i in items[:cut]]
-        held += [rows[i] for i in items[cut:]]
-    return fit, held
-
-
-def fold_of(rows: list[dict[str, Any]], folds: int, seed: int = 0) -> list[int]:
-    """Stratified k-fold assignment: fold number of each row, domains spread evenly."""
-    fold = [0] * len(rows)
-    for items in _shuffled_by_domain(rows, seed):
-        for j, i in enumerate(items):
-            fold[i] = j % folds
-    return fold
 
 
 def _accuracy(labels: list[str], predicted: list[str]) -> dict[str, Any]:
@@ -195,19 +141,8 @@ def _median_ms(seconds: list[float]) -> float:
     return round(statistics.median(seconds) * 1000, 3)
 
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
 def _norm(text: str) -> str:
     return " ".join(text.split())
-
-
-def load_qa(folder: Path = BENCH_DIR) -> list[dict[str, Any]]:
-    """The QA set over real README files: question, verbatim answer span, paraphrase, doc text."""
-    rows = load_jsonl(folder / "qa.jsonl", ("doc", "question", "answer", "paraphrase"))
-    for r in rows:
-        r["text"] = (folder / "docs" / r["doc"]).read_text(encoding="utf-8")
-    return rows
 
 
 def bench_compress(rows: list[dict[str, Any]], compressor: Any, ratios: Sequence[float] = (0.3, 0.4, 0.5)) -> dict:
@@ -219,7 +154,7 @@ def bench_compress(rows: list[dict[str, Any]], compressor: Any, ratios: Sequence
     for ratio in ratios:
         achieved, answers, facts_kept, facts_total, seconds, tokens = [], 0, 0, 0, 0.0, 0
         for r in tqdm(rows, desc=f"compress {ratio}", unit="doc", file=sys.stderr, leave=False):
-            c = compressor.compress(r["question"], [r["text"]], ratio=ratio)
+            c = compressor.compress(r["question"], [r["text"]], target=ratio)
             kept = _norm(c.context)
             achieved.append(c.ratio)
             answers += _norm(r["answer"]) in kept
@@ -302,137 +237,29 @@ def bench_rag(rows: list[dict[str, Any]], kb_dir: Path, k: int = 4, max_distance
     }
 
 
-SWAP_QUESTIONS = (  # our own mixed questions: both weights files of the default pool
-    "What is the derivative of x^2?",
-    "Which organ pumps blood around the body?",
-    "What is the unit of electrical resistance?",
-    "Is 'all cats are animals, so all animals are cats' valid?",
-    "What is the pH of a neutral solution?",
-    "Who wrote the Odyssey?",
-    "How fast does light travel in a vacuum?",
-    "What does a binary search need from its input?",
-    "What do red blood cells carry?",
-    "Solve x + 4 = 9.",
-    "Which fallacy attacks the person instead of the argument?",
-    "What is the capital of Japan?",
-)
+STARTUP_QUESTION = "Balance the equation for burning propane."
 
 
-def _drop_page_cache(path: str) -> None:
-    """Evict a file's pages from the OS cache (no root needed), for a cold read or load."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
+def bench_startup(experts_file: str, runs: int = 10) -> dict[str, Any]:
+    """Wall seconds of a whole `ech0-moe route` process (start, import, load the router, route),
+    the latency a shell user feels; median and max over `runs` processes after one warm-up."""
+    import subprocess
 
-
-def _read_seconds(path: str) -> float:
-    t0 = time.perf_counter()
-    with open(path, "rb", buffering=0) as fh:
-        while fh.read(8 << 20):
-            pass
-    return time.perf_counter() - t0
-
-
-def _load_costs(pool: Any, expert: str) -> dict[str, Any]:
-    """Cold and warm: read bandwidth bound vs load (+ first token, which touches the mmapped weights)."""
-    spec = pool.specs[expert]
-    row: dict[str, Any] = {"expert": expert, "file": os.path.basename(spec.model), "size_bytes": spec.size_bytes}
-    for cache in ("cold", "warm"):
-        pool.unload_all()
-        if cache == "cold":
-            _drop_page_cache(spec.model)
-        read = _read_seconds(spec.model)
-        pool.unload_all()
-        if cache == "cold":
-            _drop_page_cache(spec.model)
+    if runs < 1:
+        raise Ech0Error(f"--runs must be at least 1, got {runs}")
+    cmd = [sys.executable, "-m", "ech0_moe.cli", "route", STARTUP_QUESTION, "--experts", str(experts_file)]
+    seconds = []
+    for i in tqdm(range(runs + 1), desc="route processes", unit="run", file=sys.stderr, leave=False):
         t0 = time.perf_counter()
-        acquired = pool.ensure_loaded(expert)
-        pool.chat(expert, [{"role": "user", "content": "Hi"}], max_tokens=1)
-        ready = time.perf_counter() - t0
-        row[cache] = {
-            "read_seconds": round(read, 4),
-            "bandwidth_mb_s": round(spec.size_bytes / read / 1e6, 1),
-            "load_seconds": round(acquired.load_seconds, 4),
-            "load_and_first_token_seconds": round(ready, 4),
-            "vs_bandwidth_bound": round(ready / read, 2),
-        }
-    return row
-
-
-def bench_swap(context: Any, repeats: int = 5) -> dict[str, Any]:
-    """Swap costs on the configured pool (runs the real models): see `ech0-moe bench swap`."""
-    from dataclasses import replace
-
-    from ech0_moe.batch import solve_batch
-    from graph import build_graph
-
-    svc = context.services()
-    pool = svc.pool
-    graph = build_graph()
-    files: dict[str, str] = {}
-    for name, spec in pool.specs.items():
-        if spec.backend == "llamacpp":
-            files.setdefault(spec.model_key, name)
-    loads = [_load_costs(pool, name) for name in tqdm(files.values(), desc="load costs", file=sys.stderr)]
-
-    questions = list(SWAP_QUESTIONS)
-    random.Random(7).shuffle(questions)
-    batches = {}
-    for order in ("fifo", "affinity"):
-        pool.unload_all()
-        before, t0 = pool.swaps, time.perf_counter()
-        solve_batch(graph, questions, context, mode="basic", order=order, progress=False)
-        batches[order] = {"swaps": pool.swaps - before, "seconds": round(time.perf_counter() - t0, 3)}
-    experts = [svc.router.route(q).expert for q in questions]
-    batches["distinct_files"] = len({pool.specs[e].model_key for e in experts})
-
-    # graph overhead in basic mode: same expert, prompt and length, model already resident
-    query, expert = "Name three primary colours.", "general"
-    messages = [{"role": "system", "content": pool.specs[expert].system_prompt}, {"role": "user", "content": query}]
-    tokens = context.max_tokens or 32
-    same_length = replace(context, max_tokens=tokens)
-    pool.ensure_loaded(expert)
-    direct, via_graph = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        pool.chat(expert, messages, tokens)
-        direct.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        graph.invoke({"query": query, "mode": "basic", "expert": expert}, context=same_length)
-        via_graph.append(time.perf_counter() - t0)
-    overhead = statistics.median(via_graph) / statistics.median(direct) - 1
-
-    # prefetch: optimized mode, each query forcing a swap, with and without loading in parallel
-    prefetch = {}
-    pair = [(q, e) for q, e in zip(questions, experts, strict=True)]
-    for flag in (False, True):
-        ctx = replace(context, prefetch=flag)
-        total = 0.0
-        for i in range(repeats):
-            q, e = pair[i % len(pair)]
-            other = next(n for n, s in pool.specs.items() if s.model_key != pool.specs[e].model_key)
-            pool.ensure_loaded(other)  # so answering `q` needs a swap
-            t0 = time.perf_counter()
-            graph.invoke({"query": q, "mode": "optimized", "expert": e}, context=ctx)
-            total += time.perf_counter() - t0
-        prefetch["with_prefetch" if flag else "sequential"] = round(total / repeats, 4)
-    prefetch["saved_seconds_per_query"] = round(prefetch["sequential"] - prefetch["with_prefetch"], 4)
-
-    stats = pool.stats()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise Ech0Error(f"`ech0-moe route` failed: {proc.stderr.strip().splitlines()[-1:]}")
+        if i:  # the first run warms the page cache
+            seconds.append(time.perf_counter() - t0)
     return {
-        "budget_bytes": stats["budget_bytes"],
-        "peak_loaded_bytes": stats["peak_loaded_bytes"],
-        "within_budget": stats["peak_loaded_bytes"] <= stats["budget_bytes"],
-        "load": loads,
-        "batch": batches,
-        "graph_overhead": {
-            "direct_seconds": round(statistics.median(direct), 4),
-            "graph_seconds": round(statistics.median(via_graph), 4),
-            "overhead": round(overhead, 4),
-            "max_tokens": tokens,
-        },
-        "prefetch": prefetch,
+        "command": "ech0-moe route",
+        "runs": runs,
+        "median_seconds": round(statistics.median(seconds), 3),
+        "max_seconds": round(max(seconds), 3),
+        "goal_seconds": 1.0,
     }

@@ -12,9 +12,15 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ech0_moe.errors import Ech0Error
+
+if TYPE_CHECKING:
+    from langgraph.graph.state import CompiledStateGraph
+
+    from ech0_moe.config import PoolConfig
+    from ech0_moe.graph.context import Context
 
 DEMO_QUESTIONS: tuple[tuple[str, str], ...] = (
     ("What is the integral of 2x from 0 to 3?", "optimized"),
@@ -33,35 +39,45 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 
-def _context(args: argparse.Namespace) -> Any:
-    from graph.context import Context
+def _context(args: argparse.Namespace) -> Context:
+    """The run's `Context` from the command line (an out-of-range value is one error line)."""
+    from ech0_moe.graph.context import Context
 
     overrides: dict[str, Any] = {}
-    for name in ("experts_file", "kb_dir", "compression_ratio", "top_k", "ensemble_k", "max_tokens"):
+    for name in ("experts_file", "kb_dir", "compression_target", "top_k", "ensemble_k", "max_tokens"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
     return Context(**overrides)
 
 
-def run_query(graph: Any, ctx: Any, query: str, mode: str) -> dict[str, Any]:
+def _question(args: argparse.Namespace) -> str:
+    """The question argument; `-` reads it from standard input."""
+    from ech0_moe.text import check_query
+
+    question = sys.stdin.read() if args.question == "-" else args.question
+    check_query(question)
+    return question
+
+
+def run_query(graph: CompiledStateGraph, ctx: Context, query: str, mode: str | None) -> dict[str, Any]:
     """Invoke the graph and return every documented result key."""
-    from graph.state import result_of
+    from ech0_moe.graph.state import result_of
 
     return result_of(graph.invoke({"query": query, "mode": mode}, context=ctx))
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from ech0_moe.text import check_query
-    from graph import build_graph
-    from graph.state import State
-    from nodes._common import resolve_mode
+    from ech0_moe.graph import build_graph
+    from ech0_moe.nodes.prepare import resolve_mode
+    from ech0_moe.services import process_registry
 
     ctx = _context(args)
-    check_query(args.question)  # fail fast, before any model is touched
-    resolve_mode(State(query=args.question, mode=args.mode or ""), ctx)
-    ctx.services()
-    result = run_query(build_graph(), ctx, args.question, args.mode or "")
+    question = _question(args)  # fail fast, before any model is touched
+    resolve_mode(args.mode, ctx)
+    registry = process_registry()
+    registry.services(ctx.experts_file)
+    result = run_query(build_graph(services=registry), ctx, question, args.mode)
     if args.json:
         print(json.dumps(result, indent=2))
         return 1 if result["error"] else 0
@@ -123,11 +139,11 @@ def cmd_experts(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from ech0_moe.text import check_query
+    """Route without LangGraph, Chroma or a model: the config and the router only (fast to start)."""
+    from ech0_moe.router import Router
 
-    check_query(args.question)
-    svc = _context(args).services()
-    decision = svc.router.route(args.question, top_k=args.top_k or 1)
+    question = _question(args)
+    decision = Router(_config(args)).route(question, top_k=args.top_k or 1)
     out = decision.as_dict()
     if args.json:
         print(json.dumps(out, indent=2))
@@ -136,23 +152,39 @@ def cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config(args: argparse.Namespace) -> Any:
+def _config(args: argparse.Namespace) -> PoolConfig:
     from ech0_moe.config import load_config
 
     return load_config(_context(args).experts_file)
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from ech0_moe.validate import validate_pool
+
+    path = args.file or _context(args).experts_file
+    problems, notes = validate_pool(path)
+    for line in notes:
+        print(f"note: {line}", file=sys.stderr)
+    for line in problems:
+        print(f"ech0-moe: error: {line}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"file": str(path), "valid": not problems, "problems": problems, "notes": notes}))
+    elif not problems:
+        print(f"{path}: valid")
+    return 1 if problems else 0
+
+
 def cmd_router_fit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ech0_moe.bench import load_jsonl, split_dev
-    from ech0_moe.router import PACKAGED_MODEL, fit_model
+    from ech0_moe.datasets import load_jsonl, split_dev
+    from ech0_moe.router import fit_model
 
     config = _config(args)
     rows = load_jsonl(args.data, ("question", "domain")) if args.data else []
     fit_rows, held = split_dev(rows, args.split, args.seed)
     model = fit_model(config, [(r["question"], r["domain"]) for r in fit_rows])
-    out = Path(args.out or PACKAGED_MODEL)
+    out = Path(args.out)
     model.save(out)
     print(
         json.dumps({"model": str(out), "fit_questions": len(fit_rows), "held_out": len(held), "classes": model.classes})
@@ -162,8 +194,8 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from ech0_moe.batch import solve_batch
-    from ech0_moe.bench import load_jsonl
-    from graph import build_graph
+    from ech0_moe.datasets import load_jsonl
+    from ech0_moe.services import process_registry
 
     rows = load_jsonl(args.file, ())
     queries = []
@@ -173,9 +205,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
             raise Ech0Error(f"{args.file}: row {n}: needs a 'question' (or 'query') string")
         queries.append(q)
     ctx = _context(args)
-    pool = ctx.services().pool
+    registry = process_registry()
+    pool = registry.services(ctx.experts_file).pool
     before, t0 = pool.swaps, time.perf_counter()
-    results = solve_batch(build_graph(), queries, ctx, mode=args.mode or "basic", order=args.order)
+    results = solve_batch(queries, ctx, registry, mode=args.mode or "basic", order=args.order)
     for r in results:
         print(json.dumps(r))
     stats = pool.stats()
@@ -228,22 +261,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from ech0_moe import bench
+    from ech0_moe import bench, datasets
 
     if args.what == "routing":
         if not args.data:
             raise Ech0Error("bench routing needs --data FILE.jsonl (lines with 'question' and 'domain')")
-        rows = bench.load_jsonl(args.data, ("question", "domain"))
+        rows = datasets.load_jsonl(args.data, ("question", "domain"))
         result = bench.bench_routing(_config(args), rows, folds=args.folds)
     elif args.what == "compress":
-        result = bench.bench_compress(bench.load_qa(), _context(args).services().compressor)
+        from ech0_moe.compressor import ExtractiveCompressor
+
+        result = bench.bench_compress(datasets.load_qa(), ExtractiveCompressor())
     elif args.what == "swap":
-        result = bench.bench_swap(_context(args))
+        from ech0_moe.services import process_registry
+        from ech0_moe.swap_bench import bench_swap
+
+        ctx = _context(args)
+        result = bench_swap(ctx, process_registry().for_run(ctx.experts_file, ctx.kb_dir))
     elif args.what == "rag":
         with tempfile.TemporaryDirectory(prefix="ech0-bench-rag-") as tmp:
-            result = bench.bench_rag(bench.load_qa(), Path(tmp))
+            result = bench.bench_rag(datasets.load_qa(), Path(tmp))
+    elif args.what == "startup":
+        result = bench.bench_startup(_context(args).experts_file, runs=args.runs)
     else:
-        raise Ech0Error(f"unknown benchmark {args.what!r}; use routing, compress, rag or swap")
+        raise Ech0Error(f"unknown benchmark {args.what!r}; use {', '.join(BENCHMARKS)}")
     if not args.json:
         for key, value in result.items():
             print(f"{key}: {value}", file=sys.stderr)
@@ -255,12 +296,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ech0_moe.config import format_size
-    from graph import build_graph
+    from ech0_moe.graph import build_graph
+    from ech0_moe.services import process_registry
 
     ctx = _context(args)
     t0 = time.perf_counter()
-    svc = ctx.services()
-    graph = build_graph()
+    svc = process_registry().for_run(ctx.experts_file, ctx.kb_dir)
+    graph = build_graph(services=svc)
     print(f"ECH0 MoE demo: {len(svc.config.experts)} experts, budget {format_size(svc.pool.budget)}")
     print(f"(router and knowledge base ready in {time.perf_counter() - t0:.1f}s)\n")
     results = []
@@ -300,6 +342,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCHMARKS = ("routing", "compress", "rag", "swap", "startup")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line, like every other error."""
 
@@ -307,68 +352,123 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _global_options(parser: argparse.ArgumentParser, *, in_subcommand: bool) -> None:
+    """--experts, --kb and --json, accepted before or after the subcommand."""
+    unset: Any = argparse.SUPPRESS if in_subcommand else None
+    parser.add_argument(
+        "--experts",
+        dest="experts_file",
+        metavar="FILE",
+        default=unset,
+        help="experts.yaml to use (default: ./experts.yaml, else the packaged example pool)",
+    )
+    parser.add_argument(
+        "--kb", dest="kb_dir", metavar="DIR", default=unset, help="knowledge-base folder (default: ./.ech0/kb)"
+    )
+    parser.add_argument("--json", action="store_true", default=unset if in_subcommand else False, help="print JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ech0-moe", description="Many experts, one loaded at a time.")
+    _global_options(parser, in_subcommand=False)
     common = _Parser(add_help=False)
-    common.add_argument("--experts", dest="experts_file", help="path to experts.yaml")
-    common.add_argument("--kb", dest="kb_dir", help="knowledge-base folder")
-    common.add_argument("--json", action="store_true", help="print JSON")
-    sub = parser.add_subparsers(dest="command", required=True)
+    _global_options(common, in_subcommand=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("ask", parents=[common], help="answer one question")
-    p.add_argument("question")
-    p.add_argument("--mode", help="optimized | fast | basic | ensemble")
-    p.add_argument("--compression-ratio", dest="compression_ratio", type=float)
-    p.add_argument("--top-k", dest="top_k", type=int, help="contexts to retrieve")
-    p.add_argument("--ensemble-k", dest="ensemble_k", type=int)
-    p.add_argument("--max-tokens", dest="max_tokens", type=int)
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+
+    def max_tokens(p: argparse.ArgumentParser, default: int | None = None) -> None:
+        p.add_argument(
+            "--max-tokens",
+            dest="max_tokens",
+            type=int,
+            default=default,
+            metavar="N",
+            help="answer length cap in tokens (default: each expert's own max_tokens)",
+        )
+
+    modes = "optimized | fast | basic | ensemble"
+    p = command("ask", "answer one question")
+    p.add_argument("question", help="the question; - reads it from standard input")
+    p.add_argument("--mode", help=f"{modes} (default: optimized)")
+    p.add_argument(
+        "--compression-target",
+        dest="compression_target",
+        type=float,
+        metavar="F",
+        help="requested kept fraction of prompt tokens, in (0, 1] (default 0.5)",
+    )
+    p.add_argument("--top-k", dest="top_k", type=int, metavar="N", help="passages to retrieve (default 4)")
+    p.add_argument(
+        "--ensemble-k", dest="ensemble_k", type=int, metavar="N", help="experts the ensemble asks (default 3)"
+    )
+    max_tokens(p)
     p.set_defaults(func=cmd_ask)
 
-    p = sub.add_parser("experts", parents=[common], help="list the pool")
+    p = command("experts", "list the pool (and what each Ollama host holds)")
     p.set_defaults(func=cmd_experts)
 
-    p = sub.add_parser("route", parents=[common], help="route a question (no model is loaded)")
-    p.add_argument("question")
-    p.add_argument("--top-k", dest="top_k", type=int)
+    p = command("validate", "check an experts.yaml without loading a model; one line per problem")
+    p.add_argument("file", nargs="?", help="the file to check (default: the --experts file)")
+    p.set_defaults(func=cmd_validate)
+
+    p = command("route", "route a question (no model is loaded)")
+    p.add_argument("question", help="the question; - reads it from standard input")
+    p.add_argument("--top-k", dest="top_k", type=int, metavar="N", help="how many experts to rank (default 1)")
     p.set_defaults(func=cmd_route)
 
-    p = sub.add_parser("bench", parents=[common], help="benchmarks; the last line printed is JSON")
-    p.add_argument("what", help="routing | compress | rag | swap")
-    p.add_argument("--max-tokens", dest="max_tokens", type=int)
-    p.add_argument("--data", help="JSONL data set")
+    p = command("bench", "benchmarks; the last line printed is JSON")
+    p.add_argument("what", choices=BENCHMARKS, help=" | ".join(BENCHMARKS))
+    max_tokens(p)
+    p.add_argument("--data", metavar="FILE", help="routing: JSONL with 'question' and 'domain' per line")
     p.add_argument(
-        "--folds", type=int, default=5, help="routing: cross-validation folds when the router saw the data (default 5)"
+        "--folds",
+        type=int,
+        default=5,
+        metavar="N",
+        help="routing: cross-validation folds when the router saw the data (default 5)",
     )
+    p.add_argument("--runs", type=int, default=10, metavar="N", help="startup: how many `route` processes (default 10)")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("batch", parents=[common], help="answer a JSONL file of questions, grouped by expert")
+    p = command("batch", "answer a JSONL file of questions, grouped by expert")
     p.add_argument("file", help="JSONL with a 'question' (or 'query') per line")
-    p.add_argument("--mode", help="optimized | fast | basic (default) | ensemble")
-    p.add_argument("--order", default="affinity", help="affinity (grouped by expert, default) | fifo")
-    p.add_argument("--max-tokens", dest="max_tokens", type=int)
+    p.add_argument("--mode", help=f"{modes} (default: basic)")
+    p.add_argument(
+        "--order", default="affinity", choices=("affinity", "fifo"), help="affinity (grouped by expert, default) | fifo"
+    )
+    max_tokens(p)
     p.set_defaults(func=cmd_batch)
 
-    p = sub.add_parser("kb", parents=[common], help="knowledge base: add, search, stats, forget")
-    p.add_argument("action", help="add | search | stats | forget")
+    p = command("kb", "knowledge base: add, search, stats, forget")
+    p.add_argument("action", choices=("add", "search", "stats", "forget"), help="add | search | stats | forget")
     p.add_argument("items", nargs="*", help="files/folders (add), the query (search), entry ids (forget)")
     p.add_argument("--domain", help="add: tag documents with a domain; search: only that domain")
-    p.add_argument("--k", type=int, default=4)
-    p.add_argument("--max-distance", dest="max_distance", type=float, default=0.65)
+    p.add_argument("--k", type=int, default=4, metavar="N", help="search: passages to return (default 4)")
+    p.add_argument(
+        "--max-distance",
+        dest="max_distance",
+        type=float,
+        default=0.65,
+        metavar="D",
+        help="search: cosine distance above which a passage is dropped (default 0.65)",
+    )
     p.add_argument("--source", help="forget: every entry of this file path or 'learned:<expert>'")
     p.set_defaults(func=cmd_kb)
 
-    p = sub.add_parser("router", parents=[common], help="router model: `router fit`")
-    p.add_argument("action", choices=["fit"])
-    p.add_argument("--data", help="JSONL with 'question' and 'domain' to add a dev split of")
+    p = command("router", "router model: `router fit --out FILE.npz`")
+    p.add_argument("action", choices=["fit"], help="fit")
+    p.add_argument("--data", metavar="FILE", help="JSONL with 'question' and 'domain' to fit on as well")
     p.add_argument(
-        "--split", type=float, default=1.0, help="fraction of each domain used to fit (the rest is left out)"
+        "--split", type=float, default=1.0, metavar="F", help="fraction of each domain used to fit (default 1.0)"
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="where to write the .npz (default: the packaged model)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    p.add_argument("--out", required=True, metavar="FILE", help="where to write the fitted router (.npz)")
     p.set_defaults(func=cmd_router_fit)
 
-    p = sub.add_parser("demo", parents=[common], help="mixed questions showing routing, swaps and timings")
-    p.add_argument("--max-tokens", dest="max_tokens", type=int, default=48)
+    p = command("demo", "mixed questions showing routing, swaps and timings")
+    max_tokens(p, default=48)
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -378,7 +478,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        code = func(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:  # e.g. `ech0-moe kb search ... | head`: the reader left, end quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except Ech0Error as exc:
         print(f"ech0-moe: error: {exc}", file=sys.stderr)
         return 2

@@ -1,12 +1,12 @@
 """Query-aware extractive prompt compression.
 
 The question is always kept verbatim. The rest (retrieved contexts and any
-preamble in the query) is cut to ``ratio`` of the original token count:
+preamble in the query) is cut to ``target`` (the requested kept fraction) of the original token count:
 filler phrases go first, then whole sentences are kept in order of relevance
 to the question (term overlap weighted by rarity, with a bonus for numbers,
 formulas and named entities), and the last partial sentence keeps its most
 informative words so the achieved ratio lands on the requested one.
-Tokens are whitespace-separated words; the ratio reported is the achieved one.
+Tokens are whitespace-separated words; `Compressed.ratio` is the achieved fraction.
 
 Also here: `LLMCompressor` (an expert rewrites, checked against the extractive
 result's facts) and `LLMLinguaCompressor` (when LLMLingua-2 is installed).
@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from ech0_moe.errors import Ech0Error
 from ech0_moe.text import count_tokens, split_sentences
@@ -98,6 +99,15 @@ class Compressed:
         return f"Context{origin}:\n{self.context}\n\nQuestion: {self.question}"
 
 
+COMPRESSION_METHODS = ("extractive", "llm", "llmlingua")
+
+
+class Compressor(Protocol):
+    """Shrinks a prompt to about `target` of its tokens, keeping the question verbatim."""
+
+    def compress(self, query: str, contexts: list[str] | None = None, target: float = 0.5) -> Compressed: ...
+
+
 class ExtractiveCompressor:
     """Keeps the sentences (and, at the margin, the words) that matter most to the question."""
 
@@ -135,16 +145,16 @@ class ExtractiveCompressor:
         keep = sorted(ranked[:budget])
         return " ".join(words[i] for i in keep)
 
-    def compress(self, query: str, contexts: list[str] | None = None, ratio: float = 0.5) -> Compressed:
-        """Compress `contexts` plus the query preamble to `ratio` of their tokens; keep the question."""
+    def compress(self, query: str, contexts: list[str] | None = None, target: float = 0.5) -> Compressed:
+        """Compress `contexts` plus the query preamble to `target` of their tokens; keep the question."""
         t0 = time.perf_counter()
-        ratio = min(1.0, max(0.05, ratio))
+        target = min(1.0, max(0.05, target))
         preamble, question = split_question(query)
         material = "\n".join([*(contexts or []), preamble]).strip()
         original = count_tokens(material) + count_tokens(question)
-        if original < self.min_tokens or ratio >= 1.0:
+        if original < self.min_tokens or target >= 1.0:
             return Compressed(material, question, original, original, time.perf_counter() - t0, "none")
-        budget = max(0, round(ratio * original) - count_tokens(question))
+        budget = max(0, round(target * original) - count_tokens(question))
         text = _FILLER_RE.sub("", material)
         sentences = split_sentences(text)
         scores = self._sentence_scores(sentences, question)
@@ -184,9 +194,9 @@ class LLMCompressor:
         self.chat = chat
         self.fallback = fallback or ExtractiveCompressor()
 
-    def compress(self, query: str, contexts: list[str] | None = None, ratio: float = 0.5) -> Compressed:
+    def compress(self, query: str, contexts: list[str] | None = None, target: float = 0.5) -> Compressed:
         t0 = time.perf_counter()
-        base = self.fallback.compress(query, contexts, ratio)
+        base = self.fallback.compress(query, contexts, target)
         if base.method == "none" or not base.context:
             return base
         budget = max(8, base.compressed_tokens - count_tokens(base.question))
@@ -232,14 +242,14 @@ class LLMLinguaCompressor:
         except Exception as exc:  # the model is missing from the local cache, or incompatible
             raise Ech0Error(f"LLMLingua-2 model {model!r} could not be loaded: {exc}") from None
 
-    def compress(self, query: str, contexts: list[str] | None = None, ratio: float = 0.5) -> Compressed:
+    def compress(self, query: str, contexts: list[str] | None = None, target: float = 0.5) -> Compressed:
         t0 = time.perf_counter()
         preamble, question = split_question(query)
         material = "\n".join([*(contexts or []), preamble]).strip()
         original = count_tokens(material) + count_tokens(question)
         if not material:
             return Compressed("", question, original, original, time.perf_counter() - t0, "none")
-        result = self._compressor.compress_prompt([material], rate=ratio, force_tokens=["\n", "?"])
+        result = self._compressor.compress_prompt([material], rate=target, force_tokens=["\n", "?"])
         text = result["compressed_prompt"]
         return Compressed(
             text, question, original, count_tokens(text) + count_tokens(question), time.perf_counter() - t0, "llmlingua"

@@ -1,13 +1,16 @@
 """Load and validate `experts.yaml`.
 
-Every problem is reported as one `ConfigError` line naming the file, the
-expert and the field, e.g. ``experts.yaml: experts[2] (physics).domain: 'fysics'
-is not one of mathematics, physics, ...``.
+Every problem is one line naming the file, the expert and the field, e.g.
+``experts.yaml: experts[2] (physics).domain: 'fysics' is not one of mathematics, physics, ...``.
+`check_config` collects every problem of a file (for `ech0-moe validate`);
+`load_config` raises `ConfigError` with the first.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -17,6 +20,7 @@ from typing import Any
 import yaml
 
 from ech0_moe.errors import ConfigError
+from ech0_moe.paths import cache_dir
 
 DOMAINS: tuple[str, ...] = (
     "mathematics",
@@ -46,17 +50,23 @@ _UNITS = {
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 
 
+MAX_SIZE = 2**50  # 1 PiB: anything larger is a typo, not a machine
+
+
 def parse_size(value: Any, where: str) -> int:
-    """Parse ``20GB``, ``150 MiB`` or a plain integer into bytes."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected a size such as '20GB', got {value!r}")
-    if isinstance(value, int | float):
-        return int(value)
-    if isinstance(value, str):
+    """Parse ``20GB``, ``150 MiB`` or a plain integer into bytes (> 0 and finite)."""
+    size: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str):
         m = _SIZE_RE.match(value)
         if m and m.group(2).upper() in _UNITS:
-            return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
-    raise ConfigError(f"{where}: expected a size such as '20GB', got {value!r}")
+            size = float(m.group(1)) * _UNITS[m.group(2).upper()]
+    if size is None or not math.isfinite(size):
+        raise ConfigError(f"{where}: expected a size such as '20GB', got {value!r}")
+    if not 0 < size <= MAX_SIZE:
+        raise ConfigError(f"{where}: must be more than 0 and at most 1PiB, got {value!r}")
+    return int(size)
 
 
 def format_size(n: int | float) -> str:
@@ -76,16 +86,31 @@ def package_dir(package: str) -> Path | None:
 
 
 def resolve_model_ref(ref: str, base_dir: Path) -> Path:
-    """Resolve ``pkg:PACKAGE/FILE`` (a file shipped inside an installed package,
-    located without importing it) or a path relative to ``experts.yaml``."""
-    if ref.startswith("pkg:"):
-        package, _, rel = ref[4:].partition("/")
-        folder = package_dir(package)
-        if folder is None:
-            raise ConfigError(f"package {package!r} for model {ref!r} is not installed")
-        return folder / rel
+    """Resolve ``pkg:PACKAGE/FILE`` (a file shipped inside an installed package, located
+    without importing it), ``cache:FILE`` (ECH0's model cache, see `paths.cache_dir`) or a
+    path relative to ``experts.yaml``. ``pkg:`` and ``cache:`` paths cannot leave their folder."""
+    for scheme in ("pkg:", "cache:"):
+        if not ref.startswith(scheme):
+            continue
+        if scheme == "pkg:":
+            package, _, rel = ref[4:].partition("/")
+            found = package_dir(package)
+            if found is None:
+                raise ConfigError(f"package {package!r} for model {ref!r} is not installed")
+            folder = found
+        else:
+            folder, rel = cache_dir(), ref[6:]
+        path = (folder / rel).resolve()
+        if not path.is_relative_to(folder.resolve()):
+            raise ConfigError(f"model {ref!r} points outside {folder}")
+        return path
     path = Path(os.path.expanduser(ref))
     return path if path.is_absolute() else (base_dir / path)
+
+
+def ollama_model_name(name: str) -> str:
+    """Ollama's canonical model name: a missing tag means ':latest'."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
 @dataclass(frozen=True)
@@ -159,174 +184,263 @@ class PoolConfig:
         return [e.name for e in self.experts]
 
 
-def _str(raw: dict[str, Any], key: str, where: str, *, required: bool = True) -> str:
-    value = raw.get(key)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        if required:
-            raise ConfigError(f"{where}.{key}: missing (required)")
-        return ""
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}.{key}: expected text, got {type(value).__name__}")
-    return value.strip()
+# ---- reading experts.yaml ------------------------------------------------------------------
+TOP_KEYS = ("memory_budget", "defaults", "experts", "general_expert", "router", "hosts")
+EXPERT_KEYS = (
+    "name",
+    "domain",
+    "backend",
+    "model",
+    "host",
+    "size",
+    "system_prompt",
+    "description",
+    "examples",
+    "keywords",
+    "n_ctx",
+    "max_tokens",
+    "temperature",
+)
+ROUTER_KEYS = ("model", "min_confidence", "stay_margin", "stay_per_second")
+DEFAULTS = {"n_ctx": 2048, "max_tokens": 128, "temperature": 0.0}  # documented in the README
+LIMITS = {"n_ctx": (64, 1 << 20), "max_tokens": (1, 1 << 16), "temperature": (0.0, 5.0)}
 
 
-def _str_list(raw: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
-    value = raw.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where}.{key}: expected a list of strings")
-    return tuple(v.strip() for v in value if v.strip())
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML loader that refuses a key given twice in one mapping (the later one would silently win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
-def _number(raw: dict[str, Any], key: str, where: str, default: float, kind: type) -> Any:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"{where}.{key}: expected a non-negative number, got {value!r}")
-    return kind(value)
+def unknown_key_problem(where: str, key: object, known: tuple[str, ...]) -> str:
+    """'where.key: unknown setting (did you mean ...?)' with the closest known key."""
+    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+    return f"{where}.{key}: unknown setting ({hint})"
 
 
-def _expert(raw: Any, i: int, defaults: dict[str, Any], base_dir: Path, fname: str) -> ExpertSpec:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{fname}: experts[{i}]: expected a mapping, got {type(raw).__name__}")
-    merged = {**defaults, **raw}
-    name = merged.get("name")
-    where = f"{fname}: experts[{i}]" + (f" ({name})" if isinstance(name, str) else "")
-    name = _str(merged, "name", where)
-    domain = _str(merged, "domain", where)
-    if domain not in DOMAINS:
-        raise ConfigError(f"{where}.domain: {domain!r} is not one of {', '.join(DOMAINS)}")
-    backend = _str(merged, "backend", where)
-    if backend not in BACKENDS:
-        raise ConfigError(f"{where}.backend: unknown backend {backend!r} (use {' or '.join(BACKENDS)})")
-    model = _str(merged, "model", where)
-    host = ""
-    if backend == "llamacpp":
-        path = resolve_model_ref(model, base_dir)
-        if not path.is_file():
-            raise ConfigError(f"{where}.model: model file not found: {path}")
-        model = str(path.resolve())
+class _Reader:
+    """Collects every problem of one file; each check returns a usable default after a problem."""
+
+    def __init__(self, fname: str) -> None:
+        self.fname = fname
+        self.problems: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.problems.append(message)
+
+    def keys(self, raw: dict[str, Any], where: str, known: tuple[str, ...]) -> None:
+        for key in raw:
+            if key not in known:
+                self.add(unknown_key_problem(where, key, known))
+
+    def text(self, raw: dict[str, Any], key: str, where: str, *, required: bool = True) -> str:
+        value = raw.get(key)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if required:
+                self.add(f"{where}.{key}: missing (required)")
+            return ""
+        if not isinstance(value, str):
+            self.add(f"{where}.{key}: expected text, got {type(value).__name__}")
+            return ""
+        return value.strip()
+
+    def texts(self, raw: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+        value = raw.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.add(f"{where}.{key}: expected a list of strings")
+            return ()
+        return tuple(v.strip() for v in value if v.strip())
+
+    def number(self, raw: dict[str, Any], key: str, where: str, default: float, bounds: tuple[float, float]) -> float:
+        value = raw.get(key, default)
+        low, high = bounds
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            self.add(f"{where}.{key}: expected a number from {low:g} to {high:g}, got {value!r}")
+            return default
+        return value
+
+    def size(self, value: Any, where: str) -> int:
+        try:
+            return parse_size(value, where)
+        except ConfigError as exc:
+            self.add(str(exc))
+            return 0
+
+    def expert(self, raw: Any, i: int, defaults: dict[str, Any], base_dir: Path) -> ExpertSpec | None:
+        if not isinstance(raw, dict):
+            self.add(f"{self.fname}: experts[{i}]: expected a mapping, got {type(raw).__name__}")
+            return None
+        merged = {**defaults, **raw}
+        label = merged.get("name")
+        where = f"{self.fname}: experts[{i}]" + (f" ({label})" if isinstance(label, str) else "")
+        self.keys(raw, where, EXPERT_KEYS)
+        name = self.text(merged, "name", where)
+        domain = self.text(merged, "domain", where)
+        if domain and domain not in DOMAINS:
+            self.add(f"{where}.domain: {domain!r} is not one of {', '.join(DOMAINS)}")
+        backend = self.text(merged, "backend", where)
+        if backend and backend not in BACKENDS:
+            self.add(f"{where}.backend: unknown backend {backend!r} (use {' or '.join(BACKENDS)})")
+        model = self.text(merged, "model", where)
+        host, size_bytes = "", 0
         size = merged.get("size", "auto")
-        size_bytes = path.stat().st_size if size in (None, "auto") else parse_size(size, f"{where}.size")
-    else:
-        if ":" not in model.rsplit("/", 1)[-1]:
-            model += ":latest"  # Ollama's canonical name
-        host = (_str(merged, "host", where, required=False) or DEFAULT_OLLAMA_HOST).rstrip("/")
-        if not host.startswith(("http://", "https://")):
-            raise ConfigError(f"{where}.host: expected a URL such as {DEFAULT_OLLAMA_HOST}, got {host!r}")
-        size = merged.get("size")
-        size_bytes = 0 if size in (None, "auto") else parse_size(size, f"{where}.size")
-    return ExpertSpec(
-        name=name,
-        domain=domain,
-        backend=backend,
-        model=model,
-        host=host,
-        system_prompt=_str(merged, "system_prompt", where),
-        description=_str(merged, "description", where),
-        examples=_str_list(merged, "examples", where),
-        keywords=tuple(k.lower() for k in _str_list(merged, "keywords", where)),
-        size_bytes=size_bytes,
-        n_ctx=_number(merged, "n_ctx", where, 2048, int),
-        max_tokens=_number(merged, "max_tokens", where, 128, int),
-        temperature=_number(merged, "temperature", where, 0.0, float),
-    )
+        if backend == "llamacpp" and model:
+            try:
+                path = resolve_model_ref(model, base_dir)
+            except ConfigError as exc:
+                self.add(f"{where}.model: {exc}")
+                path = None
+            if path is not None and not path.is_file():
+                self.add(f"{where}.model: model file not found: {path}")
+            elif path is not None:
+                model = str(path.resolve())
+                size_bytes = path.stat().st_size if size in (None, "auto") else self.size(size, f"{where}.size")
+        elif backend == "ollama" and model:
+            model = ollama_model_name(model)
+            host = (self.text(merged, "host", where, required=False) or DEFAULT_OLLAMA_HOST).rstrip("/")
+            if not host.startswith(("http://", "https://")):
+                self.add(f"{where}.host: expected a URL such as {DEFAULT_OLLAMA_HOST}, got {host!r}")
+            size_bytes = 0 if size in (None, "auto") else self.size(size, f"{where}.size")
+        numbers = {k: self.number(merged, k, where, DEFAULTS[k], LIMITS[k]) for k in DEFAULTS}
+        spec = ExpertSpec(
+            name=name,
+            domain=domain,
+            backend=backend,
+            model=model,
+            host=host,
+            system_prompt=self.text(merged, "system_prompt", where),
+            description=self.text(merged, "description", where),
+            examples=self.texts(merged, "examples", where),
+            keywords=tuple(k.lower() for k in self.texts(merged, "keywords", where)),
+            size_bytes=size_bytes,
+            n_ctx=int(numbers["n_ctx"]),
+            max_tokens=int(numbers["max_tokens"]),
+            temperature=float(numbers["temperature"]),
+        )
+        return spec if name else None
+
+    def hosts(self, raw: Any) -> dict[str, int]:
+        """`hosts: {http://gpu-box:11434: 24GB}`: each Ollama host's own memory budget."""
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.add(f"{self.fname}: hosts: expected a mapping of Ollama host URL to memory budget")
+            return {}
+        out: dict[str, int] = {}
+        for host, value in raw.items():
+            size = value.get("memory_budget") if isinstance(value, dict) else value
+            budget = self.size(size, f"{self.fname}: hosts.{host}")
+            if budget:
+                out[str(host).rstrip("/")] = budget
+        return out
+
+    def router(self, raw: Any, base_dir: Path) -> RouterSettings:
+        if raw is None:
+            return RouterSettings()
+        where = f"{self.fname}: router"
+        if not isinstance(raw, dict):
+            self.add(f"{where}: expected a mapping")
+            return RouterSettings()
+        self.keys(raw, where, ROUTER_KEYS)
+        model = self.text(raw, "model", where, required=False)
+        if model:
+            path = resolve_model_ref(model, base_dir)
+            if not path.is_file():
+                self.add(f"{where}.model: router model not found: {path}")
+            model = str(path)
+        return RouterSettings(
+            model=model,
+            min_confidence=self.number(raw, "min_confidence", where, RouterSettings.min_confidence, (0, 1)),
+            stay_margin=self.number(raw, "stay_margin", where, RouterSettings.stay_margin, (0, 1)),
+            stay_per_second=self.number(raw, "stay_per_second", where, RouterSettings.stay_per_second, (0, 1e6)),
+        )
+
+    def read(self, p: Path) -> PoolConfig | None:
+        fname = self.fname
+        if not p.is_file():
+            self.add(f"{fname}: experts file not found")
+            return None
+        try:
+            raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            self.add(f"{fname}: invalid YAML{line}: {problem}")
+            return None
+        except UnicodeDecodeError:
+            self.add(f"{fname}: not a UTF-8 text file")
+            return None
+        if not isinstance(raw, dict):
+            self.add(f"{fname}: expected a mapping with 'memory_budget' and 'experts'")
+            return None
+        self.keys(raw, fname, TOP_KEYS)
+        budget = 0
+        if "memory_budget" not in raw:
+            self.add(f"{fname}: memory_budget: missing (required), e.g. '20GB'")
+        else:
+            budget = self.size(raw["memory_budget"], f"{fname}: memory_budget")
+        defaults = raw.get("defaults") or {}
+        if not isinstance(defaults, dict):
+            self.add(f"{fname}: defaults: expected a mapping")
+            defaults = {}
+        self.keys(defaults, f"{fname}: defaults", tuple(k for k in EXPERT_KEYS if k != "name"))
+        items = raw.get("experts")
+        if not isinstance(items, list) or not items:
+            self.add(f"{fname}: experts: expected a non-empty list")
+            items = []
+        base_dir = p.resolve().parent
+        experts = [e for i, item in enumerate(items) if (e := self.expert(item, i, defaults, base_dir))]
+        host_budgets = self.hosts(raw.get("hosts"))
+        seen: set[str] = set()
+        for e in experts:
+            if e.name in seen:
+                self.add(f"{fname}: experts: duplicate expert name {e.name!r}")
+            seen.add(e.name)
+            limit = host_budgets.get(e.device, budget)
+            if budget and e.size_bytes > limit:
+                which = "memory_budget" if e.device not in host_budgets else f"the budget of {e.device}"
+                self.add(
+                    f"{fname}: expert {e.name!r} needs {format_size(e.size_bytes)}, more than {which} "
+                    f"{format_size(limit)}"
+                )
+        general = raw.get("general_expert") or next(
+            (e.name for e in experts if e.domain == "general"), experts[0].name if experts else ""
+        )
+        if experts and general not in seen:
+            self.add(f"{fname}: general_expert: {general!r} is not an expert name")
+        router = self.router(raw.get("router"), base_dir)
+        if self.problems:
+            return None
+        return PoolConfig(
+            path=p.resolve(),
+            memory_budget=budget,
+            experts=tuple(experts),
+            general_expert=general,
+            router=router,
+            host_budgets=host_budgets,
+        )
+
+
+def check_config(path: str | os.PathLike[str]) -> tuple[PoolConfig | None, list[str]]:
+    """Read `experts.yaml` and return (the config or None, every problem found, one line each)."""
+    reader = _Reader(str(path))
+    config = reader.read(Path(path))
+    return config, reader.problems
 
 
 def load_config(path: str | os.PathLike[str]) -> PoolConfig:
-    """Read and validate `experts.yaml`; raise `ConfigError` with one clear line on any problem."""
-    p = Path(path)
-    fname = str(path)
-    if not p.is_file():
-        raise ConfigError(f"{fname}: experts file not found")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{fname}: invalid YAML{line}: {problem}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{fname}: not a UTF-8 text file") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{fname}: expected a mapping with 'memory_budget' and 'experts'")
-    if "memory_budget" not in raw:
-        raise ConfigError(f"{fname}: memory_budget: missing (required), e.g. '20GB'")
-    budget = parse_size(raw["memory_budget"], f"{fname}: memory_budget")
-    if budget <= 0:
-        raise ConfigError(f"{fname}: memory_budget: must be greater than 0")
-    defaults = raw.get("defaults") or {}
-    if not isinstance(defaults, dict):
-        raise ConfigError(f"{fname}: defaults: expected a mapping")
-    items = raw.get("experts")
-    if not isinstance(items, list) or not items:
-        raise ConfigError(f"{fname}: experts: expected a non-empty list")
-    base_dir = p.resolve().parent
-    experts = tuple(_expert(e, i, defaults, base_dir, fname) for i, e in enumerate(items))
-    host_budgets = _host_budgets(raw.get("hosts"), fname)
-    seen: set[str] = set()
-    for e in experts:
-        if e.name in seen:
-            raise ConfigError(f"{fname}: experts: duplicate expert name {e.name!r}")
-        seen.add(e.name)
-        limit = host_budgets.get(e.device, budget)
-        if e.size_bytes > limit:
-            which = "memory_budget" if e.device not in host_budgets else f"the budget of {e.device}"
-            raise ConfigError(
-                f"{fname}: expert {e.name!r} needs {format_size(e.size_bytes)}, more than {which} {format_size(limit)}"
-            )
-    general = raw.get("general_expert") or next((e.name for e in experts if e.domain == "general"), experts[0].name)
-    if general not in seen:
-        raise ConfigError(f"{fname}: general_expert: {general!r} is not an expert name")
-    unknown = sorted(set(raw) - {"memory_budget", "defaults", "experts", "general_expert", "router", "hosts"})
-    if unknown:
-        raise ConfigError(f"{fname}: unknown setting {unknown[0]!r}")
-    return PoolConfig(
-        path=p.resolve(),
-        memory_budget=budget,
-        experts=experts,
-        general_expert=general,
-        router=_router_settings(raw.get("router"), base_dir, fname),
-        host_budgets=host_budgets,
-    )
-
-
-def _host_budgets(raw: Any, fname: str) -> dict[str, int]:
-    """`hosts: {http://gpu-box:11434: 24GB}`: each Ollama host's own memory budget."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{fname}: hosts: expected a mapping of Ollama host URL to memory budget")
-    out: dict[str, int] = {}
-    for host, value in raw.items():
-        size = value.get("memory_budget") if isinstance(value, dict) else value
-        budget = parse_size(size, f"{fname}: hosts.{host}")
-        if budget <= 0:
-            raise ConfigError(f"{fname}: hosts.{host}: memory budget must be greater than 0")
-        out[str(host).rstrip("/")] = budget
-    return out
-
-
-def _router_settings(raw: Any, base_dir: Path, fname: str) -> RouterSettings:
-    if raw is None:
-        return RouterSettings()
-    where = f"{fname}: router"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping")
-    known = ("model", "min_confidence", "stay_margin", "stay_per_second")
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown setting (use {', '.join(known)})")
-    model = _str(raw, "model", where, required=False)
-    if model:
-        path = resolve_model_ref(model, base_dir)
-        if not path.is_file():
-            raise ConfigError(f"{where}.model: router model not found: {path}")
-        model = str(path)
-    settings = RouterSettings(
-        model=model,
-        min_confidence=_number(raw, "min_confidence", where, RouterSettings.min_confidence, float),
-        stay_margin=_number(raw, "stay_margin", where, RouterSettings.stay_margin, float),
-        stay_per_second=_number(raw, "stay_per_second", where, RouterSettings.stay_per_second, float),
-    )
-    if settings.min_confidence > 1 or settings.stay_margin > 1:
-        raise ConfigError(f"{where}: min_confidence and stay_margin are probabilities between 0 and 1")
-    return settings
+    """Read and validate `experts.yaml`; raise `ConfigError` with one clear line on the first problem."""
+    config, problems = check_config(path)
+    if config is None:
+        more = f" (and {len(problems) - 1} more: run `ech0-moe validate`)" if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + more)
+    return config

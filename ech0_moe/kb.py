@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 
+from ech0_moe.embeddings import MODEL_NAME, embed
 from ech0_moe.errors import Ech0Error
 from ech0_moe.text import chunk_text
 
@@ -30,8 +32,8 @@ _NUMBERS = re.compile(r"\d+(?:\.\d+)?")
 
 
 @dataclass(frozen=True)
-class Context:
-    """A retrieved passage with its provenance."""
+class Passage:
+    """A retrieved passage (document chunk or learned answer) with its provenance."""
 
     id: str
     text: str
@@ -42,6 +44,30 @@ class Context:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
+    """Chroma embedding function backed by the offline MiniLM (Chroma never loads its own)."""
+
+    def __init__(self) -> None:
+        pass
+
+    def __call__(self, input: Documents) -> Embeddings:
+        return list(embed(list(input)))
+
+    @staticmethod
+    def name() -> str:
+        return "ech0-minilm"
+
+    def get_config(self) -> dict[str, Any]:
+        return {"model": MODEL_NAME}
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> MiniLMEmbeddingFunction:
+        return MiniLMEmbeddingFunction()
+
+    def default_space(self) -> str:  # type: ignore[override]
+        return "cosine"
 
 
 def content_id(text: str, source: str = "") -> str:
@@ -55,8 +81,6 @@ class KnowledgeBase:
     def __init__(self, path: str | os.PathLike[str], collection: str = COLLECTION) -> None:
         import chromadb
         from chromadb.config import Settings
-
-        from ech0_moe.embeddings import MiniLMEmbeddingFunction
 
         self.path = Path(path)
         try:
@@ -98,7 +122,7 @@ class KnowledgeBase:
         domain: str | None = None,
         kind: str | None = None,
         diversity: float = 0.3,
-    ) -> list[Context]:
+    ) -> list[Passage]:
         """Top-k passages within `max_distance` (cosine), optionally only those for `domain`
         (or for every domain) and of one `kind`; Maximal Marginal Relevance with weight
         `diversity` drops near-duplicates in favour of passages that add something."""
@@ -146,7 +170,7 @@ class KnowledgeBase:
                 continue  # an exact or near-exact duplicate of a passage already chosen
             chosen.append(best)
         return [
-            Context(
+            Passage(
                 id=cid,
                 text=doc,
                 source=str(meta.get("source", "")),
@@ -173,8 +197,6 @@ class KnowledgeBase:
         """
         if not question.strip() or not answer.strip():
             return None
-        from ech0_moe.embeddings import embed
-
         question = question.strip()
         # Indexed by the question alone: a paraphrased question finds it even among long documents.
         vector = embed([question])

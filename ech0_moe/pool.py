@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -101,6 +101,16 @@ class ExpertPool:
             measured = next((e.load_seconds for e in reversed(self.events) if e.model_key == spec.model_key), None)
             size = spec.size_bytes or self._estimates.get(spec.model_key, 0)
         return measured if measured is not None else size / ASSUMED_LOAD_BYTES_PER_S
+
+    def serving_order(self, experts: Sequence[str]) -> list[int]:
+        """Indices of `experts` in the order to serve them with the fewest swaps: those on a
+        resident model first, then grouped by weights file in order of first appearance
+        (the ensemble's turns and `batch` both use it)."""
+        with self._cond:
+            keys = [self.specs[e].model_key for e in experts]
+            resident = set(self._loaded)
+        first = {k: keys.index(k) for k in keys}
+        return sorted(range(len(experts)), key=lambda i: (keys[i] not in resident, first[keys[i]], i))
 
     @property
     def swaps(self) -> int:

@@ -1,71 +1,147 @@
-"""The heavy machinery for one `experts.yaml` + knowledge-base folder, built once per process."""
+"""The machinery a graph run uses, passed in explicitly (`build_graph(services=...)`).
+
+- `Services`: one pool's expert pool, router, compressors and ensemble turns, plus a
+  knowledge base. Build one yourself (`Services.create`) to run the graph with your
+  own backends or store: every run then uses it, whatever its `Context` says.
+- `ServiceRegistry`: builds them on demand from each run's `Context`: one pool (and
+  router) per experts file - the memory budget belongs to the machine, so two
+  knowledge-base folders never mean two pools - and one knowledge base per folder.
+  `build_graph()` without `services` uses the process's registry (`process_registry()`),
+  so every graph in a process shares one pool per experts file.
+"""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ech0_moe.compressor import Compressed, ExtractiveCompressor, LLMCompressor, LLMLinguaCompressor
+from ech0_moe.compressor import (
+    COMPRESSION_METHODS,
+    Compressor,
+    ExtractiveCompressor,
+    LLMCompressor,
+    LLMLinguaCompressor,
+)
 from ech0_moe.config import PoolConfig, load_config
-from ech0_moe.ensemble import TurnRegistry
 from ech0_moe.errors import Ech0Error
-from ech0_moe.kb import KnowledgeBase
 from ech0_moe.pool import ExpertPool
 from ech0_moe.router import Router
+from ech0_moe.turns import TurnRegistry
+
+if TYPE_CHECKING:
+    from ech0_moe.backends import Backend
+    from ech0_moe.kb import KnowledgeBase
 
 
-@dataclass
 class Services:
-    """Pool, router, compressor and (lazily) the knowledge base, shared by all nodes."""
+    """Pool, router, compressors, ensemble turns and a (lazily opened) knowledge base."""
 
-    config: PoolConfig
-    kb_dir: Path
-    pool: ExpertPool
-    compressor: ExtractiveCompressor = field(default_factory=ExtractiveCompressor)
-    turns: TurnRegistry = field(default_factory=TurnRegistry)
+    def __init__(
+        self,
+        config: PoolConfig,
+        pool: ExpertPool,
+        router: Router,
+        kb: KnowledgeBase | Callable[[], KnowledgeBase],
+        *,
+        turns: TurnRegistry | None = None,
+        compressors: dict[str, Compressor] | None = None,
+    ) -> None:
+        self.config = config
+        self.pool = pool
+        self.router = router
+        self.turns = turns or TurnRegistry()
+        self._compressors = compressors if compressors is not None else {"extractive": ExtractiveCompressor()}
+        self._kb = kb
+        self._lock = threading.Lock()
 
-    @cached_property
-    def router(self) -> Router:
-        return Router(self.config)
+    @classmethod
+    def create(
+        cls,
+        config: PoolConfig,
+        kb: KnowledgeBase | Callable[[], KnowledgeBase],
+        *,
+        backends: dict[str, Backend] | None = None,
+        router: Router | None = None,
+    ) -> Services:
+        """Services for `config`: a new pool (with these backends, e.g. a fake), the router
+        (keyword routing if given none and the embedder is missing) and `kb`."""
+        return cls(config, ExpertPool(config, backends), router or Router(config), kb)
 
-    @cached_property
+    @property
     def kb(self) -> KnowledgeBase:
-        return KnowledgeBase(self.kb_dir)
+        """The knowledge base, opened on first use (basic and fast runs never open it)."""
+        with self._lock:
+            if callable(self._kb):
+                self._kb = self._kb()
+            return self._kb
 
-    @cached_property
-    def llm_compressor(self) -> LLMCompressor:
-        general = self.config.general_expert
-        return LLMCompressor(lambda messages, n: self.pool.chat(general, messages, n)[0], self.compressor)
+    def compressor(self, method: str) -> Compressor:
+        """The compressor for `method`: extractive (default), llm (the general expert, fact-checked)
+        or llmlingua (when installed)."""
+        with self._lock:
+            if method not in self._compressors:
+                if method == "llm":
+                    general = self.config.general_expert
+                    self._compressors[method] = LLMCompressor(
+                        lambda messages, n: self.pool.chat(general, messages, n)[0]
+                    )
+                elif method == "llmlingua":
+                    self._compressors[method] = LLMLinguaCompressor()
+                else:
+                    raise Ech0Error(f"unknown compression_method {method!r}; use {', '.join(COMPRESSION_METHODS)}")
+            return self._compressors[method]
 
-    @cached_property
-    def llmlingua_compressor(self) -> LLMLinguaCompressor:
-        return LLMLinguaCompressor()
+    def with_kb(self, kb: KnowledgeBase | Callable[[], KnowledgeBase]) -> Services:
+        """The same pool, router, turns and compressors with another knowledge base."""
+        return Services(self.config, self.pool, self.router, kb, turns=self.turns, compressors=self._compressors)
 
-    def compress(self, method: str, query: str, contexts: list[str], ratio: float) -> Compressed:
-        """Compress with `method`: extractive (default), llm (general expert, fact-checked) or llmlingua."""
-        if method == "extractive":
-            return self.compressor.compress(query, contexts, ratio)
-        if method == "llm":
-            return self.llm_compressor.compress(query, contexts, ratio)
-        if method == "llmlingua":
-            return self.llmlingua_compressor.compress(query, contexts, ratio)
-        raise Ech0Error(f"unknown compression_method {method!r}; use extractive, llm or llmlingua")
+    def for_run(self, experts_file: str | Path, kb_dir: str | Path) -> Services:
+        """Injected services serve every run as they are."""
+        return self
 
 
-_cache: dict[tuple[str, str], Services] = {}
-_cache_lock = threading.Lock()
+class ServiceRegistry:
+    """Services per run `Context`: one pool and router per experts file, one knowledge base per folder."""
+
+    def __init__(self, backends: dict[str, Backend] | None = None) -> None:
+        self.backends = backends
+        self._pools: dict[Path, Services] = {}
+        self._kbs: dict[Path, KnowledgeBase] = {}
+        self._lock = threading.Lock()
+
+    def services(self, experts_file: str | Path) -> Services:
+        """The pool, router and compressors of one experts file (its knowledge base is the run's).
+        Raises `ConfigError` when the file is invalid."""
+        key = Path(experts_file).resolve()
+        with self._lock:
+            if key not in self._pools:
+                self._pools[key] = Services.create(load_config(key), kb=_no_kb, backends=self.backends)
+            return self._pools[key]
+
+    def kb(self, kb_dir: str | Path) -> KnowledgeBase:
+        from ech0_moe.kb import KnowledgeBase
+
+        key = Path(kb_dir).resolve()
+        with self._lock:
+            if key not in self._kbs:
+                self._kbs[key] = KnowledgeBase(key)
+            return self._kbs[key]
+
+    def for_run(self, experts_file: str | Path, kb_dir: str | Path) -> Services:
+        return self.services(experts_file).with_kb(lambda: self.kb(kb_dir))
 
 
-def get_services(experts_file: str | Path, kb_dir: str | Path) -> Services:
-    """Build (or reuse) the services for this configuration; raises `ConfigError` if it is invalid."""
-    key = (str(Path(experts_file).resolve()), str(Path(kb_dir).resolve()))
-    with _cache_lock:
-        if key not in _cache:
-            config = load_config(experts_file)
-            services = Services(config=config, kb_dir=Path(key[1]), pool=ExpertPool(config))
-            # Warm the lazy parts under the lock so parallel branches never build them twice.
-            _ = services.router
-            _cache[key] = services
-        return _cache[key]
+def _no_kb() -> KnowledgeBase:
+    raise Ech0Error("no knowledge base: use ServiceRegistry.for_run")
+
+
+ServiceProvider = Services | ServiceRegistry
+
+_PROCESS_REGISTRY = ServiceRegistry()
+
+
+def process_registry() -> ServiceRegistry:
+    """The registry `build_graph()` uses by default: one pool per experts file in this process."""
+    return _PROCESS_REGISTRY

@@ -1,4 +1,6 @@
-"""Prepare the embedded default pool: the second GGUF file the demo swaps to."""
+"""Prepare the embedded default pool: the second GGUF file the demo swaps to, and the
+ONNX embedders. Everything goes to ECH0's model cache (`paths.cache_dir`), never into
+the installed source tree."""
 
 from __future__ import annotations
 
@@ -6,9 +8,10 @@ import shutil
 from pathlib import Path
 
 from ech0_moe.config import package_dir
+from ech0_moe.paths import cache_dir
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SECOND_COPY = Path(__file__).resolve().parent.parent / "models" / "smollm2-135m-instruct-b.gguf"
+SECOND_COPY_NAME = "smollm2-135m-instruct-b.gguf"  # `cache:smollm2-135m-instruct-b.gguf` in experts.yaml
 
 
 def packaged_smollm2() -> Path:
@@ -19,9 +22,13 @@ def packaged_smollm2() -> Path:
     return folder / SMOLLM2_FILE
 
 
-def ensure_second_copy(target: Path = SECOND_COPY) -> Path:
+def second_copy() -> Path:
+    return cache_dir() / SECOND_COPY_NAME
+
+
+def ensure_second_copy(target: Path | None = None) -> Path:
     """Copy the packaged model to `target` once (a distinct file, so loading it is a real swap)."""
-    source = packaged_smollm2()
+    source, target = packaged_smollm2(), target or second_copy()
     if not target.exists() or target.stat().st_size != source.stat().st_size:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".partial")
@@ -32,12 +39,11 @@ def ensure_second_copy(target: Path = SECOND_COPY) -> Path:
 
 def main() -> None:
     """Everything `make install` prepares: the second GGUF and the ONNX embedders."""
-    from ech0_moe.embeddings import INT8_PATH, ONNX_PATH, export_onnx
+    from ech0_moe.embeddings import ensure_exported
 
     print(f"second model file: {ensure_second_copy()}")
-    if not (ONNX_PATH.is_file() and INT8_PATH.is_file()):
-        export_onnx()
-    print(f"embedding models:  {ONNX_PATH} (documents), {INT8_PATH} (router)")
+    fused, int8 = ensure_exported()
+    print(f"embedding models:  {fused} (documents), {int8} (router)")
 
 
 if __name__ == "__main__":

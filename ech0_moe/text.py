@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from ech0_moe.errors import Ech0Error
+from ech0_moe.errors import InputError
 
 MAX_QUERY_CHARS = 32_000
 _BLOCK_SPLIT = re.compile(r"\n\s*\n")
@@ -17,12 +17,14 @@ _SETEXT = re.compile(r"[=\-]{3,}")
 _LINE_UNIT = re.compile(r"^(?:\s*(?:[|#>]|[*+\-]\s|\d+[.)]\s|```)|\s{4})")
 
 
-def check_query(query: str) -> None:
-    """Raise `Ech0Error` for an empty or oversized query."""
-    if not query or not query.strip():
-        raise Ech0Error("empty query: ask a question")
+def check_query(query: object) -> None:
+    """Raise `InputError` for a query that is not text, empty or oversized."""
+    if not isinstance(query, str):
+        raise InputError(f"query must be text, got {type(query).__name__}")
+    if not query.strip():
+        raise InputError("empty query: ask a question")
     if len(query) > MAX_QUERY_CHARS:
-        raise Ech0Error(f"query too long: {len(query)} characters (limit {MAX_QUERY_CHARS})")
+        raise InputError(f"query too long: {len(query)} characters (limit {MAX_QUERY_CHARS})")
 
 
 def count_tokens(text: str) -> int:

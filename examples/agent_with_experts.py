@@ -14,17 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
-import sys
-from pathlib import Path
 from typing import TypedDict
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from graph import Context, build_graph
+from ech0_moe.graph import Context, build_graph
 
 
 class AgentState(TypedDict, total=False):

@@ -1,13 +1,28 @@
-"""ECH0 MoE as a LangGraph graph: `build_graph()` or the ready-made `graph`."""
+"""ECH0 MoE as a LangGraph graph (`ech0_moe.graph`): `build_graph()`, `Context`, the state schemas.
 
-from graph.builder import build_graph
-from graph.context import Context
-from graph.state import InputState, OutputState, State
+Attributes load on first use, so `from ech0_moe.graph.context import Context` does not
+import LangGraph.
+"""
 
-__all__ = ["Context", "InputState", "OutputState", "State", "build_graph", "graph"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "build_graph": "ech0_moe.graph.builder",
+    "GRAPH_NAME": "ech0_moe.graph.builder",
+    "Context": "ech0_moe.graph.context",
+    "InputState": "ech0_moe.graph.state",
+    "OutputState": "ech0_moe.graph.state",
+    "State": "ech0_moe.graph.state",
+    "result_of": "ech0_moe.graph.state",
+}
+
+__all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):  # lazily compiled so importing `graph` stays cheap
-    if name == "graph":
-        return build_graph()
-    raise AttributeError(name)
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ech0_moe.graph' has no attribute {name!r}")

@@ -1,8 +1,9 @@
 """Wire the nodes into the ECH0 MoE graph.
 
 Every path starts with `prepare` (validation + reset) and `route` (on the raw
-query, no model loaded). With prefetch (default) the routed expert loads while
-retrieve/compress run; `answer` waits for both:
+query, no model loaded). With prefetch (default) the routed expert loads in a
+parallel branch while retrieve/compress run; that branch ends when the model is
+resident, and compress triggers `answer` (supersteps are barriers, so the load is done):
 
     optimized: route -> [swap_load || retrieve -> compress] -> answer -> learn
     fast:      route -> [swap_load || compress]             -> answer
@@ -16,19 +17,22 @@ With `Context(prefetch=False)` the stages run strictly one after another
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Send
+from langgraph.types import Checkpointer, Send
 
-from graph.context import Context
-from graph.state import ExpertTask, InputState, OutputState, State
-from nodes import answer, combine_answers, compress, expert_answer, learn, prepare, retrieve, route, swap_load
-from nodes._common import context
-from nodes.answer import RETRY, answer_failed
-from nodes.ensemble import expert_failed
+from ech0_moe.graph.context import Context
+from ech0_moe.graph.state import ExpertTask, InputState, OutputState, State
+from ech0_moe.nodes import answer, combine, compress, expert_answer, learn, prepare, retrieve, route, swap_load
+from ech0_moe.nodes._common import context
+from ech0_moe.nodes.answer import RETRY, answer_failed
+from ech0_moe.nodes.expert_answer import expert_failed
+from ech0_moe.services import ServiceProvider, process_registry
 
 GRAPH_NAME = "ech0_moe"
 
@@ -58,6 +62,7 @@ def after_compress(state: State, runtime: Runtime[Context]) -> Literal["answer",
                 prompt=state.prompt,
                 expert=name,
                 order=i,
+                size=len(state.candidates),
                 ensemble_id=state.ensemble_id,
                 route_score=state.route_scores.get(name, 0.0),
             ),
@@ -66,35 +71,51 @@ def after_compress(state: State, runtime: Runtime[Context]) -> Literal["answer",
     ]
 
 
+def after_swap_load(state: State, runtime: Runtime[Context]) -> Literal["answer", "__end__"]:
+    """Basic mode and sequential runs answer next; with prefetch the load was a parallel
+    branch that ends here, and compress (in the same or an earlier superstep) triggers answer."""
+    return "answer" if state.mode == "basic" or not context(runtime).prefetch else END
+
+
 def after_answer(state: State) -> Literal["learn", "__end__"]:
     """Only the optimized and ensemble paths learn from their answers."""
     return "learn" if state.mode in ("optimized", "ensemble") else END
 
 
-def build_graph(*, checkpointer: object | None = None) -> CompiledStateGraph:
-    """Build and compile the ECH0 MoE graph (named ``ech0_moe``)."""
+def build_graph(
+    *, services: ServiceProvider | None = None, checkpointer: Checkpointer = None
+) -> CompiledStateGraph[State, Context, InputState, OutputState]:
+    """Build and compile the ECH0 MoE graph (named ``ech0_moe``).
+
+    `services`: a `Services` (your own pool, router, knowledge base - e.g. a fake backend
+    in tests) used by every run, or a `ServiceRegistry` that builds them from each run's
+    `Context`; default: the process's registry (one pool per experts file)."""
+    provider = services if services is not None else process_registry()
+
+    def bind(node: Callable[..., Any]) -> Callable[..., Any]:
+        return partial(node, services=provider)
+
     builder = StateGraph(State, context_schema=Context, input_schema=InputState, output_schema=OutputState)
     builder.add_node("prepare", prepare)
-    builder.add_node("retrieve", retrieve)
-    builder.add_node("compress", compress)
-    builder.add_node("route", route)
-    builder.add_node("swap_load", swap_load, retry_policy=RETRY, error_handler=answer_failed)
-    # answer is deferred: it waits for both swap_load and compress (prefetch)
-    builder.add_node("answer", answer, defer=True, retry_policy=RETRY, error_handler=answer_failed)
+    builder.add_node("retrieve", bind(retrieve))
+    builder.add_node("compress", bind(compress))
+    builder.add_node("route", bind(route))
+    builder.add_node("swap_load", bind(swap_load), retry_policy=RETRY, error_handler=answer_failed)
+    builder.add_node("answer", bind(answer), retry_policy=RETRY, error_handler=answer_failed)
     builder.add_node(
-        "expert_answer", expert_answer, input_schema=ExpertTask, retry_policy=RETRY, error_handler=expert_failed
+        "expert_answer", bind(expert_answer), input_schema=ExpertTask, retry_policy=RETRY, error_handler=expert_failed
     )
-    builder.add_node("combine", combine_answers)
-    builder.add_node("learn", learn)
+    builder.add_node("combine", combine)
+    builder.add_node("learn", bind(learn))
 
     builder.add_edge(START, "prepare")
     builder.add_edge("prepare", "route")
     builder.add_conditional_edges("route", after_route, ["swap_load", "retrieve", "compress"])
     builder.add_edge("retrieve", "compress")
     builder.add_conditional_edges("compress", after_compress, ["answer", "swap_load", "expert_answer"])
-    builder.add_edge("swap_load", "answer")
+    builder.add_conditional_edges("swap_load", after_swap_load, ["answer", END])
     builder.add_conditional_edges("answer", after_answer, ["learn", END])
     builder.add_edge("expert_answer", "combine")
     builder.add_conditional_edges("combine", after_answer, ["learn", END])
     builder.add_edge("learn", END)
-    return builder.compile(checkpointer=checkpointer, name=GRAPH_NAME)  # type: ignore[arg-type]
+    return builder.compile(checkpointer=checkpointer, name=GRAPH_NAME)

@@ -1,18 +1,26 @@
 """Runtime context: settings that are fixed for a run, not part of the state.
 
-Pass it with ``graph.invoke(inputs, context=Context(...))``; every field
-falls back to an ``ECH0_<FIELD>`` environment variable, then to its default.
+Pass it with ``graph.invoke(inputs, context=Context(...))``; every field falls back
+to an ``ECH0_<FIELD>`` environment variable, then to its default. Values are checked
+when the context is made: a bad one is an `InputError` (a `ValueError`) naming it.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Literal, get_args
 
-from ech0_moe.services import Services, get_services
+from ech0_moe.compressor import COMPRESSION_METHODS
+from ech0_moe.errors import InputError
+from ech0_moe.paths import default_experts_file, default_kb_dir
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+Mode = Literal["optimized", "fast", "basic", "ensemble"]
+MODES: tuple[str, ...] = get_args(Mode)
+MAX_TOP_K = 50
+MAX_ENSEMBLE_K = 64
+MAX_TOKENS_LIMIT = 32_768
 
 
 @dataclass(kw_only=True)
@@ -20,23 +28,28 @@ class Context:
     """Settings for one run of the ECH0 MoE graph."""
 
     experts_file: str = field(
-        default=str(PROJECT_DIR / "experts.yaml"),
-        metadata={"description": "Path to experts.yaml: the memory budget and the experts."},
+        default_factory=lambda: str(default_experts_file()),
+        metadata={"description": "Path to experts.yaml (default: ./experts.yaml, else the packaged example pool)."},
     )
     kb_dir: str = field(
-        default=str(PROJECT_DIR / ".ech0" / "kb"),
-        metadata={"description": "Folder of the persistent Chroma knowledge base."},
+        default_factory=lambda: str(default_kb_dir()),
+        metadata={
+            "description": "Folder of the persistent Chroma knowledge base (default: $ECH0_HOME/kb or ./.ech0/kb)."
+        },
     )
-    mode: str = field(
+    mode: Mode = field(
         default="optimized",
-        metadata={"description": "Default path when the input sets none: optimized | fast | basic | ensemble."},
+        metadata={"description": "Path when the input names none: optimized | fast | basic | ensemble."},
     )
-    top_k: int = field(default=4, metadata={"description": "How many contexts retrieve returns at most."})
+    top_k: int = field(
+        default=4, metadata={"description": f"How many passages retrieve returns at most (1-{MAX_TOP_K})."}
+    )
     max_distance: float = field(
-        default=0.65, metadata={"description": "Cosine distance above which a retrieved context is dropped."}
+        default=0.65, metadata={"description": "Cosine distance (0-2) above which a retrieved passage is dropped."}
     )
-    compression_ratio: float = field(
-        default=0.5, metadata={"description": "Target kept fraction of prompt tokens (0.3 = shrink by 70%)."}
+    compression_target: float = field(
+        default=0.5,
+        metadata={"description": "Requested kept fraction of prompt tokens, in (0, 1]: 0.3 = shrink by 70%."},
     )
     prefetch: bool = field(
         default=True,
@@ -44,27 +57,60 @@ class Context:
     )
     filter_by_domain: bool = field(
         default=False,
-        metadata={"description": "Retrieve only contexts of the routed expert's domain (or of no domain)."},
+        metadata={"description": "Retrieve only passages of the routed expert's domain (or of no domain)."},
     )
     compression_method: str = field(
         default="extractive",
         metadata={"description": "extractive | llm (general expert, fact-checked) | llmlingua (if installed)."},
     )
-    ensemble_k: int = field(default=3, metadata={"description": "How many experts the ensemble path asks."})
+    ensemble_k: int = field(
+        default=3, metadata={"description": f"How many experts the ensemble path asks (1-{MAX_ENSEMBLE_K})."}
+    )
     max_tokens: int = field(
         default=0, metadata={"description": "Answer length cap in tokens; 0 = each expert's own max_tokens."}
     )
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            if getattr(self, f.name) != f.default:
-                continue
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
             env = os.environ.get(f"ECH0_{f.name.upper()}")
-            if env is not None:
-                kind = type(f.default)
-                value: object = env.strip().lower() in ("1", "true", "yes", "on") if kind is bool else kind(env)
-                setattr(self, f.name, value)
+            if env is not None and getattr(self, f.name) == default:
+                setattr(self, f.name, _parse_env(f.name, env, default))
+        self.check()
 
-    def services(self) -> Services:
-        """The pool, router, compressor and knowledge base for these settings (cached per process)."""
-        return get_services(self.experts_file, self.kb_dir)
+    def check(self) -> None:
+        """Raise `InputError` naming the first setting out of range."""
+        if self.mode not in MODES:
+            raise InputError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+        _check_int("top_k", self.top_k, 1, MAX_TOP_K)
+        _check_int("ensemble_k", self.ensemble_k, 1, MAX_ENSEMBLE_K)
+        _check_int("max_tokens", self.max_tokens, 0, MAX_TOKENS_LIMIT)
+        _check_float("max_distance", self.max_distance, 0.0, 2.0, low_open=False)
+        _check_float("compression_target", self.compression_target, 0.0, 1.0, low_open=True)
+        if self.compression_method not in COMPRESSION_METHODS:
+            raise InputError(
+                f"unknown compression_method {self.compression_method!r}; use {', '.join(COMPRESSION_METHODS)}"
+            )
+
+
+def _parse_env(name: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        return type(default)(raw)
+    except ValueError:
+        raise InputError(f"ECH0_{name.upper()}={raw!r}: expected a {type(default).__name__}") from None
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InputError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+
+
+def _check_float(name: str, value: object, low: float, high: float, *, low_open: bool) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (low < value if low_open else low <= value) and value <= high  # type: ignore[operator]
+    if not ok:
+        bound = f"more than {low:g} and at most {high:g}" if low_open else f"from {low:g} to {high:g}"
+        raise InputError(f"{name} must be {bound}, got {value!r}")

@@ -10,10 +10,9 @@ thread that is asked again (Studio, checkpointer) never shows stale values.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-Mode = Literal["optimized", "fast", "basic", "ensemble"]
-MODES: tuple[str, ...] = ("optimized", "fast", "basic", "ensemble")
+from ech0_moe.graph.context import Mode
 
 
 def merge_timings(left: dict[str, float] | None, right: dict[str, float] | None) -> dict[str, float]:
@@ -31,9 +30,9 @@ class InputState:
     """What a caller provides."""
 
     query: str = field(metadata={"description": "The user's question."})
-    mode: str = field(
-        default="",
-        metadata={"description": "optimized | fast | basic | ensemble; empty = the context's default mode."},
+    mode: Mode | None = field(
+        default=None,
+        metadata={"description": "optimized | fast | basic | ensemble; none = the context's default mode."},
     )
     expert: str = field(
         default="",
@@ -87,5 +86,6 @@ class ExpertTask:
     prompt: str
     expert: str
     order: int
+    size: int
     ensemble_id: str
     route_score: float = 0.0

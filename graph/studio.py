@@ -1,5 +1,5 @@
-"""Entry point for `langgraph.json` (LangGraph Studio / `langgraph dev`)."""
+"""Entry point for `langgraph.json` (LangGraph Studio / `langgraph dev`): the one compiled graph."""
 
-from graph.builder import build_graph
+from ech0_moe.graph.builder import build_graph
 
 graph = build_graph()

@@ -1,4 +1,4 @@
-"""Shared helpers for nodes: per-node timing and access to the services."""
+"""Shared helpers for nodes: per-node timing, the run's context and its services."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ from typing import Any, TypeVar
 
 from langgraph.runtime import Runtime
 
-from ech0_moe.errors import Ech0Error
-from ech0_moe.services import Services
-from graph.context import Context
-from graph.state import MODES, State
+from ech0_moe.graph.context import Context
+from ech0_moe.services import ServiceProvider, Services
 
 F = TypeVar("F", bound=Callable[..., dict[str, Any]])
 
@@ -34,19 +32,12 @@ def timed(name: str) -> Callable[[F], F]:
     return wrap
 
 
-def services(runtime: Runtime[Context]) -> Services:
-    """Services for this run's context (the default context when none was passed)."""
-    ctx = runtime.context if runtime.context is not None else Context()
-    return ctx.services()
-
-
 def context(runtime: Runtime[Context]) -> Context:
+    """The run's context (the defaults when the caller passed none)."""
     return runtime.context if runtime.context is not None else Context()
 
 
-def resolve_mode(state: State, ctx: Context) -> str:
-    """The run's mode: the input's, else the context default; unknown modes are an error."""
-    mode = (state.mode or ctx.mode).strip().lower()
-    if mode not in MODES:
-        raise Ech0Error(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-    return mode
+def run_services(runtime: Runtime[Context], services: ServiceProvider) -> Services:
+    """The services for this run: the injected ones, or the registry's for the context's files."""
+    ctx = context(runtime)
+    return services.for_run(ctx.experts_file, ctx.kb_dir)

@@ -10,10 +10,10 @@ from langgraph.types import RetryPolicy
 
 from ech0_moe.backends.base import Message
 from ech0_moe.errors import BackendError
-from ech0_moe.services import Services
-from graph.context import Context
-from graph.state import State
-from nodes._common import context, services, timed
+from ech0_moe.graph.context import Context
+from ech0_moe.graph.state import State
+from ech0_moe.nodes._common import context, run_services, timed
+from ech0_moe.services import ServiceProvider, Services
 
 
 def ask_expert(svc: Services, expert: str, prompt: str, max_tokens: int) -> tuple[str, bool, float]:
@@ -29,10 +29,14 @@ def ask_expert(svc: Services, expert: str, prompt: str, max_tokens: int) -> tupl
 
 
 @timed("answer")
-def answer(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Answer the prompt (or the raw query on the basic path) with the routed expert."""
+def answer(state: State, runtime: Runtime[Context], services: ServiceProvider) -> dict[str, Any]:
+    """Answer the prompt (or the raw query on the basic path) with the routed expert;
+    nothing to do when loading it already failed (the error is in the result)."""
+    if state.error:
+        return {}
+    svc = run_services(runtime, services)
     text, swapped, seconds = ask_expert(
-        services(runtime), state.expert_used, state.prompt or state.query, context(runtime).max_tokens
+        svc, state.expert_used, state.prompt or state.query, context(runtime).max_tokens
     )
     update: dict[str, Any] = {"solution": text}
     if swapped:  # evicted by a concurrent run between swap_load and answer: reloaded here

@@ -1,4 +1,4 @@
-"""compress: shrink retrieved contexts and the query preamble, keeping the question."""
+"""compress: shrink retrieved passages and the query preamble, keeping the question."""
 
 from __future__ import annotations
 
@@ -7,18 +7,20 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from graph.context import Context
-from graph.state import State
-from nodes._common import context, services, timed
+from ech0_moe.graph.context import Context
+from ech0_moe.graph.state import State
+from ech0_moe.nodes._common import context, run_services, timed
+from ech0_moe.services import ServiceProvider
 
 
 @timed("compress")
-def compress(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Compress to the context's `compression_ratio` with its `compression_method`; the prompt
-    names each context's provenance (a document, or an unverified past answer)."""
+def compress(state: State, runtime: Runtime[Context], services: ServiceProvider) -> dict[str, Any]:
+    """Compress to the context's `compression_target` with its `compression_method`; the prompt
+    names each passage's provenance (a document, or an unverified past answer)."""
     ctx = context(runtime)
     texts = [c["text"] for c in state.retrieved_contexts]
-    result = services(runtime).compress(ctx.compression_method, state.query, texts, ctx.compression_ratio)
+    compressor = run_services(runtime, services).compressor(ctx.compression_method)
+    result = compressor.compress(state.query, texts, ctx.compression_target)
     sources = [
         f"past answer by {c['source'].removeprefix('learned:')}, unverified"
         if c["kind"] == "learned"

@@ -6,17 +6,18 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from graph.context import Context
-from graph.state import State
-from nodes._common import services, timed
+from ech0_moe.graph.context import Context
+from ech0_moe.graph.state import State
+from ech0_moe.nodes._common import run_services, timed
+from ech0_moe.services import ServiceProvider
 
 
 @timed("learn")
-def learn(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+def learn(state: State, runtime: Runtime[Context], services: ServiceProvider) -> dict[str, Any]:
     """Store Q/A with expert, mode and time; empty or failed answers are skipped, near-duplicates updated."""
     if state.error:
         return {"learned_id": ""}
-    entry = services(runtime).kb.learn(
-        state.query, state.solution, expert=state.expert_used, domain=state.domain, mode=state.mode
+    entry = run_services(runtime, services).kb.learn(
+        state.query, state.solution, expert=state.expert_used, domain=state.domain, mode=state.mode or ""
     )
     return {"learned_id": entry or ""}

@@ -7,16 +7,26 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from ech0_moe.errors import InputError
+from ech0_moe.graph.context import MODES, Context
+from ech0_moe.graph.state import OutputState, State
+from ech0_moe.nodes._common import context
 from ech0_moe.text import check_query
-from graph.context import Context
-from graph.state import OutputState, State
-from nodes._common import context, resolve_mode
+
+
+def resolve_mode(mode: object, ctx: Context) -> str:
+    """The run's mode: the input's, else the context's; anything else is an `InputError`."""
+    if mode in (None, ""):
+        return ctx.mode
+    if not isinstance(mode, str) or mode.strip().lower() not in MODES:
+        raise InputError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    return mode.strip().lower()
 
 
 def prepare(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Reject empty or huge queries and unknown modes; reset every per-run field."""
     check_query(state.query)
-    mode = resolve_mode(state, context(runtime))
+    mode = resolve_mode(state.mode, context(runtime))
     fresh = asdict(OutputState())
     fresh.update(
         mode=mode,

@@ -6,17 +6,18 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from graph.context import Context
-from graph.state import State
-from nodes._common import context, services, timed
+from ech0_moe.graph.context import Context
+from ech0_moe.graph.state import State
+from ech0_moe.nodes._common import context, run_services, timed
+from ech0_moe.services import ServiceProvider
 
 
 @timed("retrieve")
-def retrieve(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Top-k diverse contexts within the distance threshold, with source, kind and score;
+def retrieve(state: State, runtime: Runtime[Context], services: ServiceProvider) -> dict[str, Any]:
+    """Top-k diverse passages within the distance threshold, with source, kind and score;
     optionally only those of the routed expert's domain."""
     ctx = context(runtime)
-    hits = services(runtime).kb.search(
+    hits = run_services(runtime, services).kb.search(
         state.query,
         k=ctx.top_k,
         max_distance=ctx.max_distance,

@@ -8,52 +8,44 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from ech0_moe.errors import Ech0Error
-from graph.context import Context
-from graph.state import State
-from nodes._common import context, services, timed
+from ech0_moe.errors import InputError
+from ech0_moe.graph.context import Context
+from ech0_moe.graph.state import State
+from ech0_moe.nodes._common import context, run_services, timed
+from ech0_moe.services import ServiceProvider
 
 
 @timed("route")
-def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+def route(state: State, runtime: Runtime[Context], services: ServiceProvider) -> dict[str, Any]:
     """Score every expert on the raw query; prefer a resident expert when it scores
     within the stay margin of the best, a margin that grows with the load it would
-    save (`stay_per_second`). No expert model is loaded here."""
-    svc = services(runtime)
-    mode = state.mode
-    if mode == "ensemble":
+    save (`stay_per_second`). No expert model is loaded here. The ensemble's
+    candidates come in the pool's serving order (resident first, grouped by file)."""
+    svc = run_services(runtime, services)
+    pool = svc.pool
+    if state.mode == "ensemble":
         decision = svc.router.route(state.query, top_k=context(runtime).ensemble_k)
     else:
-        decision = svc.router.route(
-            state.query, loaded=svc.pool.loaded_experts(), load_seconds=svc.pool.expected_load_seconds
-        )
-    if state.expert and mode != "ensemble":
-        if state.expert not in svc.pool.specs:
-            raise Ech0Error(f"unknown expert {state.expert!r}; known: {', '.join(svc.pool.specs)}")
+        decision = svc.router.route(state.query, loaded=pool.loaded_experts(), load_seconds=pool.expected_load_seconds)
+    if state.expert and state.mode != "ensemble":
+        if state.expert not in pool.specs:
+            raise InputError(f"unknown expert {state.expert!r}; known: {', '.join(pool.specs)}")
         decision = replace(
             decision,
             expert=state.expert,
-            domain=svc.pool.specs[state.expert].domain,
+            domain=pool.specs[state.expert].domain,
             reason=f"expert {state.expert!r} chosen by the caller",
             stayed=False,
             ranked=[state.expert],
         )
-    update: dict[str, Any] = {
+    candidates = [decision.ranked[i] for i in pool.serving_order(decision.ranked)]
+    return {
         "expert_used": decision.expert,
         "domain": decision.domain,
         "route_scores": decision.scores,
         "route_confidence": decision.confidence,
         "route_reason": decision.reason,
         "route_stayed": decision.stayed,
-        "candidates": decision.ranked,
+        "candidates": candidates,
+        "ensemble_id": uuid.uuid4().hex if state.mode == "ensemble" else "",
     }
-    if mode == "ensemble":
-        # Loaded expert first, the rest grouped by weights file: as few swaps as possible.
-        files = [svc.pool.specs[n].model_key for n in decision.ranked]
-        ranked = sorted(
-            decision.ranked, key=lambda n: (not svc.pool.is_loaded(n), files.index(svc.pool.specs[n].model_key))
-        )
-        run_id = uuid.uuid4().hex
-        svc.turns.open(run_id, len(ranked))
-        update.update(candidates=ranked, ensemble_id=run_id)
-    return update

@@ -6,13 +6,14 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from graph.context import Context
-from graph.state import State
-from nodes._common import services, timed
+from ech0_moe.graph.context import Context
+from ech0_moe.graph.state import State
+from ech0_moe.nodes._common import run_services, timed
+from ech0_moe.services import ServiceProvider
 
 
 @timed("swap_load")
-def swap_load(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+def swap_load(state: State, runtime: Runtime[Context], services: ServiceProvider) -> dict[str, Any]:
     """Load the expert if it is not resident; record whether that was a swap and its cost."""
-    acquired = services(runtime).pool.ensure_loaded(state.expert_used)
+    acquired = run_services(runtime, services).pool.ensure_loaded(state.expert_used)
     return {"swapped": acquired.swapped, "load_seconds": round(acquired.load_seconds, 4)}

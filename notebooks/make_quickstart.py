@@ -11,13 +11,13 @@ CELLS = [
         "SmolLM2 experts. Runs offline; uses a throw-away knowledge base."
     ),
     new_code_cell(
-        "import os, sys, tempfile\n"
+        "import os, tempfile\n"
         "os.environ.setdefault('HF_HUB_OFFLINE', '1')\n"
-        "sys.path.insert(0, os.path.abspath('..'))\n"
-        "from graph import Context, build_graph\n"
+        "from ech0_moe.graph import Context, build_graph\n"
+        "from ech0_moe.services import ServiceRegistry\n"
         "ctx = Context(experts_file=os.path.abspath('../experts.yaml'), kb_dir=tempfile.mkdtemp(), max_tokens=32)\n"
-        "graph = build_graph()\n"
-        "svc = ctx.services()"
+        "svc = ServiceRegistry().for_run(ctx.experts_file, ctx.kb_dir)  # pool, router, compressors, knowledge base\n"
+        "graph = build_graph(services=svc)"
     ),
     new_markdown_cell("## Routing (no model loaded)"),
     new_code_cell(
@@ -47,7 +47,7 @@ CELLS = [
         "doc = ('The Eiffel Tower was completed in 1889 for the World Fair. It is 330 metres tall. '\n"
         "       'Basically, many tourists really like to visit it. It was designed by the engineering firm '\n"
         "       'of Gustave Eiffel. ') * 6\n"
-        "c = svc.compressor.compress('When was the Eiffel Tower completed?', [doc], ratio=0.4)\n"
+        "c = svc.compressor('extractive').compress('When was the Eiffel Tower completed?', [doc], target=0.4)\n"
         "print(c.ratio, '1889' in c.context)\n"
         "print(c.prompt()[:300])"
     ),

@@ -19,12 +19,8 @@ import httpx
 
 from ech0_moe.backends.base import Message
 from ech0_moe.config import ExpertSpec
+from ech0_moe.config import ollama_model_name as model_name
 from ech0_moe.errors import BackendError
-
-
-def model_name(name: str) -> str:
-    """Ollama's canonical name: a missing tag means ':latest'."""
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
 @dataclass

@@ -8,7 +8,8 @@ import pytest
 
 from ech0_moe.config import DOMAINS, load_config, parse_size
 from ech0_moe.errors import ConfigError
-from tests.conftest import ROOT, expert_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_default_pool_is_valid_and_has_two_distinct_files() -> None:
@@ -45,7 +46,7 @@ def test_top_level_errors(write_config, body: str, message: str) -> None:
         load_config(write_config(body))
 
 
-def test_expert_field_errors(write_config, model_a: Path) -> None:
+def test_expert_field_errors(write_config, model_a: Path, expert_yaml) -> None:
     def check(expert: str, message: str) -> None:
         with pytest.raises(ConfigError, match=message) as info:
             load_config(write_config("memory_budget: 150MB\nexperts:\n" + expert))

@@ -23,7 +23,7 @@ no images, tools, "format", "raw" or "context"; digests are synthetic; it does n
 evict models for memory of its own (real Ollama may). `crash_next` injects the
 error line a crashed runner sends mid-stream, and unloads the model.
 
-Run: python -m ech0_moe.fake_ollama --port 11435 --model smollm2:135m=/path/model.gguf
+Run: python tests/integration/fake_ollama.py --port 11435 --model smollm2:135m=/path/model.gguf
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from ech0_moe.config import ollama_model_name
 
 DEFAULT_KEEP_ALIVE = 300.0
 _DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)(ms|s|m|h)?$")
@@ -91,7 +93,7 @@ class FakeOllama:
 
     @staticmethod
     def canonical(name: str) -> str:
-        return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+        return ollama_model_name(name)
 
     def details(self, name: str) -> dict[str, Any]:
         return {
@@ -380,9 +382,9 @@ def main() -> None:
             parser.error(f"--model {item!r}: expected NAME=PATH to an existing GGUF file")
         models[name] = Path(path)
     if not models:
-        from ech0_moe.setup_models import SECOND_COPY, packaged_smollm2
+        from ech0_moe.setup_models import packaged_smollm2, second_copy
 
-        models = {"smollm2:135m": packaged_smollm2(), "smollm2-b:135m": SECOND_COPY}
+        models = {"smollm2:135m": packaged_smollm2(), "smollm2-b:135m": second_copy()}
     server = FakeOllamaServer(models, args.host, args.port)
     print(f"fake Ollama on {server.start()} serving {', '.join(server.state.models)}", flush=True)
     try:

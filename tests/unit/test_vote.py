@@ -1,11 +1,12 @@
-"""Ensemble combination and turn-taking (no model needed)."""
+"""Ensemble voting and turn-taking (no model needed)."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from ech0_moe.ensemble import TurnRegistry, combine, normalise
+from ech0_moe.turns import EnsembleRun, TurnRegistry
+from ech0_moe.vote import normalise, weighted_vote
 
 
 def test_weighted_vote_prefers_agreement_over_single_high_score() -> None:
@@ -14,7 +15,7 @@ def test_weighted_vote_prefers_agreement_over_single_high_score() -> None:
         {"expert": "b", "solution": "(B) forty-two", "route_score": 0.2},
         {"expert": "c", "solution": "C) 41", "route_score": 0.6},
     ]
-    result = combine(answers)
+    result = weighted_vote(answers)
     assert normalise(result["solution"]) == "B"
     assert result["expert_used"] == "a"
 
@@ -25,16 +26,15 @@ def test_no_agreement_falls_back_to_best_routed_expert() -> None:
         {"expert": "b", "solution": "Lyon", "route_score": 0.7},
         {"expert": "c", "solution": "", "route_score": 0.9},
     ]
-    assert combine(answers)["expert_used"] == "b"
+    assert weighted_vote(answers)["expert_used"] == "b"
 
 
 def test_turns_run_in_order_even_when_started_backwards() -> None:
     registry = TurnRegistry()
-    registry.open("run", 4)
     order: list[int] = []
 
     def branch(i: int) -> None:
-        with registry.turn("run", i) as run:
+        with registry.turn("run", i, 4) as run:
             order.append(i)
             run.answers.append("A" if i < 2 else "B")
             time.sleep(0.01)
@@ -48,8 +48,6 @@ def test_turns_run_in_order_even_when_started_backwards() -> None:
 
 
 def test_majority_stops_the_ensemble_early() -> None:
-    from ech0_moe.ensemble import EnsembleRun
-
     run = EnsembleRun(size=3)
     run.answers += ["A", "B"]
     assert not run.majority_reached()

@@ -11,11 +11,10 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 
 from ech0_moe.errors import Ech0Error
+from ech0_moe.graph import Context, build_graph
 from ech0_moe.kb import KnowledgeBase
-from graph import Context, build_graph
-from tests.conftest import ROOT
 
-pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 
 METADATA = {
     "solution",

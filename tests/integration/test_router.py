@@ -13,7 +13,8 @@ from ech0_moe.bench import bench_routing, fold_of, load_jsonl
 from ech0_moe.config import load_config
 from ech0_moe.errors import Ech0Error
 from ech0_moe.router import Router, RouterModel, decide, fit_model, question_id
-from tests.conftest import ROOT
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Our own questions (not from any benchmark), one per line: (question, domain).
 OWN = [

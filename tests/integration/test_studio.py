@@ -13,9 +13,7 @@ import httpx
 import pytest
 from langgraph_sdk import get_sync_client
 
-from tests.conftest import ROOT
-
-pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

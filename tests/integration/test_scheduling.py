@@ -8,15 +8,9 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from ech0_moe.batch import plan, solve_batch
 from ech0_moe.bench import SWAP_QUESTIONS
-from graph import Context, build_graph
-from tests.conftest import expert_yaml
-from tests.test_cli import run_cli
-
-pytestmark = pytest.mark.slow
+from ech0_moe.graph import Context, build_graph
 
 
 def test_affinity_batch_swaps_once_per_file_and_keeps_input_order(tmp_path: Path) -> None:
@@ -40,7 +34,7 @@ def test_affinity_batch_swaps_once_per_file_and_keeps_input_order(tmp_path: Path
     assert svc.pool.swaps - before > len(files)
 
 
-def test_batch_cli(tmp_path: Path) -> None:
+def test_batch_cli(tmp_path: Path, run_cli) -> None:
     data = tmp_path / "batch.jsonl"
     questions = ["What is 2 + 2?", "What do lungs do?", "What is 3 + 5?", "What does the liver do?"]
     data.write_text("\n".join(json.dumps({"question": q}) for q in questions) + "\n")
@@ -53,7 +47,7 @@ def test_batch_cli(tmp_path: Path) -> None:
     assert "batch (affinity)" in proc.stderr  # progress bar
 
 
-def test_ensemble_stops_early_when_answers_agree(write_config, model_a: Path, tmp_path: Path) -> None:
+def test_ensemble_stops_early_when_answers_agree(write_config, model_a: Path, tmp_path: Path, expert_yaml) -> None:
     same = "    system_prompt: Answer in one word.\n"
     body = "memory_budget: 150MB\nexperts:\n"
     for name, domain in (("one", "general"), ("two", "physics"), ("three", "chemistry")):
@@ -104,7 +98,7 @@ def test_budget_holds_with_concurrent_graph_invocations(tmp_path: Path) -> None:
     assert max(samples) <= pool.budget and pool.stats()["peak_loaded_bytes"] <= pool.budget
 
 
-def test_bench_swap_json(tmp_path: Path) -> None:
+def test_bench_swap_json(tmp_path: Path, run_cli) -> None:
     proc = run_cli("bench", "swap", "--json", "--max-tokens", "8", kb=tmp_path / "kb", timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])

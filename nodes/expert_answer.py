@@ -1,4 +1,4 @@
-"""ensemble: each Send branch asks one expert (strictly one after another); combine votes."""
+"""expert_answer: one ensemble branch (a `Send`) asks one expert, in the pool's serving order."""
 
 from __future__ import annotations
 
@@ -9,19 +9,20 @@ from langgraph.errors import NodeError
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from ech0_moe.ensemble import combine, normalise
-from graph.context import Context
-from graph.state import ExpertTask, State
-from nodes._common import context, services, timed
-from nodes.answer import ask_expert
+from ech0_moe.graph.context import Context
+from ech0_moe.graph.state import ExpertTask
+from ech0_moe.nodes._common import context, run_services
+from ech0_moe.nodes.answer import ask_expert
+from ech0_moe.services import ServiceProvider
+from ech0_moe.vote import normalise
 
 
-def expert_answer(task: ExpertTask, runtime: Runtime[Context]) -> dict[str, Any]:
-    """One ensemble branch: wait for its turn (loaded expert first), then answer -
-    unless the answers so far already hold a majority (early stop: no load, no generation)."""
-    svc = services(runtime)
+def expert_answer(task: ExpertTask, runtime: Runtime[Context], services: ServiceProvider) -> dict[str, Any]:
+    """Wait for this branch's turn (resident expert first), then answer - unless the answers
+    so far already hold a majority (early stop: no load, no generation)."""
+    svc = run_services(runtime, services)
     entry: dict[str, Any] = {"expert": task.expert, "route_score": task.route_score, "order": task.order}
-    with svc.turns.turn(task.ensemble_id, task.order) as run:
+    with svc.turns.turn(task.ensemble_id, task.order, task.size) as run:
         if run.majority_reached():
             return {"answers": [{**entry, "solution": "", "swapped": False, "load_seconds": 0.0, "skipped": True}]}
         t0 = time.perf_counter()
@@ -37,17 +38,3 @@ def expert_failed(task: ExpertTask, error: NodeError) -> Command:
     entry = {"expert": task.expert, "route_score": task.route_score, "order": task.order, "solution": ""}
     entry.update(swapped=False, load_seconds=0.0, skipped=False, error=str(error.error))
     return Command(update={"answers": [entry]}, goto="combine")
-
-
-@timed("combine")
-def combine_answers(state: State) -> dict[str, Any]:
-    """Weighted vote over the experts' answers (route score as weight)."""
-    result = combine(state.answers)
-    failed = [f"{a['expert']}: {a['error']}" for a in state.answers if a.get("error")]
-    return {
-        "error": "" if result["solution"] else "; ".join(failed) or "no expert answered",
-        "solution": result["solution"],
-        "expert_used": result["expert_used"] or state.expert_used,
-        "swapped": any(a["swapped"] for a in state.answers),
-        "load_seconds": round(sum(a["load_seconds"] for a in state.answers), 4),
-    }

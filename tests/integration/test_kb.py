@@ -16,7 +16,8 @@ import pytest
 
 from ech0_moe.errors import Ech0Error
 from ech0_moe.kb import KnowledgeBase
-from tests.conftest import ROOT
+
+ROOT = Path(__file__).resolve().parents[2]
 
 DOCS = ROOT / "benchmarks" / "docs"
 
@@ -97,7 +98,6 @@ def test_unwritable_folder_is_a_clear_error(tmp_path: Path) -> None:
             KnowledgeBase(ro / "kb")
 
 
-@pytest.mark.slow
 def test_sigkill_during_ingest_loses_nothing_committed(tmp_path: Path) -> None:
     docs = tmp_path / "many"
     docs.mkdir()

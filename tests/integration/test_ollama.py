@@ -13,12 +13,9 @@ import pytest
 
 from ech0_moe.config import load_config
 from ech0_moe.errors import BackendError, BudgetError
-from ech0_moe.fake_ollama import FakeOllamaServer, parse_keep_alive
+from ech0_moe.graph import Context, build_graph
 from ech0_moe.pool import ExpertPool
-from graph import Context, build_graph
-from tests.test_cli import assert_one_line_error, run_cli
-
-pytestmark = pytest.mark.slow
+from tests.integration.fake_ollama import FakeOllamaServer, parse_keep_alive
 
 
 @pytest.fixture
@@ -28,25 +25,12 @@ def fake(model_a: Path, model_b: Path):
     server.stop()
 
 
-def ollama_config(write_config, hosts: list[str], name: str = "experts.yaml", extra: str = "") -> Path:
-    """Experts a/b on model files A/B; with two hosts, a on the first and b on the second."""
-    body = f"memory_budget: 150MB\n{extra}defaults: {{backend: ollama, system_prompt: Be brief., description: x}}\n"
-    body += "experts:\n"
-    body += f'  - {{name: a, domain: mathematics, model: "smollm2:135m", host: "{hosts[0]}"}}\n'
-    body += f'  - {{name: b, domain: general, model: "smollm2-b:135m", host: "{hosts[-1]}"}}\n'
-    return write_config(body, name)
-
-
-def ps(url: str) -> list[str]:
-    return [m["name"] for m in httpx.get(f"{url}/api/ps").json()["models"]]
-
-
-def test_protocol_endpoints(fake: str) -> None:
+def test_protocol_endpoints(fake: str, ollama_ps) -> None:
     tags = httpx.get(f"{fake}/api/tags").json()["models"]
     assert {t["name"] for t in tags} == {"smollm2:135m", "smollm2-b:135m", "other:1b"}
     assert all(t["size"] > 90_000_000 and t["details"]["format"] == "gguf" for t in tags)
     loaded = httpx.post(f"{fake}/api/generate", json={"model": "smollm2:135m"}).json()
-    assert loaded["done"] and loaded["done_reason"] == "load" and ps(fake) == ["smollm2:135m"]
+    assert loaded["done"] and loaded["done_reason"] == "load" and ollama_ps(fake) == ["smollm2:135m"]
     with httpx.stream(
         "POST",
         f"{fake}/api/chat",
@@ -64,24 +48,26 @@ def test_protocol_endpoints(fake: str) -> None:
     assert show["details"]["quantization_level"] == "Q4_1" and "model_info" in show
     assert httpx.post(f"{fake}/api/show", json={"model": "nope"}).status_code == 404
     unloaded = httpx.post(f"{fake}/api/generate", json={"model": "smollm2:135m", "keep_alive": 0}).json()
-    assert unloaded["done_reason"] == "unload" and ps(fake) == []
+    assert unloaded["done_reason"] == "unload" and ollama_ps(fake) == []
     assert parse_keep_alive("10m") == 600 and parse_keep_alive(-1) == float("inf") and parse_keep_alive(0) == 0
 
 
-def test_graph_answers_through_chatollama_and_swaps_via_the_api(write_config, fake: str, tmp_path: Path) -> None:
-    ctx = Context(experts_file=str(ollama_config(write_config, [fake])), kb_dir=str(tmp_path / "kb"), max_tokens=8)
+def test_graph_answers_through_chatollama_and_swaps_via_the_api(
+    write_config, fake: str, tmp_path: Path, ollama_config, ollama_ps
+) -> None:
+    ctx = Context(experts_file=str(ollama_config([fake])), kb_dir=str(tmp_path / "kb"), max_tokens=8)
     graph = build_graph()
     first = graph.invoke({"query": "What is 2 + 2?", "mode": "basic", "expert": "a"}, context=ctx)
-    assert first["solution"] and first["swapped"] and ps(fake) == ["smollm2:135m"]
+    assert first["solution"] and first["swapped"] and ollama_ps(fake) == ["smollm2:135m"]
     second = graph.invoke({"query": "Say hello.", "mode": "optimized", "expert": "b"}, context=ctx)
     assert second["swapped"] and second["expert_used"] == "b"
-    assert ps(fake) == ["smollm2-b:135m"]  # a was unloaded with keep_alive 0 before b loaded
+    assert ollama_ps(fake) == ["smollm2-b:135m"]  # a was unloaded with keep_alive 0 before b loaded
     stats = ctx.services().pool.stats()
     assert stats["within_budget"] and stats["swaps"] == 2
 
 
-def test_reconciles_with_other_clients(write_config, fake: str) -> None:
-    pool = ExpertPool(load_config(ollama_config(write_config, [fake])))
+def test_reconciles_with_other_clients(write_config, fake: str, ollama_config) -> None:
+    pool = ExpertPool(load_config(ollama_config([fake])))
     # another client loaded our model b: adopted, no swap needed
     httpx.post(f"{fake}/api/generate", json={"model": "smollm2-b:135m", "keep_alive": -1})
     assert not pool.ensure_loaded("b").swapped
@@ -96,29 +82,35 @@ def test_reconciles_with_other_clients(write_config, fake: str) -> None:
     assert pool.loaded_experts() == []
 
 
-def test_keep_alive_expiry_is_noticed(write_config, fake: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keep_alive_expiry_is_noticed(
+    write_config, fake: str, monkeypatch: pytest.MonkeyPatch, ollama_config, ollama_ps
+) -> None:
     monkeypatch.setenv("ECH0_OLLAMA_KEEP_ALIVE", "1s")
-    pool = ExpertPool(load_config(ollama_config(write_config, [fake])))
+    pool = ExpertPool(load_config(ollama_config([fake])))
     assert pool.ensure_loaded("a").swapped
     deadline = time.time() + 10
-    while ps(fake) and time.time() < deadline:
+    while ollama_ps(fake) and time.time() < deadline:
         time.sleep(0.2)
-    assert ps(fake) == []
+    assert ollama_ps(fake) == []
     assert pool.ensure_loaded("a").swapped  # expired on the host: loaded again, not assumed resident
 
 
-def test_each_host_keeps_its_own_expert_awake(write_config, model_a: Path, model_b: Path) -> None:
+def test_each_host_keeps_its_own_expert_awake(
+    write_config, model_a: Path, model_b: Path, ollama_config, ollama_ps
+) -> None:
     with FakeOllamaServer({"smollm2:135m": model_a}) as one, FakeOllamaServer({"smollm2-b:135m": model_b}) as two:
-        pool = ExpertPool(load_config(ollama_config(write_config, [one, two])))
+        pool = ExpertPool(load_config(ollama_config([one, two])))
         for name in ("a", "b", "a", "b"):
             pool.chat(name, [{"role": "user", "content": "Hi"}], max_tokens=2)
         assert pool.swaps == 2 and set(pool.loaded_experts()) == {"a", "b"}
-        assert ps(one) == ["smollm2:135m"] and ps(two) == ["smollm2-b:135m"]
+        assert ollama_ps(one) == ["smollm2:135m"] and ollama_ps(two) == ["smollm2-b:135m"]
         assert all(d["peak_loaded_bytes"] <= d["budget_bytes"] for d in pool.stats()["devices"].values())
 
 
-def test_unreachable_host_is_one_clear_error(write_config, tmp_path: Path) -> None:
-    config = ollama_config(write_config, ["http://127.0.0.1:9"])
+def test_unreachable_host_is_one_clear_error(
+    write_config, tmp_path: Path, run_cli, assert_one_line_error, ollama_config
+) -> None:
+    config = ollama_config(["http://127.0.0.1:9"])
     with pytest.raises(BackendError, match=r"Ollama at http://127.0.0.1:9 is unreachable"):
         ExpertPool(load_config(config)).ensure_loaded("a")
     proc = run_cli("ask", "What is 2 + 2?", "--mode", "basic", "--experts", str(config), kb=tmp_path / "kb")
@@ -138,7 +130,7 @@ def _real_ollama() -> str | None:
 
 
 @pytest.mark.skipif(_real_ollama() is None, reason="no Ollama answering at OLLAMA_HOST")
-def test_real_ollama(write_config) -> None:
+def test_real_ollama(write_config, ollama_ps) -> None:
     url = _real_ollama()
     models = httpx.get(f"{url}/api/tags").json()["models"]
     if not models:
@@ -149,15 +141,15 @@ def test_real_ollama(write_config) -> None:
     body += "system_prompt: Be brief., description: x}\n"
     pool = ExpertPool(load_config(write_config(body)))
     text, _ = pool.chat("g", [{"role": "user", "content": "Say OK."}], max_tokens=8)
-    assert text and name in ps(url)
+    assert text and name in ollama_ps(url)
     pool.unload_all()
 
 
-def test_reload_behind_our_back_counts_as_a_swap(write_config, model_a: Path, model_b: Path) -> None:
+def test_reload_behind_our_back_counts_as_a_swap(write_config, model_a: Path, model_b: Path, ollama_config) -> None:
     server = FakeOllamaServer({"smollm2:135m": model_a, "smollm2-b:135m": model_b})
     url = server.start()
     try:
-        pool = ExpertPool(load_config(ollama_config(write_config, [url])))
+        pool = ExpertPool(load_config(ollama_config([url])))
         pool.ensure_loaded("a")
         server.pause_sweeper.set()
         server.state.resident["smollm2:135m"].expires_at = 0  # expires between /api/ps and the answer
@@ -168,8 +160,8 @@ def test_reload_behind_our_back_counts_as_a_swap(write_config, model_a: Path, mo
         server.stop()
 
 
-def test_experts_command_shows_what_the_host_holds(write_config, fake: str) -> None:
-    config = ollama_config(write_config, [fake])
+def test_experts_command_shows_what_the_host_holds(write_config, fake: str, run_cli, ollama_config) -> None:
+    config = ollama_config([fake])
     httpx.post(f"{fake}/api/generate", json={"model": "smollm2:135m", "keep_alive": -1})
     listing = json.loads(run_cli("experts", "--json", "--experts", str(config)).stdout)
     assert {e["name"]: e["loaded"] for e in listing["experts"]} == {"a": True, "b": False}

@@ -12,14 +12,11 @@ from pathlib import Path
 import pytest
 
 from ech0_moe.config import load_config
-from ech0_moe.fake_ollama import FakeOllamaServer
+from ech0_moe.graph import Context, build_graph
 from ech0_moe.kb import KnowledgeBase
-from graph import Context, build_graph
-from tests.conftest import ROOT, expert_yaml
-from tests.test_cli import assert_one_line_error, run_cli
-from tests.test_ollama import ollama_config, ps
+from tests.integration.fake_ollama import FakeOllamaServer
 
-pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def yaml_file(tmp_path: Path, name: str, body: str) -> str:
@@ -28,7 +25,7 @@ def yaml_file(tmp_path: Path, name: str, body: str) -> str:
     return str(path)
 
 
-def bad_inputs(tmp: Path, model_a: Path) -> list[tuple[str, list[str], str]]:
+def bad_inputs(tmp: Path, model_a: Path, expert_yaml) -> list[tuple[str, list[str], str]]:
     """(case, CLI arguments, the error line's text) - the table in the README."""
     good = "memory_budget: 150MB\nexperts:\n"
     corrupt = tmp / "corrupt.gguf"
@@ -123,11 +120,11 @@ def bad_inputs(tmp: Path, model_a: Path) -> list[tuple[str, list[str], str]]:
     ]
 
 
-def test_bad_inputs_table(tmp_path: Path, model_a: Path) -> None:
+def test_bad_inputs_table(tmp_path: Path, model_a: Path, run_cli, assert_one_line_error, expert_yaml) -> None:
     kb = tmp_path / "kb"
     kb_store = KnowledgeBase(kb)
     kb_store.learn("What is the capital of France?", "Paris.", expert="general", domain="general", mode="x")
-    for case, args, message in bad_inputs(tmp_path, model_a):
+    for case, args, message in bad_inputs(tmp_path, model_a, expert_yaml):
         if "--kb" not in args:
             args = [*args, "--kb", str(kb)]
         proc = run_cli(*args)
@@ -135,11 +132,13 @@ def test_bad_inputs_table(tmp_path: Path, model_a: Path) -> None:
     assert KnowledgeBase(kb).count() == 1  # nothing stored was lost along the way
 
 
-def test_backend_failing_mid_answer_is_retried_then_reported(write_config, model_a: Path, model_b: Path, tmp_path):
+def test_backend_failing_mid_answer_is_retried_then_reported(
+    write_config, model_a: Path, model_b: Path, tmp_path, ollama_config, ollama_ps
+):
     server = FakeOllamaServer({"smollm2:135m": model_a, "smollm2-b:135m": model_b})
     url = server.start()
     try:
-        ctx = Context(experts_file=str(ollama_config(write_config, [url])), kb_dir=str(tmp_path / "kb"), max_tokens=6)
+        ctx = Context(experts_file=str(ollama_config([url])), kb_dir=str(tmp_path / "kb"), max_tokens=6)
         graph = build_graph()
         # one crash mid-stream: the retry policy asks again and the answer arrives
         server.state.crash_next = 1
@@ -153,7 +152,7 @@ def test_backend_failing_mid_answer_is_retried_then_reported(write_config, model
         assert "llama runner process has terminated" in failed["error"]
         pool = ctx.services().pool
         pool.ensure_loaded("b")  # the pool reconciles with the host before deciding anything
-        assert {pool.specs[n].model for n in pool.loaded_experts()} == set(ps(url))
+        assert {pool.specs[n].model for n in pool.loaded_experts()} == set(ollama_ps(url))
         assert KnowledgeBase(ctx.kb_dir).search("What is 3 + 3?", k=4, max_distance=0.1) == []
     finally:
         server.stop()
@@ -184,7 +183,7 @@ def test_sigkill_during_learn_keeps_every_committed_entry(tmp_path: Path) -> Non
     assert hit.kind == "learned" and "30" in hit.text
 
 
-def test_learned_answers_carry_provenance_and_can_be_forgotten(tmp_path: Path) -> None:
+def test_learned_answers_carry_provenance_and_can_be_forgotten(tmp_path: Path, run_cli) -> None:
     ctx = Context(kb_dir=str(tmp_path / "kb"), max_tokens=8)
     graph = build_graph()
     first = graph.invoke({"query": "What gas do plants absorb for photosynthesis?"}, context=ctx)

@@ -3,35 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATA, ROOT, expert_yaml
-
-pytestmark = pytest.mark.slow
-
-
-def run_cli(*args: str, kb: Path | None = None, timeout: int = 180) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "ech0_moe.cli", *args]
-    if kb is not None:
-        cmd += ["--kb", str(kb)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data"
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], message: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("ech0-moe: error: ") and message in lines[0]
-    assert "Traceback" not in proc.stderr and proc.stdout == ""
-
-
-def test_ask_json_has_the_metadata(tmp_path: Path) -> None:
+def test_ask_json_has_the_metadata(tmp_path: Path, run_cli) -> None:
     proc = run_cli("ask", "What is the time complexity of binary search?", "--json", "--max-tokens", "12", kb=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -42,7 +22,7 @@ def test_ask_json_has_the_metadata(tmp_path: Path) -> None:
     assert set(out["timings"]) == {"retrieve", "compress", "route", "swap_load", "answer", "learn"}
 
 
-def test_experts_and_route_load_no_model() -> None:
+def test_experts_and_route_load_no_model(run_cli) -> None:
     proc = run_cli("experts", "--json")
     assert proc.returncode == 0, proc.stderr
     listing = json.loads(proc.stdout)
@@ -54,7 +34,7 @@ def test_experts_and_route_load_no_model() -> None:
     assert set(out) >= {"expert", "domain", "scores", "confidence", "seconds"}
 
 
-def test_demo_shows_routing_swaps_and_timings(tmp_path: Path) -> None:
+def test_demo_shows_routing_swaps_and_timings(tmp_path: Path, run_cli) -> None:
     proc = run_cli("demo", "--max-tokens", "8", kb=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "SWAP" in proc.stdout and "no swap" in proc.stdout
@@ -62,7 +42,7 @@ def test_demo_shows_routing_swaps_and_timings(tmp_path: Path) -> None:
     assert "peak loaded 98.4MB of 150.0MB budget" in proc.stdout
 
 
-def test_bad_inputs_get_one_line(tmp_path: Path, model_a: Path) -> None:
+def test_bad_inputs_get_one_line(tmp_path: Path, model_a: Path, run_cli, assert_one_line_error, expert_yaml) -> None:
     assert_one_line_error(run_cli("ask", "   ", kb=tmp_path), "empty query")
     assert_one_line_error(run_cli("route", "", kb=tmp_path), "empty query")
     assert_one_line_error(run_cli("ask", "hi", "--mode", "turbo", kb=tmp_path), "unknown mode 'turbo'")
@@ -85,7 +65,7 @@ def test_bad_inputs_get_one_line(tmp_path: Path, model_a: Path) -> None:
 
 
 @pytest.mark.skipif(not (DATA / "routing-dev.jsonl").is_file(), reason="shared routing data not present")
-def test_bench_routing_prints_json_last(tmp_path: Path) -> None:
+def test_bench_routing_prints_json_last(tmp_path: Path, run_cli) -> None:
     rows = (DATA / "routing-dev.jsonl").read_text().splitlines()[::2]  # half the dev set: a quicker run
     data = tmp_path / "dev-half.jsonl"
     data.write_text("\n".join(rows) + "\n")
@@ -99,7 +79,7 @@ def test_bench_routing_prints_json_last(tmp_path: Path) -> None:
     assert "fit folds" in proc.stderr  # progress
 
 
-def test_bench_compress_and_rag_meet_their_goals() -> None:
+def test_bench_compress_and_rag_meet_their_goals(run_cli) -> None:
     proc = run_cli("bench", "compress", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -113,7 +93,7 @@ def test_bench_compress_and_rag_meet_their_goals() -> None:
     assert rag["learned_paraphrase"]["recall@4"] >= 0.9 and rag["documents_original"]["recall@4"] >= 0.8
 
 
-def test_kb_commands(tmp_path: Path) -> None:
+def test_kb_commands(tmp_path: Path, run_cli, assert_one_line_error) -> None:
     docs = ROOT / "benchmarks" / "docs"
     added = run_cli("kb", "add", str(docs / "libffi.md"), str(docs / "zstd.md"), "--json", kb=tmp_path)
     assert added.returncode == 0, added.stderr

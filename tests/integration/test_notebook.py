@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
-from tests.conftest import ROOT
-
-pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_quickstart_notebook_executes() -> None:

@@ -12,9 +12,6 @@ from ech0_moe.backends.llamacpp import amx_problem, check_build
 from ech0_moe.config import load_config
 from ech0_moe.errors import BackendError
 from ech0_moe.pool import ExpertPool
-from tests.conftest import expert_yaml
-
-pytestmark = pytest.mark.slow
 
 
 def test_swaps_between_files_and_shares_a_file(two_file_config: Path) -> None:
@@ -64,7 +61,9 @@ def test_budget_holds_under_concurrency(two_file_config: Path) -> None:
     assert pool.stats()["peak_loaded_bytes"] <= pool.budget
 
 
-def test_corrupt_model_fails_cleanly_and_pool_stays_consistent(write_config, tmp_path: Path, model_a: Path) -> None:
+def test_corrupt_model_fails_cleanly_and_pool_stays_consistent(
+    write_config, tmp_path: Path, model_a: Path, expert_yaml
+) -> None:
     bad = tmp_path / "corrupt.gguf"
     bad.write_bytes(b"not a gguf at all" * 100)
     truncated = tmp_path / "truncated.gguf"
@@ -84,7 +83,7 @@ def test_corrupt_model_fails_cleanly_and_pool_stays_consistent(write_config, tmp
     assert not pool.ensure_loaded("good").swapped
 
 
-def test_model_deleted_after_start(write_config, tmp_path: Path, model_a: Path) -> None:
+def test_model_deleted_after_start(write_config, tmp_path: Path, model_a: Path, expert_yaml) -> None:
     copy = tmp_path / "copy.gguf"
     shutil.copyfile(model_a, copy)
     pool = ExpertPool(load_config(write_config("memory_budget: 1GB\nexperts:\n" + expert_yaml("x", "general", copy))))

@@ -1,0 +1,78 @@
+"""Data sets for benchmarks and `router fit`: JSONL files and the packaged QA set."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ech0_moe.errors import Ech0Error
+
+
+def load_jsonl(path: str | Path, required: Sequence[str]) -> list[dict[str, Any]]:
+    """Read a JSONL file; a bad line is one error naming the file and line."""
+    p = Path(path)
+    if not p.is_file():
+        raise Ech0Error(f"data file not found: {p}")
+    rows = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise Ech0Error(f"{p}:{n}: not JSON ({exc.msg})") from None
+        missing = [k for k in required if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise Ech0Error(f"{p}:{n}: missing field {missing[0]!r}")
+        rows.append(row)
+    if not rows:
+        raise Ech0Error(f"{p}: no rows")
+    return rows
+
+
+def _shuffled_by_domain(rows: list[dict[str, Any]], seed: int) -> list[list[int]]:
+    """Row indices grouped by domain (domains in name order), each group shuffled with `seed`."""
+    by_domain: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        by_domain[r["domain"]].append(i)
+    rng = random.Random(seed)
+    groups = []
+    for domain in sorted(by_domain):
+        items = by_domain[domain]
+        rng.shuffle(items)
+        groups.append(items)
+    return groups
+
+
+def split_dev(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Stratified split by domain: (fit part, held-out part)."""
+    fit, held = [], []
+    for items in _shuffled_by_domain(rows, seed):
+        cut = round(len(items) * fraction)
+        fit += [rows[i] for i in items[:cut]]
+        held += [rows[i] for i in items[cut:]]
+    return fit, held
+
+
+def fold_of(rows: list[dict[str, Any]], folds: int, seed: int = 0) -> list[int]:
+    """Stratified k-fold assignment: fold number of each row, domains spread evenly."""
+    fold = [0] * len(rows)
+    for items in _shuffled_by_domain(rows, seed):
+        for j, i in enumerate(items):
+            fold[i] = j % folds
+    return fold
+
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load_qa(folder: Path = BENCH_DIR) -> list[dict[str, Any]]:
+    """The QA set over real README files: question, verbatim answer span, paraphrase, doc text."""
+    rows = load_jsonl(folder / "qa.jsonl", ("doc", "question", "answer", "paraphrase"))
+    for r in rows:
+        r["text"] = (folder / "docs" / r["doc"]).read_text(encoding="utf-8")
+    return rows

@@ -1,0 +1,147 @@
+"""`ech0-moe bench swap`: swap costs on the configured pool, driving the real graph (on top of `batch`)."""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import sys
+import time
+from dataclasses import replace
+from typing import Any
+
+from tqdm import tqdm
+
+from ech0_moe.batch import solve_batch
+from ech0_moe.graph import Context, build_graph
+from ech0_moe.pool import ExpertPool
+from ech0_moe.services import Services
+
+SWAP_QUESTIONS = (  # our own mixed questions: both weights files of the default pool
+    "What is the derivative of x^2?",
+    "Which organ pumps blood around the body?",
+    "What is the unit of electrical resistance?",
+    "Is 'all cats are animals, so all animals are cats' valid?",
+    "What is the pH of a neutral solution?",
+    "Who wrote the Odyssey?",
+    "How fast does light travel in a vacuum?",
+    "What does a binary search need from its input?",
+    "What do red blood cells carry?",
+    "Solve x + 4 = 9.",
+    "Which fallacy attacks the person instead of the argument?",
+    "What is the capital of Japan?",
+)
+
+
+def _drop_page_cache(path: str) -> None:
+    """Evict a file's pages from the OS cache (no root needed), for a cold read or load."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _read_seconds(path: str) -> float:
+    t0 = time.perf_counter()
+    with open(path, "rb", buffering=0) as fh:
+        while fh.read(8 << 20):
+            pass
+    return time.perf_counter() - t0
+
+
+def _load_costs(pool: ExpertPool, expert: str) -> dict[str, Any]:
+    """Cold and warm: read bandwidth bound vs load (+ first token, which touches the mmapped weights)."""
+    spec = pool.specs[expert]
+    row: dict[str, Any] = {"expert": expert, "file": os.path.basename(spec.model), "size_bytes": spec.size_bytes}
+    for cache in ("cold", "warm"):
+        pool.unload_all()
+        if cache == "cold":
+            _drop_page_cache(spec.model)
+        read = _read_seconds(spec.model)
+        pool.unload_all()
+        if cache == "cold":
+            _drop_page_cache(spec.model)
+        t0 = time.perf_counter()
+        acquired = pool.ensure_loaded(expert)
+        pool.chat(expert, [{"role": "user", "content": "Hi"}], max_tokens=1)
+        ready = time.perf_counter() - t0
+        row[cache] = {
+            "read_seconds": round(read, 4),
+            "bandwidth_mb_s": round(spec.size_bytes / read / 1e6, 1),
+            "load_seconds": round(acquired.load_seconds, 4),
+            "load_and_first_token_seconds": round(ready, 4),
+            "vs_bandwidth_bound": round(ready / read, 2),
+        }
+    return row
+
+
+def bench_swap(context: Context, svc: Services, repeats: int = 5) -> dict[str, Any]:
+    """Swap costs on `svc`'s pool (runs the real models): see `ech0-moe bench swap`."""
+    pool = svc.pool
+    graph = build_graph(services=svc)
+    files: dict[str, str] = {}
+    for name, spec in pool.specs.items():
+        if spec.backend == "llamacpp":
+            files.setdefault(spec.model_key, name)
+    loads = [_load_costs(pool, name) for name in tqdm(files.values(), desc="load costs", file=sys.stderr)]
+
+    questions = list(SWAP_QUESTIONS)
+    random.Random(7).shuffle(questions)
+    batches = {}
+    for order in ("fifo", "affinity"):
+        pool.unload_all()
+        before, t0 = pool.swaps, time.perf_counter()
+        solve_batch(questions, context, svc, mode="basic", order=order, progress=False)
+        batches[order] = {"swaps": pool.swaps - before, "seconds": round(time.perf_counter() - t0, 3)}
+    experts = [svc.router.route(q).expert for q in questions]
+    batches["distinct_files"] = len({pool.specs[e].model_key for e in experts})
+
+    # graph overhead in basic mode: same expert, prompt and length, model already resident
+    query, expert = "Name three primary colours.", "general"
+    messages = [{"role": "system", "content": pool.specs[expert].system_prompt}, {"role": "user", "content": query}]
+    tokens = context.max_tokens or 32
+    same_length = replace(context, max_tokens=tokens)
+    pool.ensure_loaded(expert)
+    direct, via_graph = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        pool.chat(expert, messages, tokens)
+        direct.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        graph.invoke({"query": query, "mode": "basic", "expert": expert}, context=same_length)
+        via_graph.append(time.perf_counter() - t0)
+    overhead = statistics.median(via_graph) / statistics.median(direct) - 1
+
+    # prefetch: optimized mode, each query forcing a swap, with and without loading in parallel
+    prefetch = {}
+    pair = [(q, e) for q, e in zip(questions, experts, strict=True)]
+    for flag in (False, True):
+        ctx = replace(context, prefetch=flag)
+        total = 0.0
+        for i in range(repeats):
+            q, e = pair[i % len(pair)]
+            other = next(n for n, s in pool.specs.items() if s.model_key != pool.specs[e].model_key)
+            pool.ensure_loaded(other)  # so answering `q` needs a swap
+            t0 = time.perf_counter()
+            graph.invoke({"query": q, "mode": "optimized", "expert": e}, context=ctx)
+            total += time.perf_counter() - t0
+        prefetch["with_prefetch" if flag else "sequential"] = round(total / repeats, 4)
+    prefetch["saved_seconds_per_query"] = round(prefetch["sequential"] - prefetch["with_prefetch"], 4)
+
+    stats = pool.stats()
+    return {
+        "budget_bytes": stats["budget_bytes"],
+        "peak_loaded_bytes": stats["peak_loaded_bytes"],
+        "within_budget": stats["peak_loaded_bytes"] <= stats["budget_bytes"],
+        "load": loads,
+        "batch": batches,
+        "graph_overhead": {
+            "direct_seconds": round(statistics.median(direct), 4),
+            "graph_seconds": round(statistics.median(via_graph), 4),
+            "overhead": round(overhead, 4),
+            "max_tokens": tokens,
+        },
+        "prefetch": prefetch,
+    }

@@ -1,0 +1,120 @@
+"""Unit-test doubles: an in-memory fake backend injected through the pool, a keyword
+router and an in-memory knowledge base. No model, no server, no Chroma on disk."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ech0_moe.backends.base import Message
+from ech0_moe.config import ExpertSpec, PoolConfig, load_config
+from ech0_moe.errors import BackendError
+from ech0_moe.kb import Passage
+from ech0_moe.router import Router
+from ech0_moe.services import Services
+
+POOL = """\
+memory_budget: 100MB
+defaults: {backend: llamacpp, size: 60MB}
+experts:
+  - {name: math, domain: mathematics, model: a.gguf, system_prompt: Math., description: Mathematics.,
+     keywords: [equation, integral, solve]}
+  - {name: physics, domain: physics, model: a.gguf, system_prompt: Physics., description: Physics.,
+     keywords: [force, orbit, light]}
+  - {name: biology, domain: biology, model: b.gguf, system_prompt: Biology., description: Biology.,
+     keywords: [cell, dna, heart]}
+  - {name: general, domain: general, model: b.gguf, system_prompt: General., description: Anything else.}
+"""
+
+
+class FakeBackend:
+    """Loads instantly and answers '<expert>: <last words of the prompt>'; can fail on demand."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.loads: list[str] = []
+        self.unloads: list[str] = []
+        self.prompts: list[tuple[str, str]] = []
+        self.fail: list[BackendError] = []  # raised by the next chats, one each
+        self.reply: Callable[[ExpertSpec, str], str] = lambda spec, prompt: f"{spec.name}: {prompt.split()[-1]}"
+
+    def load(self, spec: ExpertSpec) -> tuple[Any, int]:
+        self.loads.append(spec.name)
+        return object(), spec.size_bytes
+
+    def unload(self, spec: ExpertSpec, handle: Any) -> None:
+        self.unloads.append(spec.name)
+
+    def chat(self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int) -> str:
+        prompt = messages[-1]["content"]
+        self.prompts.append((spec.name, prompt))
+        if self.fail:
+            raise self.fail.pop(0)
+        return self.reply(spec, prompt)
+
+    def estimate_size(self, spec: ExpertSpec) -> int:
+        return spec.size_bytes
+
+    def resident(self, spec: ExpertSpec) -> None:
+        return None
+
+    def adopt(self, spec: ExpertSpec) -> Any:
+        raise NotImplementedError
+
+
+class MemoryKB:
+    """The knowledge base's search/learn contract over a list: word overlap as the score."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+        self._ids = itertools.count(1)
+
+    def search(self, query: str, k: int = 4, *, max_distance: float = 0.65, domain: str | None = None, **_: Any):
+        words = set(query.lower().split())
+        scored = []
+        for e in self.entries:
+            overlap = len(words & set(e["text"].lower().split())) / max(1, len(words))
+            if 1 - overlap <= max_distance and (not domain or e["domain"] in (domain, "")):
+                scored.append(Passage(e["id"], e["text"], e["source"], e["kind"], round(overlap, 4), e["domain"]))
+        return sorted(scored, key=lambda p: -p.score)[:k]
+
+    def learn(self, question: str, answer: str, *, expert: str, domain: str, mode: str) -> str | None:
+        if not answer.strip():
+            return None
+        entry_id = f"learned-{next(self._ids)}"
+        text = f"Q: {question}\nA: {answer}"
+        self.entries.append(
+            {"id": entry_id, "text": text, "source": f"learned:{expert}", "kind": "learned", "domain": domain}
+        )
+        return entry_id
+
+
+@pytest.fixture
+def pool_config(tmp_path: Path) -> PoolConfig:
+    """Four experts over two 'files' of 60MB each; the 100MB budget holds one file."""
+    for name in ("a.gguf", "b.gguf"):
+        (tmp_path / name).write_bytes(b"GGUF")
+    (tmp_path / "experts.yaml").write_text(POOL)
+    return load_config(tmp_path / "experts.yaml")
+
+
+@pytest.fixture
+def fake() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture
+def kb() -> MemoryKB:
+    return MemoryKB()
+
+
+@pytest.fixture
+def services(pool_config: PoolConfig, fake: FakeBackend, kb: MemoryKB) -> Services:
+    """Real pool, keyword router, fake backend, in-memory knowledge base."""
+    router = Router(pool_config, keyword_only=True)
+    return Services.create(pool_config, kb, backends={"llamacpp": fake}, router=router)  # type: ignore[arg-type]
