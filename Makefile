@@ -62,6 +62,7 @@ bench: install
 	$(VENV)/bin/ech0-moe bench compress --json | tee .ech0/bench/compress.json
 	$(VENV)/bin/ech0-moe bench rag --json | tee .ech0/bench/rag.json
 	$(VENV)/bin/ech0-moe bench swap --json --kb .ech0/bench/kb | tee .ech0/bench/swap.json
+	$(VENV)/bin/ech0-moe bench startup --json | tee .ech0/bench/startup.json
 
 # .venv and ./.ech0; the model cache (~/.cache/ech0-moe) is shared by every checkout
 clean:

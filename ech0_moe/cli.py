@@ -154,14 +154,16 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace) -> PoolConfig:
     from ech0_moe.config import load_config
+    from ech0_moe.paths import experts_file
 
-    return load_config(_context(args).experts_file)
+    return load_config(experts_file(_context(args).experts_file))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from ech0_moe.paths import experts_file
     from ech0_moe.validate import validate_pool
 
-    path = args.file or _context(args).experts_file
+    path = experts_file(args.file or _context(args).experts_file)
     problems, notes = validate_pool(path)
     for line in notes:
         print(f"note: {line}", file=sys.stderr)
@@ -228,8 +230,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
 def cmd_kb(args: argparse.Namespace) -> int:
     from ech0_moe.config import DOMAINS
     from ech0_moe.kb import KnowledgeBase
+    from ech0_moe.paths import kb_dir
 
-    kb = KnowledgeBase(_context(args).kb_dir)
+    kb = KnowledgeBase(kb_dir(_context(args).kb_dir))
     if args.action == "add":
         if not args.items:
             raise Ech0Error("kb add needs one or more files or folders")
@@ -282,7 +285,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="ech0-bench-rag-") as tmp:
             result = bench.bench_rag(datasets.load_qa(), Path(tmp))
     elif args.what == "startup":
-        result = bench.bench_startup(_context(args).experts_file, runs=args.runs)
+        from ech0_moe.paths import experts_file
+
+        result = bench.bench_startup(experts_file(_context(args).experts_file), runs=args.runs)
     else:
         raise Ech0Error(f"unknown benchmark {args.what!r}; use {', '.join(BENCHMARKS)}")
     if not args.json:

@@ -21,14 +21,17 @@ def home() -> Path:
     return Path(os.environ.get("ECH0_HOME") or Path.cwd() / ".ech0")
 
 
-def default_experts_file() -> Path:
-    """``./experts.yaml`` when the current directory has one, else the packaged example pool."""
+def experts_file(path: str | os.PathLike[str] = "") -> Path:
+    """`path`, or when empty ``./experts.yaml`` if the current directory has one, else the packaged pool."""
+    if str(path):
+        return Path(path)
     local = Path.cwd() / "experts.yaml"
     return local if local.is_file() else PACKAGED_POOL
 
 
-def default_kb_dir() -> Path:
-    return home() / "kb"
+def kb_dir(path: str | os.PathLike[str] = "") -> Path:
+    """`path`, or when empty ``$ECH0_HOME/kb`` (``./.ech0/kb``)."""
+    return Path(path) if str(path) else home() / "kb"
 
 
 def cache_dir() -> Path:

@@ -26,6 +26,8 @@ from ech0_moe.compressor import (
 )
 from ech0_moe.config import PoolConfig, load_config
 from ech0_moe.errors import Ech0Error
+from ech0_moe.paths import experts_file as resolve_experts_file
+from ech0_moe.paths import kb_dir as resolve_kb_dir
 from ech0_moe.pool import ExpertPool
 from ech0_moe.router import Router
 from ech0_moe.turns import TurnRegistry
@@ -112,9 +114,9 @@ class ServiceRegistry:
         self._lock = threading.Lock()
 
     def services(self, experts_file: str | Path) -> Services:
-        """The pool, router and compressors of one experts file (its knowledge base is the run's).
-        Raises `ConfigError` when the file is invalid."""
-        key = Path(experts_file).resolve()
+        """The pool, router and compressors of one experts file (its knowledge base is the run's);
+        an empty path is the default pool (`paths.experts_file`). Raises `ConfigError` when invalid."""
+        key = resolve_experts_file(experts_file).resolve()
         with self._lock:
             if key not in self._pools:
                 self._pools[key] = Services.create(load_config(key), kb=_no_kb, backends=self.backends)
@@ -123,7 +125,7 @@ class ServiceRegistry:
     def kb(self, kb_dir: str | Path) -> KnowledgeBase:
         from ech0_moe.kb import KnowledgeBase
 
-        key = Path(kb_dir).resolve()
+        key = resolve_kb_dir(kb_dir).resolve()
         with self._lock:
             if key not in self._kbs:
                 self._kbs[key] = KnowledgeBase(key)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
 from ech0_moe.compressor import COMPRESSION_METHODS
 from ech0_moe.errors import InputError
-from ech0_moe.paths import default_experts_file, default_kb_dir
 
 Mode = Literal["optimized", "fast", "basic", "ensemble"]
 MODES: tuple[str, ...] = get_args(Mode)
@@ -27,15 +26,15 @@ MAX_TOKENS_LIMIT = 32_768
 class Context:
     """Settings for one run of the ECH0 MoE graph."""
 
+    # Empty paths are resolved where they are used (in a worker thread), not here: a server
+    # makes a Context inside its event loop, where even os.getcwd() counts as blocking.
     experts_file: str = field(
-        default_factory=lambda: str(default_experts_file()),
-        metadata={"description": "Path to experts.yaml (default: ./experts.yaml, else the packaged example pool)."},
+        default="",
+        metadata={"description": "experts.yaml; empty: ./experts.yaml if there is one, else the packaged pool."},
     )
     kb_dir: str = field(
-        default_factory=lambda: str(default_kb_dir()),
-        metadata={
-            "description": "Folder of the persistent Chroma knowledge base (default: $ECH0_HOME/kb or ./.ech0/kb)."
-        },
+        default="",
+        metadata={"description": "Folder of the persistent Chroma knowledge base; empty: $ECH0_HOME/kb or ./.ech0/kb."},
     )
     mode: Mode = field(
         default="optimized",
@@ -72,10 +71,9 @@ class Context:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            default = f.default_factory() if f.default_factory is not MISSING else f.default
             env = os.environ.get(f"ECH0_{f.name.upper()}")
-            if env is not None and getattr(self, f.name) == default:
-                setattr(self, f.name, _parse_env(f.name, env, default))
+            if env is not None and getattr(self, f.name) == f.default:
+                setattr(self, f.name, _parse_env(f.name, env, f.default))
         self.check()
 
     def check(self) -> None:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from ech0_moe.graph import Context
+from ech0_moe.services import ServiceRegistry
 from ech0_moe.setup_models import ensure_second_copy, packaged_smollm2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,18 +52,19 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
 
 
 def _expert_yaml(name: str, domain: str, model: Path | str, **extra: str) -> str:
-    """One llama.cpp expert as an experts.yaml list item."""
-    lines = [
-        f"  - name: {name}",
-        f"    domain: {domain}",
-        "    backend: llamacpp",
-        f"    model: {model}",
-        f"    system_prompt: You are the {name} expert.",
-        f"    description: {domain} questions",
-        "    examples: [an example]",
-    ]
-    lines += [f"    {k}: {v}" for k, v in extra.items()]
-    return "\n".join(lines) + "\n"
+    """One llama.cpp expert as an experts.yaml list item; `extra` adds or replaces fields."""
+    fields = {
+        "name": name,
+        "domain": domain,
+        "backend": "llamacpp",
+        "model": str(model),
+        "system_prompt": f"You are the {name} expert.",
+        "description": f"{domain} questions",
+        "examples": "[an example]",
+        **extra,
+    }
+    lines = [f"    {k}: {v}" for k, v in fields.items()]
+    return "  -" + lines[0][3:] + "\n" + "\n".join(lines[1:]) + "\n"
 
 
 @pytest.fixture
@@ -130,3 +132,9 @@ def ollama_config(write_config: Callable[..., Path]) -> Callable[..., Path]:
 def ollama_ps() -> Callable[[str], list[str]]:
     """Names of the models an Ollama(-protocol) host holds (GET /api/ps)."""
     return lambda url: [m["name"] for m in httpx.get(f"{url}/api/ps").json()["models"]]
+
+
+@pytest.fixture
+def registry() -> ServiceRegistry:
+    """A fresh registry per test: its own pool per experts file, so swap counts start at zero."""
+    return ServiceRegistry()

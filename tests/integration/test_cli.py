@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,49 @@ def test_kb_commands(tmp_path: Path, run_cli, assert_one_line_error) -> None:
     forgot = json.loads(run_cli("kb", "forget", "--source", str(docs / "zstd.md"), "--json", kb=tmp_path).stdout)
     assert forgot["removed"] > 0
     assert_one_line_error(run_cli("kb", "add", str(tmp_path / "nope"), kb=tmp_path), "no such file or folder")
+
+
+def readme_block(heading: str) -> str:
+    """The first ```yaml block after `heading` in README.md, exactly as printed."""
+    text = (ROOT / "README.md").read_text()
+    after = text[text.index(heading) :]
+    start = after.index("```yaml\n") + len("```yaml\n")
+    return after[start : after.index("```", start)]
+
+
+def test_readme_ollama_pool_validates_as_printed(tmp_path: Path, run_cli) -> None:
+    path = tmp_path / "experts.yaml"
+    path.write_text(readme_block("### Ollama"))
+    proc = run_cli("validate", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"{path}: valid"
+    assert "error" not in proc.stderr  # at most a note: no Ollama answers here, so names are not checked
+
+
+def test_validate_lists_every_problem_one_line_each(tmp_path: Path, run_cli, model_a: Path) -> None:
+    path = tmp_path / "experts.yaml"
+    path.write_text(
+        "memory_budget: 50MB\nexperts:\n"
+        f"  - {{name: a, domain: general, backend: llamacpp, model: {model_a}, sytem_prompt: x, description: y}}\n"
+        "  - {name: b, domain: general, backend: llamacpp, model: gone.gguf, system_prompt: x, description: y}\n"
+    )
+    proc = run_cli("validate", str(path), "--json")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert all(line.startswith("ech0-moe: error: ") for line in lines) and "Traceback" not in proc.stderr
+    text = "\n".join(lines)
+    assert "sytem_prompt: unknown setting (did you mean 'system_prompt'?)" in text
+    assert "(a).system_prompt: missing" in text and "(b).model: model file not found" in text
+    assert "expert 'a' needs 98.4MB, more than memory_budget 50.0MB" in text
+    out = json.loads(proc.stdout)
+    assert out["valid"] is False and len(out["problems"]) == len(lines) == 4
+    assert run_cli("validate").returncode == 0  # the shipped pool
+
+
+def test_question_from_stdin_and_quiet_broken_pipe(tmp_path: Path, run_cli) -> None:
+    proc = run_cli("route", "-", "--json", stdin="Balance the equation for burning propane.\n")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["expert"] == "chemistry", proc.stderr
+    # the reader is gone long before the command writes (it starts in ~0.5 s): no BrokenPipe line
+    cmd = f"{sys.executable} -m ech0_moe.cli experts | true"
+    piped = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert piped.stderr == ""

@@ -36,7 +36,7 @@ def test_parse_size(value: object, expected: int) -> None:
     [
         ("memory_budget: 20GB\nexperts: [\n", "invalid YAML at line"),
         ("experts: []\n", "memory_budget: missing"),
-        ("memory_budget: 0\nexperts: []\n", "memory_budget: must be greater than 0"),
+        ("memory_budget: 0\nexperts: []\n", "memory_budget: must be more than 0"),
         ("memory_budget: lots\nexperts: []\n", "expected a size"),
         ("memory_budget: 20GB\nexperts: []\n", "experts: expected a non-empty list"),
     ],

@@ -53,16 +53,16 @@ def test_protocol_endpoints(fake: str, ollama_ps) -> None:
 
 
 def test_graph_answers_through_chatollama_and_swaps_via_the_api(
-    write_config, fake: str, tmp_path: Path, ollama_config, ollama_ps
+    write_config, fake: str, tmp_path: Path, ollama_config, ollama_ps, registry
 ) -> None:
     ctx = Context(experts_file=str(ollama_config([fake])), kb_dir=str(tmp_path / "kb"), max_tokens=8)
-    graph = build_graph()
+    graph = build_graph(services=registry)
     first = graph.invoke({"query": "What is 2 + 2?", "mode": "basic", "expert": "a"}, context=ctx)
     assert first["solution"] and first["swapped"] and ollama_ps(fake) == ["smollm2:135m"]
     second = graph.invoke({"query": "Say hello.", "mode": "optimized", "expert": "b"}, context=ctx)
     assert second["swapped"] and second["expert_used"] == "b"
     assert ollama_ps(fake) == ["smollm2-b:135m"]  # a was unloaded with keep_alive 0 before b loaded
-    stats = ctx.services().pool.stats()
+    stats = registry.for_run(ctx.experts_file, ctx.kb_dir).pool.stats()
     assert stats["within_budget"] and stats["swaps"] == 2
 
 

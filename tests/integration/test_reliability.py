@@ -84,7 +84,7 @@ def bad_inputs(tmp: Path, model_a: Path, expert_yaml) -> list[tuple[str, list[st
         (
             "budget 0",
             ["experts", "--experts", yaml_file(tmp, "zero.yaml", "memory_budget: 0\nexperts: []\n")],
-            "memory_budget: must be greater than 0",
+            "memory_budget: must be more than 0",
         ),
         (
             "duplicate expert names",
@@ -133,13 +133,13 @@ def test_bad_inputs_table(tmp_path: Path, model_a: Path, run_cli, assert_one_lin
 
 
 def test_backend_failing_mid_answer_is_retried_then_reported(
-    write_config, model_a: Path, model_b: Path, tmp_path, ollama_config, ollama_ps
+    write_config, model_a: Path, model_b: Path, tmp_path, ollama_config, ollama_ps, registry
 ):
     server = FakeOllamaServer({"smollm2:135m": model_a, "smollm2-b:135m": model_b})
     url = server.start()
     try:
         ctx = Context(experts_file=str(ollama_config([url])), kb_dir=str(tmp_path / "kb"), max_tokens=6)
-        graph = build_graph()
+        graph = build_graph(services=registry)
         # one crash mid-stream: the retry policy asks again and the answer arrives
         server.state.crash_next = 1
         ok = graph.invoke({"query": "What is 2 + 2?", "mode": "optimized", "expert": "a"}, context=ctx)
@@ -150,7 +150,7 @@ def test_backend_failing_mid_answer_is_retried_then_reported(
         assert failed["solution"] == ""
         assert "answer failed after 3 attempts" in failed["error"]
         assert "llama runner process has terminated" in failed["error"]
-        pool = ctx.services().pool
+        pool = registry.for_run(ctx.experts_file, ctx.kb_dir).pool
         pool.ensure_loaded("b")  # the pool reconciles with the host before deciding anything
         assert {pool.specs[n].model for n in pool.loaded_experts()} == set(ollama_ps(url))
         assert KnowledgeBase(ctx.kb_dir).search("What is 3 + 3?", k=4, max_distance=0.1) == []
@@ -183,9 +183,9 @@ def test_sigkill_during_learn_keeps_every_committed_entry(tmp_path: Path) -> Non
     assert hit.kind == "learned" and "30" in hit.text
 
 
-def test_learned_answers_carry_provenance_and_can_be_forgotten(tmp_path: Path, run_cli) -> None:
+def test_learned_answers_carry_provenance_and_can_be_forgotten(tmp_path: Path, run_cli, registry) -> None:
     ctx = Context(kb_dir=str(tmp_path / "kb"), max_tokens=8)
-    graph = build_graph()
+    graph = build_graph(services=registry)
     first = graph.invoke({"query": "What gas do plants absorb for photosynthesis?"}, context=ctx)
     again = graph.invoke({"query": "Which gas do plants take in during photosynthesis?"}, context=ctx)
     learned = [c for c in again["retrieved_contexts"] if c["kind"] == "learned"]

@@ -9,20 +9,20 @@ import time
 from pathlib import Path
 
 from ech0_moe.batch import plan, solve_batch
-from ech0_moe.bench import SWAP_QUESTIONS
 from ech0_moe.graph import Context, build_graph
+from ech0_moe.swap_bench import SWAP_QUESTIONS
 
 
-def test_affinity_batch_swaps_once_per_file_and_keeps_input_order(tmp_path: Path) -> None:
+def test_affinity_batch_swaps_once_per_file_and_keeps_input_order(tmp_path: Path, registry) -> None:
     ctx = Context(kb_dir=str(tmp_path / "kb"), max_tokens=4)
-    svc = ctx.services()
+    svc = registry.for_run(ctx.experts_file, ctx.kb_dir)
     svc.pool.unload_all()
     questions = list(SWAP_QUESTIONS)
     random.Random(3).shuffle(questions)
     _, experts = plan(svc, questions, "affinity")
     files = {svc.pool.specs[e].model_key for e in experts}
     before = svc.pool.swaps
-    results = solve_batch(build_graph(), questions, ctx, progress=False)
+    results = solve_batch(questions, ctx, registry, progress=False)
     assert [r["query"] for r in results] == questions
     assert [r["expert_used"] for r in results] == experts
     assert svc.pool.swaps - before == len(files) == 2
@@ -30,7 +30,7 @@ def test_affinity_batch_swaps_once_per_file_and_keeps_input_order(tmp_path: Path
     # the same batch in arrival order swaps far more often
     svc.pool.unload_all()
     before = svc.pool.swaps
-    solve_batch(build_graph(), questions, ctx, order="fifo", progress=False)
+    solve_batch(questions, ctx, registry, order="fifo", progress=False)
     assert svc.pool.swaps - before > len(files)
 
 
@@ -47,22 +47,26 @@ def test_batch_cli(tmp_path: Path, run_cli) -> None:
     assert "batch (affinity)" in proc.stderr  # progress bar
 
 
-def test_ensemble_stops_early_when_answers_agree(write_config, model_a: Path, tmp_path: Path, expert_yaml) -> None:
+def test_ensemble_stops_early_when_answers_agree(
+    write_config, model_a: Path, tmp_path: Path, expert_yaml, registry
+) -> None:
     same = "    system_prompt: Answer in one word.\n"
     body = "memory_budget: 150MB\nexperts:\n"
     for name, domain in (("one", "general"), ("two", "physics"), ("three", "chemistry")):
         body += expert_yaml(name, domain, model_a).replace(f"    system_prompt: You are the {name} expert.\n", same)
     ctx = Context(experts_file=str(write_config(body)), kb_dir=str(tmp_path / "kb"), max_tokens=6, ensemble_k=3)
-    result = build_graph().invoke({"query": "What colour is the sky?", "mode": "ensemble"}, context=ctx)
+    result = build_graph(services=registry).invoke(
+        {"query": "What colour is the sky?", "mode": "ensemble"}, context=ctx
+    )
     answered = [k for k in result["timings"] if k.startswith("answer:")]
     assert len(answered) == 2  # identical experts agree: the third never runs
     assert result["solution"]
 
 
-def test_budget_holds_with_concurrent_graph_invocations(tmp_path: Path) -> None:
+def test_budget_holds_with_concurrent_graph_invocations(tmp_path: Path, registry) -> None:
     ctx = Context(kb_dir=str(tmp_path / "kb"), max_tokens=4)
-    pool = ctx.services().pool
-    graph = build_graph()
+    pool = registry.for_run(ctx.experts_file, ctx.kb_dir).pool
+    graph = build_graph(services=registry)
     questions = list(SWAP_QUESTIONS)[:8]
     samples: list[int] = []
     errors: list[BaseException] = []
