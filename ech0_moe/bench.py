@@ -13,12 +13,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from ech0_moe.config import PoolConfig
 from ech0_moe.datasets import BENCH_DIR, fold_of
 from ech0_moe.errors import Ech0Error
-from ech0_moe.router import Router, decide, fit_model, question_id
+from ech0_moe.router import Router, RouterModel, decide
+from ech0_moe.router_fit import experts_by_domain, fit_model
 
 STAY_MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 
@@ -27,27 +29,57 @@ def _accuracy(labels: list[str], predicted: list[str]) -> dict[str, Any]:
     per: dict[str, list[bool]] = defaultdict(list)
     for y, p in zip(labels, predicted, strict=True):
         per[y].append(y == p)
-    per_domain = {d: round(sum(v) / len(v), 4) for d, v in sorted(per.items())}
+    per_expert = {d: round(sum(v) / len(v), 4) for d, v in sorted(per.items())}
     return {
-        "macro_accuracy": round(statistics.mean(per_domain.values()), 4),
+        "macro_accuracy": round(statistics.mean(per_expert.values()), 4),
         "micro_accuracy": round(sum(y == p for y, p in zip(labels, predicted, strict=True)) / len(labels), 4),
-        "per_domain": per_domain,
+        "per_expert": per_expert,
     }
+
+
+def calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:
+    """Expected calibration error of the top score: |accuracy - mean confidence| per bin, weighted by size."""
+    conf, hit = np.asarray(confidence), np.asarray(correct, dtype=float)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    total = sum(abs(hit[which == b].mean() - conf[which == b].mean()) * (which == b).sum() for b in set(which.tolist()))
+    return round(float(total) / len(conf), 4)
+
+
+def gold_experts(config: PoolConfig, rows: list[dict[str, Any]], subject_map: dict[str, str] | None) -> list[str]:
+    """The expert each row should go to: its `expert`, else `subject_map[subject]`, else the one
+    expert of its `domain`; anything else is one error naming the row."""
+    names = set(config.names)
+    by_domain = experts_by_domain(config)
+    gold = []
+    for n, row in enumerate(rows, 1):
+        label = row.get("expert") or (subject_map or {}).get(row.get("subject", ""))
+        if label is None:
+            candidates = by_domain.get(row.get("domain", ""), [])
+            if len(candidates) != 1:
+                raise Ech0Error(
+                    f"row {n}: domain {row.get('domain')!r} has {len(candidates)} experts in the pool: "
+                    "give rows an 'expert', or --map SUBJECTS.yaml (subject: expert)"
+                )
+            label = candidates[0]
+        if label not in names:
+            raise Ech0Error(f"row {n}: expert {label!r} is not in the pool")
+        gold.append(label)
+    return gold
 
 
 def _route_all(
     router: Router, questions: list[str], desc: str
 ) -> tuple[list[dict[str, float]], list[str], list[float]]:
-    """Route each question (after one warm-up): expert scores, chosen domains, seconds each."""
+    """Route each question (after one warm-up): expert scores, chosen experts, seconds each."""
     router.route(questions[0])
-    scores, domains, seconds = [], [], []
+    scores, experts, seconds = [], [], []
     for q in tqdm(questions, desc=desc, unit="q", file=sys.stderr, leave=False):
         t0 = time.perf_counter()
         d = router.route(q)
         seconds.append(time.perf_counter() - t0)
         scores.append(d.scores)
-        domains.append(d.domain)
-    return scores, domains, seconds
+        experts.append(d.expert)
+    return scores, experts, seconds
 
 
 def swap_tradeoff(
@@ -72,7 +104,7 @@ def swap_tradeoff(
             if specs[chosen].model_key != resident_file:
                 swaps += 1
                 resident_file = specs[chosen].model_key
-            hits += specs[chosen].domain == labels[i]
+            hits += chosen == labels[i]
         out.append({"stay_margin": margin, "swaps": swaps, "accuracy": round(hits / len(order), 4)})
     base = out[0]
     for row in out:
@@ -81,59 +113,109 @@ def swap_tradeoff(
     return out
 
 
-def _fold_routers(config: PoolConfig, rows: list[dict[str, Any]], folds: int) -> list[tuple[Router, list[int]]]:
-    """One router per fold, fitted (same recipe as `router fit`) on our examples plus the other folds."""
-    from ech0_moe.embeddings import route_features
+DECOYS = {  # synthetic experts for topics the data never asks about: they must not steal questions
+    "cooking": "Cooking and recipes: ingredients, baking, kitchen techniques and cuisines.",
+    "sports": "Sports: rules of games, athletes, teams, training and competitions.",
+    "music": "Music: instruments, composers, genres, harmony and rhythm.",
+    "travel": "Travel: visas, flights, hotels, itineraries and packing.",
+    "gardening": "Gardening: soil, seeds, pruning, pests and growing vegetables.",
+    "fashion": "Fashion: clothing styles, fabrics, designers and trends.",
+    "gaming": "Video games: consoles, game design, strategies and esports.",
+}
 
-    vectors = route_features([r["question"] for r in rows])  # once, not once per fold
-    fold = fold_of(rows, folds)
-    plan = []
-    for f in tqdm(range(folds), desc="fit folds", unit="fold", file=sys.stderr, leave=False):
-        fit = [i for i in range(len(rows)) if fold[i] != f]
-        model = fit_model(config, [(rows[i]["question"], rows[i]["domain"]) for i in fit], vectors[fit])
-        plan.append((Router(config, model=model), [i for i in range(len(rows)) if fold[i] == f]))
-    return plan
+
+def subject_pool(config: PoolConfig, rows: list[dict[str, Any]], size: int) -> tuple[PoolConfig, dict[str, str]]:
+    """A synthetic pool of `size` experts: one per `subject` of the rows (described by its name
+    only) plus decoy experts for topics the rows never ask about; and the subject map for it."""
+    from dataclasses import replace
+
+    subjects = sorted({str(r.get("subject", "")) for r in rows} - {""})
+    if not subjects or not len(subjects) <= size <= len(subjects) + len(DECOYS):
+        raise Ech0Error(
+            f"--synthetic: the data has {len(subjects)} subjects; give {len(subjects)} to "
+            f"{len(subjects) + len(DECOYS)} experts"
+        )
+    base = config.experts[0]
+    topics = {s: "Questions about " + s.replace("_", " ") + "." for s in subjects}
+    topics.update(dict(list(DECOYS.items())[: size - len(subjects)]))
+    experts = tuple(replace(base, name=n, domain=n, description=d, examples=(), keywords=()) for n, d in topics.items())
+    general = "miscellaneous" if "miscellaneous" in topics else subjects[0]
+    return replace(config, experts=experts, general_expert=general), {s: s for s in subjects}
+
+
+def _scores(model: RouterModel, vectors: np.ndarray) -> list[dict[str, float]]:
+    return [dict(zip(model.classes, row.tolist(), strict=True)) for row in model.proba(vectors)]
+
+
+def _evaluate(config: PoolConfig, scored: list[dict[str, float]], gold: list[str]) -> dict[str, Any]:
+    """Accuracy after the confidence fallback, calibration of the top score, and how often it abstained."""
+    settings = config.router
+    chosen = [decide(s, general=config.general_expert, min_confidence=settings.min_confidence)[0] for s in scored]
+    top = [max(s, key=s.__getitem__) for s in scored]
+    hits = [t == g for t, g in zip(top, gold, strict=True)]
+    return {
+        **_accuracy(gold, chosen),
+        "calibration_error": calibration_error([max(s.values()) for s in scored], hits),
+        "abstained": sum(c == config.general_expert != t for c, t in zip(chosen, top, strict=True)),
+    }
 
 
 def bench_routing(
-    config: PoolConfig, rows: list[dict[str, Any]], router: Router | None = None, folds: int = 5
+    config: PoolConfig,
+    rows: list[dict[str, Any]],
+    *,
+    folds: int = 5,
+    subject_map: dict[str, str] | None = None,
+    latency_sample: int = 200,
 ) -> dict[str, Any]:
-    """Accuracy and latency of the router vs the keyword baseline, only ever on questions it did not see.
+    """Routing accuracy per expert, never on a question the router was fitted on, in two settings:
 
-    Data the router was not fitted on is routed as is. If the router saw any of
-    it (the packaged model is fitted on the dev set), the answer is k-fold
-    cross-validation: each fold is routed by a model refitted without that fold.
-    """
+    - `few_shot`: fitted on the pool alone (descriptions, examples, matching written
+      examples): what a new user gets;
+    - `with_data`: k-fold cross-validation, each fold routed by a model fitted on the pool
+      plus the other folds of `rows`.
+    Plus the latency of whole `Router.route` calls, the keyword baseline and the stay-margin
+    trade-off on a shuffled stream."""
+    from ech0_moe.router_fit import FeatureCache
+
     if folds < 2:
         raise Ech0Error(f"--folds must be at least 2, got {folds}")
-    router = router or Router(config)
-    seen = sum(question_id(r["question"]) in router.model.trained_ids for r in rows)
-    if not seen:
-        plan, protocol = [(router, list(range(len(rows))))], "unseen data, packaged router"
-    elif len(rows) < 2 * folds:
-        raise Ech0Error(f"the router was fitted on this data and {len(rows)} rows are too few to cross-validate")
-    else:
-        plan = _fold_routers(config, rows, folds)
-        protocol = f"{folds}-fold cross-validation (the router was fitted on {seen} of these questions)"
+    if len(rows) < 2 * folds:
+        raise Ech0Error(f"{len(rows)} rows are too few for {folds}-fold cross-validation")
+    gold = gold_experts(config, rows, subject_map)
+    questions = [r["question"] for r in rows]
+    features = FeatureCache()
+    vectors = features.features(questions)
+    t0 = time.perf_counter()
+    few = _evaluate(config, _scores(fit_model(config, features=features), vectors), gold)
+    fit_seconds = time.perf_counter() - t0
+    fold = fold_of(gold, folds)
     scored: list[dict[str, float]] = [{} for _ in rows]
-    predicted, seconds = [""] * len(rows), []
-    for r, index in plan:
-        s, d, t = _route_all(r, [rows[i]["question"] for i in index], "router")
-        for j, i in enumerate(index):
-            scored[i], predicted[i] = s[j], d[j]
-        seconds += t
-    labels = [r["domain"] for r in rows]
+    for f in tqdm(range(folds), desc="fit folds", unit="fold", file=sys.stderr, leave=False):
+        train = [i for i in range(len(rows)) if fold[i] != f]
+        held = [i for i in range(len(rows)) if fold[i] == f]
+        data = [(questions[i], gold[i]) for i in train]
+        model = fit_model(config, data, features=features, data_vectors=vectors[train])
+        for i, s in zip(held, _scores(model, vectors[held]), strict=True):
+            scored[i] = s
+    with_data = _evaluate(config, scored, gold)
+    router = Router(config, model=model)
+    sample = questions[: max(1, latency_sample)]
+    _, _, seconds = _route_all(router, sample, "route latency")
     keyword = Router(config, keyword_only=True)
-    _, kw_predicted, kw_seconds = _route_all(keyword, [r["question"] for r in rows], "keyword")
+    _, kw_chosen, kw_seconds = _route_all(keyword, questions, "keyword")
     return {
         "router": router.method,
-        "protocol": protocol,
+        "experts": len(config.experts),
         "n": len(rows),
-        **_accuracy(labels, predicted),
+        "few_shot": {"protocol": "fitted on the pool's descriptions and examples only", **few},
+        "with_data": {"protocol": f"{folds}-fold cross-validation: the pool plus the other folds", **with_data},
+        "fit_seconds": round(fit_seconds, 3),
         "median_ms": _median_ms(seconds),
-        "min_confidence": router.settings.min_confidence,
-        "keyword_baseline": {**_accuracy(labels, kw_predicted), "median_ms": _median_ms(kw_seconds)},
-        "swap_tradeoff": swap_tradeoff(router, scored, labels),
+        "p95_ms": round(float(np.percentile(seconds, 95)) * 1000, 3),
+        "min_confidence": config.router.min_confidence,
+        "keyword_baseline": {**_accuracy(gold, kw_chosen), "median_ms": _median_ms(kw_seconds)},
+        "swap_tradeoff": swap_tradeoff(router, scored, gold),
     }
 
 

@@ -180,16 +180,25 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ech0_moe.datasets import load_jsonl, split_dev
-    from ech0_moe.router import fit_model
+    from ech0_moe.router_fit import config_data, fit_model, label_rows
 
     config = _config(args)
-    rows = load_jsonl(args.data, ("question", "domain")) if args.data else []
+    rows = load_jsonl(args.data, ("question",)) if args.data else []
     fit_rows, held = split_dev(rows, args.split, args.seed)
-    model = fit_model(config, [(r["question"], r["domain"]) for r in fit_rows])
+    t0 = time.perf_counter()
+    model = fit_model(config, config_data(config) + label_rows(config, fit_rows, args.data or ""))
     out = Path(args.out)
     model.save(out)
     print(
-        json.dumps({"model": str(out), "fit_questions": len(fit_rows), "held_out": len(held), "classes": model.classes})
+        json.dumps(
+            {
+                "model": str(out),
+                "fit_questions": len(fit_rows),
+                "held_out": len(held),
+                "classes": model.classes,
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+        )
     )
     return 0
 
@@ -228,7 +237,6 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_kb(args: argparse.Namespace) -> int:
-    from ech0_moe.config import DOMAINS
     from ech0_moe.kb import KnowledgeBase
     from ech0_moe.paths import kb_dir
 
@@ -236,8 +244,6 @@ def cmd_kb(args: argparse.Namespace) -> int:
     if args.action == "add":
         if not args.items:
             raise Ech0Error("kb add needs one or more files or folders")
-        if args.domain and args.domain not in DOMAINS:
-            raise Ech0Error(f"--domain {args.domain!r} is not one of {', '.join(DOMAINS)}")
         result: Any = kb.add_paths(args.items, domain=args.domain or "")
     elif args.action == "search":
         if len(args.items) != 1 or not args.items[0].strip():
@@ -268,9 +274,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.what == "routing":
         if not args.data:
-            raise Ech0Error("bench routing needs --data FILE.jsonl (lines with 'question' and 'domain')")
-        rows = datasets.load_jsonl(args.data, ("question", "domain"))
-        result = bench.bench_routing(_config(args), rows, folds=args.folds)
+            raise Ech0Error("bench routing needs --data FILE.jsonl (lines with 'question' and 'expert' or 'domain')")
+        rows = datasets.load_jsonl(args.data, ("question",))
+        config = _config(args)
+        subject_map = datasets.load_mapping(args.map) if args.map else None
+        if args.synthetic:
+            config, subject_map = bench.subject_pool(config, rows, args.synthetic)
+        result = bench.bench_routing(config, rows, folds=args.folds, subject_map=subject_map)
     elif args.what == "compress":
         from ech0_moe.compressor import ExtractiveCompressor
 
@@ -426,7 +436,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("bench", "benchmarks; the last line printed is JSON")
     p.add_argument("what", choices=BENCHMARKS, help=" | ".join(BENCHMARKS))
     max_tokens(p)
-    p.add_argument("--data", metavar="FILE", help="routing: JSONL with 'question' and 'domain' per line")
+    p.add_argument(
+        "--data", metavar="FILE", help="routing: JSONL with 'question' and 'expert' or 'domain' (or 'subject') per line"
+    )
+    p.add_argument("--map", metavar="FILE", help="routing: YAML mapping each row's 'subject' to an expert")
+    p.add_argument(
+        "--synthetic",
+        type=int,
+        metavar="N",
+        help="routing: a synthetic pool of N experts, one per 'subject' of the data plus decoys",
+    )
     p.add_argument(
         "--folds",
         type=int,
@@ -464,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("router", "router model: `router fit --out FILE.npz`")
     p.add_argument("action", choices=["fit"], help="fit")
-    p.add_argument("--data", metavar="FILE", help="JSONL with 'question' and 'domain' to fit on as well")
+    p.add_argument("--data", metavar="FILE", help="JSONL with 'question' and 'expert' or 'domain' to fit on as well")
     p.add_argument(
         "--split", type=float, default=1.0, metavar="F", help="fraction of each domain used to fit (default 1.0)"
     )

@@ -22,16 +22,6 @@ import yaml
 from ech0_moe.errors import ConfigError
 from ech0_moe.paths import cache_dir
 
-DOMAINS: tuple[str, ...] = (
-    "mathematics",
-    "physics",
-    "chemistry",
-    "biology",
-    "computer_science",
-    "engineering",
-    "reasoning",
-    "general",
-)
 BACKENDS: tuple[str, ...] = ("llamacpp", "ollama")
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 
@@ -100,8 +90,8 @@ def resolve_model_ref(ref: str, base_dir: Path) -> Path:
             folder = found
         else:
             folder, rel = cache_dir(), ref[6:]
-        path = (folder / rel).resolve()
-        if not path.is_relative_to(folder.resolve()):
+        path = Path(os.path.normpath(folder.absolute() / rel))  # lexical: a symlink placed inside may point out
+        if not path.is_relative_to(folder.absolute()):
             raise ConfigError(f"model {ref!r} points outside {folder}")
         return path
     path = Path(os.path.expanduser(ref))
@@ -143,14 +133,16 @@ class ExpertSpec:
 
     @property
     def routing_texts(self) -> list[str]:
-        return [self.description, *self.examples]
+        """What the router learns this expert from: its description and examples."""
+        return [t for t in (self.description, *self.examples) if t]
 
 
 @dataclass(frozen=True)
 class RouterSettings:
     """`router:` in experts.yaml: the fitted model and the decision thresholds."""
 
-    model: str = ""  # .npz from `ech0-moe router fit`; empty = the packaged model
+    model: str = ""  # .npz from `ech0-moe router fit --out`; empty = fitted to the pool (and cached) on first use
+    data: str = ""  # JSONL of labelled questions (`question` + `expert` or `domain`) the router also learns from
     min_confidence: float = 0.3  # below this the general expert answers
     stay_margin: float = 0.2  # stay on a loaded expert within this of the best (bench: -10% swaps, same accuracy)
     # plus this much margin per second the avoided load is expected to take: the score (probability)
@@ -201,7 +193,7 @@ EXPERT_KEYS = (
     "max_tokens",
     "temperature",
 )
-ROUTER_KEYS = ("model", "min_confidence", "stay_margin", "stay_per_second")
+ROUTER_KEYS = ("model", "data", "min_confidence", "stay_margin", "stay_per_second")
 DEFAULTS = {"n_ctx": 2048, "max_tokens": 128, "temperature": 0.0}  # documented in the README
 LIMITS = {"n_ctx": (64, 1 << 20), "max_tokens": (1, 1 << 16), "temperature": (0.0, 5.0)}
 
@@ -283,9 +275,7 @@ class _Reader:
         where = f"{self.fname}: experts[{i}]" + (f" ({label})" if isinstance(label, str) else "")
         self.keys(raw, where, EXPERT_KEYS)
         name = self.text(merged, "name", where)
-        domain = self.text(merged, "domain", where)
-        if domain and domain not in DOMAINS:
-            self.add(f"{where}.domain: {domain!r} is not one of {', '.join(DOMAINS)}")
+        domain = self.text(merged, "domain", where)  # a free label: reporting, grouping, labelled data
         backend = self.text(merged, "backend", where)
         if backend and backend not in BACKENDS:
             self.add(f"{where}.backend: unknown backend {backend!r} (use {' or '.join(BACKENDS)})")
@@ -317,7 +307,7 @@ class _Reader:
             model=model,
             host=host,
             system_prompt=self.text(merged, "system_prompt", where),
-            description=self.text(merged, "description", where),
+            description=self.text(merged, "description", where, required=False),
             examples=self.texts(merged, "examples", where),
             keywords=tuple(k.lower() for k in self.texts(merged, "keywords", where)),
             size_bytes=size_bytes,
@@ -325,6 +315,8 @@ class _Reader:
             max_tokens=int(numbers["max_tokens"]),
             temperature=float(numbers["temperature"]),
         )
+        if not spec.routing_texts:
+            self.add(f"{where}: needs a description or examples (the router learns the expert from them)")
         return spec if name else None
 
     def hosts(self, raw: Any) -> dict[str, int]:
@@ -350,14 +342,18 @@ class _Reader:
             self.add(f"{where}: expected a mapping")
             return RouterSettings()
         self.keys(raw, where, ROUTER_KEYS)
-        model = self.text(raw, "model", where, required=False)
-        if model:
-            path = resolve_model_ref(model, base_dir)
-            if not path.is_file():
-                self.add(f"{where}.model: router model not found: {path}")
-            model = str(path)
+        files = {}
+        for key, what in (("model", "router model"), ("data", "labelled data")):
+            ref = self.text(raw, key, where, required=False)
+            if ref:
+                path = resolve_model_ref(ref, base_dir)
+                if not path.is_file():
+                    self.add(f"{where}.{key}: {what} not found: {path}")
+                ref = str(path)
+            files[key] = ref
         return RouterSettings(
-            model=model,
+            model=files["model"],
+            data=files["data"],
             min_confidence=self.number(raw, "min_confidence", where, RouterSettings.min_confidence, (0, 1)),
             stay_margin=self.number(raw, "stay_margin", where, RouterSettings.stay_margin, (0, 1)),
             stay_per_second=self.number(raw, "stay_per_second", where, RouterSettings.stay_per_second, (0, 1e6)),

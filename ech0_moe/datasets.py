@@ -34,34 +34,53 @@ def load_jsonl(path: str | Path, required: Sequence[str]) -> list[dict[str, Any]
     return rows
 
 
-def _shuffled_by_domain(rows: list[dict[str, Any]], seed: int) -> list[list[int]]:
-    """Row indices grouped by domain (domains in name order), each group shuffled with `seed`."""
-    by_domain: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(rows):
-        by_domain[r["domain"]].append(i)
+def load_mapping(path: str | Path) -> dict[str, str]:
+    """A YAML mapping of text to text (e.g. MMLU subject -> expert); problems are one error line."""
+    import yaml
+
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise Ech0Error(f"{p}: cannot read the mapping ({type(exc).__name__})") from None
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise Ech0Error(f"{p}: expected a mapping of names to expert names")
+    return raw
+
+
+def _shuffled_by_label(labels: Sequence[str], seed: int) -> list[list[int]]:
+    """Row indices grouped by label (labels in name order), each group shuffled with `seed`."""
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for i, label in enumerate(labels):
+        by_label[label].append(i)
     rng = random.Random(seed)
     groups = []
-    for domain in sorted(by_domain):
-        items = by_domain[domain]
+    for label in sorted(by_label):
+        items = by_label[label]
         rng.shuffle(items)
         groups.append(items)
     return groups
 
 
+def row_label(row: dict[str, Any]) -> str:
+    """A labelled row's class: its `expert`, else its `domain`."""
+    return str(row.get("expert") or row.get("domain") or "")
+
+
 def split_dev(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """Stratified split by domain: (fit part, held-out part)."""
+    """Stratified split by label: (fit part, held-out part)."""
     fit, held = [], []
-    for items in _shuffled_by_domain(rows, seed):
+    for items in _shuffled_by_label([row_label(r) for r in rows], seed):
         cut = round(len(items) * fraction)
         fit += [rows[i] for i in items[:cut]]
         held += [rows[i] for i in items[cut:]]
     return fit, held
 
 
-def fold_of(rows: list[dict[str, Any]], folds: int, seed: int = 0) -> list[int]:
-    """Stratified k-fold assignment: fold number of each row, domains spread evenly."""
-    fold = [0] * len(rows)
-    for items in _shuffled_by_domain(rows, seed):
+def fold_of(labels: Sequence[str], folds: int, seed: int = 0) -> list[int]:
+    """Stratified k-fold assignment: the fold of each row, every label spread evenly."""
+    fold = [0] * len(labels)
+    for items in _shuffled_by_label(labels, seed):
         for j, i in enumerate(items):
             fold[i] = j % folds
     return fold

@@ -1,13 +1,12 @@
 """Pick the expert for a query without loading any expert model.
 
 The router encodes the raw query with the offline MiniLM (int8 ONNX, mean+max
-pooled: `embeddings.route_features`) and scores the eight domains with
-`RouterModel`: a class-balanced linear model mixed with a
-vote of the nearest fitted examples. The packaged model is fitted on routing
-examples we wrote (`data/router_examples.yaml`), each expert's description and
-examples, and the labelled dev set (`ech0-moe router fit --data FILE`). It
-records which questions it saw, so `bench routing` never scores a question the
-model was fitted on: on such data it cross-validates instead.
+pooled: `embeddings.route_features`) and scores every expert of the pool with
+`RouterModel`: a class-balanced linear model mixed with a vote of the nearest
+fitted examples. The experts are the classes, whatever their number and domains;
+`router_fit` fits the model to a pool (its descriptions, examples and labelled data)
+when the pool changes and caches it. A model records which questions it saw, so
+`bench routing` never scores a question the model was fitted on.
 
 Decisions on top of the scores:
 - low confidence (top probability < `min_confidence`) -> the general expert;
@@ -31,15 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from threadpoolctl import ThreadpoolController
 
-from ech0_moe.config import DOMAINS, ExpertSpec, PoolConfig
+from ech0_moe.config import ExpertSpec, PoolConfig
 from ech0_moe.errors import ConfigError, Ech0Error
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
-EXAMPLES_FILE = DATA_DIR / "router_examples.yaml"
-PACKAGED_MODEL = DATA_DIR / "router-model.npz"
+PACKAGED_MODEL = Path(__file__).resolve().parent / "data" / "router-model.npz"
 _WORD = re.compile(r"[a-z][a-z0-9_+\-]*")
 
 
@@ -97,7 +93,10 @@ class RouterModel:
         k: int = 20,
         mix: float = 0.6,
         temperature: float = 0.1,
+        sharpness: float = 1.0,
+        pool_hash: str = "",
     ):
+        self.pool_hash = pool_hash  # `router_fit.pool_fingerprint` of the pool it was fitted for
         self.classes = list(classes)
         self.weights = weights.astype(np.float32)
         self.bias = bias.astype(np.float32)
@@ -105,6 +104,7 @@ class RouterModel:
         self.memory = np.zeros((0, self.weights.shape[1]), np.float32) if memory is None else memory.astype(np.float32)
         self.memory_labels = np.zeros(0, np.int64) if memory_labels is None else memory_labels.astype(np.int64)
         self.k, self.mix, self.temperature = k, mix, temperature
+        self.sharpness = sharpness  # probabilities are raised to this power and renormalised (calibration)
         counts = np.bincount(self.memory_labels, minlength=len(self.classes)).astype(np.float32)
         self._inverse_share = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
 
@@ -119,9 +119,11 @@ class RouterModel:
         z = z - z.max(axis=-1, keepdims=True)
         e = np.exp(z)
         linear = e / e.sum(axis=-1, keepdims=True)
-        if not len(self.memory) or self.mix == 0:
-            return linear
-        return (1 - self.mix) * linear + self.mix * self._vote(x)
+        mixed = linear if not len(self.memory) or self.mix == 0 else (1 - self.mix) * linear + self.mix * self._vote(x)
+        if self.sharpness == 1.0:
+            return mixed
+        sharp = mixed**self.sharpness
+        return sharp / sharp.sum(axis=-1, keepdims=True)
 
     def _vote(self, x: np.ndarray) -> np.ndarray:
         sims = x @ self.memory.T
@@ -136,15 +138,30 @@ class RouterModel:
 
     @classmethod
     def fit(
-        cls, vectors: np.ndarray, labels: Sequence[str], trained_ids: Iterable[str] = (), c: float = 3.0
+        cls,
+        vectors: np.ndarray,
+        labels: Sequence[str],
+        trained_ids: Iterable[str] = (),
+        *,
+        classes: Sequence[str] = (),
+        c: float = 3.0,
     ) -> RouterModel:
-        """Class-balanced logistic regression (scikit-learn, fit time only) plus the example memory."""
+        """Class-balanced logistic regression (scikit-learn, fit time only) plus the example memory.
+        `classes` fixes the order (and includes classes without rows, which then score 0)."""
         from sklearn.linear_model import LogisticRegression
 
-        clf = LogisticRegression(C=c, max_iter=3000, class_weight="balanced").fit(vectors, list(labels))
-        classes = list(clf.classes_)
-        index = np.array([classes.index(y) for y in labels])
-        return cls(classes, clf.coef_, clf.intercept_, trained_ids, vectors.astype(np.float16), index)
+        order = list(classes) or sorted(set(labels))
+        index = np.array([order.index(y) for y in labels])
+        weights = np.zeros((len(order), vectors.shape[1]), np.float32)
+        bias = np.full(len(order), -1e4, np.float32)  # a class without rows is never chosen
+        present = sorted(set(index.tolist()))
+        if len(present) == 1:
+            bias[present[0]] = 0.0
+        else:
+            clf = LogisticRegression(C=c, max_iter=3000, class_weight="balanced").fit(vectors, index)
+            weights[clf.classes_] = clf.coef_
+            bias[clf.classes_] = clf.intercept_
+        return cls(order, weights, bias, trained_ids, vectors.astype(np.float16), index)
 
     def save(self, path: Path) -> None:
         np.savez_compressed(
@@ -155,14 +172,15 @@ class RouterModel:
             trained_ids=np.array(sorted(self.trained_ids)),
             memory=self.memory.astype(np.float16),
             memory_labels=self.memory_labels.astype(np.int16),
-            knobs=np.array([self.k, self.mix, self.temperature], np.float64),
+            knobs=np.array([self.k, self.mix, self.temperature, self.sharpness], np.float64),
+            pool_hash=np.array(self.pool_hash),
         )
 
     @classmethod
     def load(cls, path: Path) -> RouterModel:
         try:
             with np.load(path, allow_pickle=False) as z:
-                k, mix, temperature = z["knobs"].tolist() if "knobs" in z else (20, 0.0, 0.1)
+                k, mix, temperature, sharpness = [*z["knobs"].tolist(), 1.0][:4] if "knobs" in z else (20, 0, 0.1, 1)
                 return cls(
                     list(z["classes"]),
                     z["weights"],
@@ -173,38 +191,11 @@ class RouterModel:
                     k=int(k),
                     mix=float(mix),
                     temperature=float(temperature),
+                    sharpness=float(sharpness),
+                    pool_hash=str(z["pool_hash"]) if "pool_hash" in z else "",
                 )
         except (OSError, KeyError, ValueError) as exc:
             raise ConfigError(f"router model {path} is unreadable: {exc}") from None
-
-
-def own_examples(config: PoolConfig | None = None) -> tuple[list[str], list[str]]:
-    """Our written routing examples, plus each expert's description and examples."""
-    raw = yaml.safe_load(EXAMPLES_FILE.read_text())
-    texts: list[str] = []
-    labels: list[str] = []
-    for domain, items in raw.items():
-        texts += items
-        labels += [domain] * len(items)
-    for e in config.experts if config else ():
-        texts += e.routing_texts
-        labels += [e.domain] * len(e.routing_texts)
-    return texts, labels
-
-
-def fit_model(
-    config: PoolConfig | None, extra: Sequence[tuple[str, str]] = (), extra_vectors: np.ndarray | None = None
-) -> RouterModel:
-    """Fit the domain model on our examples plus `extra` (question, domain) pairs
-    (`extra_vectors`: their embeddings, when the caller already has them)."""
-    from ech0_moe.embeddings import route_features
-
-    texts, labels = own_examples(config)
-    if extra_vectors is None:
-        extra_vectors = route_features([q for q, _ in extra])
-    vectors = np.vstack([route_features(texts), extra_vectors])
-    labels += [d for _, d in extra]
-    return RouterModel.fit(vectors, labels, [question_id(q) for q, _ in extra])
 
 
 class KeywordRouter:
@@ -282,46 +273,25 @@ class Router:
                 print(f"ech0-moe: warning: embedding router unavailable ({exc}); routing by keywords", file=sys.stderr)
                 self.method = "keyword"
         if model is None and self.method != "keyword":
-            path = Path(self.settings.model) if self.settings.model else PACKAGED_MODEL
-            model = RouterModel.load(path) if path.is_file() else fit_model(config)
+            from ech0_moe.router_fit import load_or_fit
+
+            model = load_or_fit(config)
             if model.weights.shape[1] != features:
                 raise ConfigError(
-                    f"router model {path} was fitted on {model.weights.shape[1]} features, the router makes "
-                    f"{features}: refit it with `ech0-moe router fit`"
+                    f"router model was fitted on {model.weights.shape[1]} features, the router makes {features}: "
+                    "refit it (`ech0-moe router fit --out FILE`) or remove router.model"
                 )
-        self.model = model or RouterModel(list(DOMAINS), np.zeros((len(DOMAINS), 1)), np.zeros(len(DOMAINS)))
-        self._by_domain: dict[str, list[str]] = {}
-        for e in config.experts:
-            self._by_domain.setdefault(e.domain, []).append(e.name)
-        self._centroids: dict[str, np.ndarray] = {}
-        if self.method != "keyword" and any(len(v) > 1 for v in self._by_domain.values()):
-            from ech0_moe.embeddings import route_features
+        names = config.names
+        self.model = model or RouterModel(names, np.zeros((len(names), 1)), np.zeros(len(names)))
 
-            for e in config.experts:
-                c = route_features(e.routing_texts).mean(axis=0)
-                self._centroids[e.name] = c / (np.linalg.norm(c) or 1.0)
-
-    def expert_scores(self, query: str) -> tuple[dict[str, float], dict[str, float]]:
-        """(expert scores, domain probabilities). A domain without an expert gives its
-        mass to the general expert; experts sharing a domain split it by similarity."""
+    def expert_scores(self, query: str) -> dict[str, float]:
+        """A probability for every expert of the pool (the model's classes are the experts)."""
         if self.method == "keyword":
-            scores = self.keyword.probabilities(query, self.general_expert)
-            return scores, {self.experts[n].domain: p for n, p in scores.items()}
+            return self.keyword.probabilities(query, self.general_expert)
         from ech0_moe.embeddings import route_features
 
         x = route_features([query])[0]
-        probs = dict(zip(self.model.classes, self.model.proba(x[None, :])[0].tolist(), strict=True))
-        scores = dict.fromkeys(self.experts, 0.0)
-        for domain, p in probs.items():
-            names = self._by_domain.get(domain) or [self.general_expert]
-            if len(names) == 1:
-                scores[names[0]] += p
-                continue
-            sims = np.array([float(self._centroids[n] @ x) for n in names])
-            share = np.exp((sims - sims.max()) / 0.05)
-            for n, s in zip(names, share / share.sum(), strict=True):
-                scores[n] += p * float(s)
-        return scores, probs
+        return dict(zip(self.model.classes, self.model.proba(x[None, :])[0].tolist(), strict=True))
 
     def route(
         self,
@@ -334,7 +304,7 @@ class Router:
         """Choose the expert for `query`; `loaded` are the resident experts (for staying) and
         `load_seconds(name)` the expected seconds to load one (for `stay_per_second`)."""
         t0 = time.perf_counter()
-        scores, _ = self.expert_scores(query)
+        scores = self.expert_scores(query)
         chosen, reason, stayed = decide(
             scores,
             general=self.general_expert,

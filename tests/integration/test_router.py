@@ -11,9 +11,10 @@ import pytest
 
 from ech0_moe.bench import bench_routing
 from ech0_moe.config import load_config
-from ech0_moe.datasets import fold_of, load_jsonl
+from ech0_moe.datasets import load_jsonl
 from ech0_moe.errors import Ech0Error
-from ech0_moe.router import Router, RouterModel, decide, fit_model, question_id
+from ech0_moe.router import Router, RouterModel, question_id
+from ech0_moe.router_fit import fit_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,25 +56,6 @@ def test_top_k_is_ranked(router: Router) -> None:
     assert d.scores[d.ranked[1]] >= d.scores[d.ranked[2]]
 
 
-def test_decide_falls_back_and_stays() -> None:
-    scores = {"math": 0.28, "physics": 0.27, "general": 0.2, "logic": 0.25}
-    assert decide(scores, general="general", min_confidence=0.3)[0] == "general"
-    assert decide(scores, general="general", min_confidence=0.1)[0] == "math"
-    expert, reason, stayed = decide(scores, general="general", min_confidence=0.1, loaded=["logic"], stay_margin=0.05)
-    assert (expert, stayed) == ("logic", True) and "stayed on loaded 'logic'" in reason
-    assert decide(scores, general="general", min_confidence=0.1, loaded=["general"], stay_margin=0.05)[0] == "math"
-
-
-def test_stay_margin_grows_with_the_load_it_saves() -> None:
-    scores = {"math": 0.5, "logic": 0.3, "general": 0.2}
-    rule = dict(general="general", min_confidence=0.1, loaded=["logic"], stay_margin=0.1)
-    assert decide(scores, **rule)[0] == "math"  # 0.2 apart: more than the margin
-    # a load of ~8 s at 0.02 per second adds 0.16: staying gives up 0.2 <= 0.26 to save it
-    expert, reason, stayed = decide(scores, **rule, stay_per_second=0.02, load_seconds=lambda name: 8.0)
-    assert (expert, stayed) == ("logic", True) and "saves a ~8.0 s load" in reason
-    assert decide(scores, **rule, stay_per_second=0.02, load_seconds=lambda name: 2.0)[0] == "math"
-
-
 def test_stay_on_loaded_expert_is_reported(router: Router) -> None:
     d = router.route("What is the integral of 1/x?", loaded=["general"], stay_margin=1.0)
     assert d.expert == "general" and d.best == "math" and d.stayed
@@ -81,58 +63,15 @@ def test_stay_on_loaded_expert_is_reported(router: Router) -> None:
 
 
 def test_fit_save_load_round_trip(config, tmp_path: Path) -> None:
-    model = fit_model(config, OWN[:4])
+    by_domain = {e.domain: e.name for e in config.experts}
+    model = fit_model(config, [(q, by_domain[d]) for q, d in OWN[:4]])
     model.save(tmp_path / "router.npz")
     loaded = RouterModel.load(tmp_path / "router.npz")
     assert loaded.classes == model.classes and loaded.trained_ids == {question_id(q) for q, _ in OWN[:4]}
     assert len(loaded.memory) == len(model.memory) and (loaded.k, loaded.mix) == (model.k, model.mix)
+    assert (loaded.sharpness, loaded.pool_hash) == (model.sharpness, model.pool_hash) and model.pool_hash
     x = model.memory[:3]
     assert np.allclose(loaded.proba(x), model.proba(x), atol=1e-3)
-
-
-def test_memory_vote_is_balanced_by_class_share() -> None:
-    """Ten `general` neighbours must not outvote one much closer `engineering` one."""
-    e1, e2 = np.eye(2, dtype=np.float32)
-    general = [np.array([0.8, 0.6], np.float32)] * 10
-    memory = np.vstack([e1[None, :], *general])
-    model = RouterModel(["engineering", "general"], np.zeros((2, 2)), np.zeros(2), (), memory, np.array([0] + [1] * 10))
-    model.mix = 1.0
-    p = model.proba(e1[None, :])[0]
-    assert p[0] > p[1] and abs(p.sum() - 1) < 1e-6
-    assert model.proba(e2[None, :])[0][1] > 0.5  # far from the engineering example
-
-
-def _write(tmp_path: Path, pairs) -> list[dict]:
-    data = tmp_path / "dev.jsonl"
-    data.write_text("\n".join(json.dumps({"question": q, "domain": d}) for q, d in pairs) + "\n")
-    return load_jsonl(data, ("question", "domain"))
-
-
-def test_bench_routes_unseen_data_with_the_router_itself(config, router, tmp_path: Path) -> None:
-    rows = _write(tmp_path, OWN)
-    result = bench_routing(config, rows, router=router)
-    assert result["protocol"].startswith("unseen data") and result["n"] == len(OWN)
-    for key in ("macro_accuracy", "micro_accuracy", "per_domain", "median_ms", "keyword_baseline", "swap_tradeoff"):
-        assert key in result
-    assert set(result["keyword_baseline"]) >= {"macro_accuracy", "micro_accuracy", "per_domain", "median_ms"}
-    margins = result["swap_tradeoff"]
-    assert margins[0]["stay_margin"] == 0 and margins[-1]["swaps"] <= margins[0]["swaps"]
-
-
-def test_bench_cross_validates_data_the_router_was_fitted_on(config, tmp_path: Path) -> None:
-    rows = _write(tmp_path, OWN * 2)
-    fitted = Router(config, model=fit_model(config, OWN[:3]))
-    result = bench_routing(config, rows, router=fitted, folds=2)
-    assert result["protocol"].startswith("2-fold cross-validation") and result["n"] == 2 * len(OWN)
-    assert 0 <= result["macro_accuracy"] <= 1
-    with pytest.raises(Ech0Error, match="too few to cross-validate"):
-        bench_routing(config, rows[:3], router=fitted)
-
-
-def test_folds_are_stratified() -> None:
-    rows = [{"domain": d} for d in ["a"] * 10 + ["b"] * 5]
-    fold = fold_of(rows, 5)
-    assert sorted(fold[:10]) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4] and sorted(fold[10:]) == [0, 1, 2, 3, 4]
 
 
 def test_router_settings_are_validated(write_config, config) -> None:
@@ -175,9 +114,14 @@ def test_routing_features_are_mean_and_max_halves() -> None:
 
 
 def test_model_fitted_on_other_features_is_one_error(config, tmp_path: Path) -> None:
-    RouterModel(["general", "mathematics"], np.zeros((2, 384)), np.zeros(2)).save(tmp_path / "old.npz")
+    n = len(config.names)
+    RouterModel(config.names, np.zeros((n, 384)), np.zeros(n)).save(tmp_path / "old.npz")
     cfg = replace(config, router=replace(config.router, model=str(tmp_path / "old.npz")))
     with pytest.raises(Ech0Error, match=r"fitted on 384 features, the router makes 768: refit it"):
+        Router(cfg)
+    RouterModel(["general", "mathematics"], np.zeros((2, 768)), np.zeros(2)).save(tmp_path / "other.npz")
+    cfg = replace(config, router=replace(config.router, model=str(tmp_path / "other.npz")))
+    with pytest.raises(Ech0Error, match=r"fitted for experts general, mathematics, not this pool's math, physics"):
         Router(cfg)
 
 
@@ -188,3 +132,18 @@ def test_damaged_encoder_file_is_one_error(tmp_path: Path) -> None:
     broken.write_bytes(onnx_paths()[1].read_bytes()[:1000])
     with pytest.raises(Ech0Error, match=r"broken.onnx is unreadable .*delete it and run `make install`"):
         Embedder(broken)
+
+
+def test_bench_scores_few_shot_and_cross_validated(config, tmp_path: Path) -> None:
+    data = tmp_path / "own.jsonl"
+    data.write_text("\n".join(json.dumps({"question": q, "domain": d}) for q, d in OWN * 2) + "\n")
+    result = bench_routing(config, load_jsonl(data, ("question",)), folds=2)
+    assert result["n"] == 2 * len(OWN) and result["experts"] == 8
+    for setting in ("few_shot", "with_data"):
+        assert {"macro_accuracy", "micro_accuracy", "per_expert", "calibration_error"} <= set(result[setting])
+        assert set(result[setting]["per_expert"]) == set(config.names)
+    assert result["few_shot"]["macro_accuracy"] >= 0.8  # our own clear questions
+    margins = result["swap_tradeoff"]
+    assert margins[0]["stay_margin"] == 0 and margins[-1]["swaps"] <= margins[0]["swaps"]
+    with pytest.raises(Ech0Error, match="too few"):
+        bench_routing(config, load_jsonl(data, ("question",))[:3])

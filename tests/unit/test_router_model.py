@@ -1,0 +1,67 @@
+"""Router decisions and the fitted model's arithmetic (no embedder, no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ech0_moe.bench import calibration_error
+from ech0_moe.datasets import fold_of
+from ech0_moe.router import RouterModel, decide
+
+
+def test_decide_falls_back_and_stays() -> None:
+    scores = {"math": 0.28, "physics": 0.27, "general": 0.2, "logic": 0.25}
+    assert decide(scores, general="general", min_confidence=0.3)[0] == "general"
+    assert decide(scores, general="general", min_confidence=0.1)[0] == "math"
+    expert, reason, stayed = decide(scores, general="general", min_confidence=0.1, loaded=["logic"], stay_margin=0.05)
+    assert (expert, stayed) == ("logic", True) and "stayed on loaded 'logic'" in reason
+    assert decide(scores, general="general", min_confidence=0.1, loaded=["general"], stay_margin=0.05)[0] == "math"
+
+
+def test_stay_margin_grows_with_the_load_it_saves() -> None:
+    scores = {"math": 0.5, "logic": 0.3, "general": 0.2}
+    rule = dict(general="general", min_confidence=0.1, loaded=["logic"], stay_margin=0.1)
+    assert decide(scores, **rule)[0] == "math"  # 0.2 apart: more than the margin
+    # a load of ~8 s at 0.02 per second adds 0.16: staying gives up 0.2 <= 0.26 to save it
+    expert, reason, stayed = decide(scores, **rule, stay_per_second=0.02, load_seconds=lambda name: 8.0)
+    assert (expert, stayed) == ("logic", True) and "saves a ~8.0 s load" in reason
+    assert decide(scores, **rule, stay_per_second=0.02, load_seconds=lambda name: 2.0)[0] == "math"
+
+
+def test_memory_vote_is_balanced_by_class_share() -> None:
+    """Ten `general` neighbours must not outvote one much closer `engineering` one."""
+    e1, e2 = np.eye(2, dtype=np.float32)
+    general = [np.array([0.8, 0.6], np.float32)] * 10
+    memory = np.vstack([e1[None, :], *general])
+    model = RouterModel(["engineering", "general"], np.zeros((2, 2)), np.zeros(2), (), memory, np.array([0] + [1] * 10))
+    model.mix = 1.0
+    p = model.proba(e1[None, :])[0]
+    assert p[0] > p[1] and abs(p.sum() - 1) < 1e-6
+    assert model.proba(e2[None, :])[0][1] > 0.5  # far from the engineering example
+
+
+def test_a_class_without_rows_is_never_chosen() -> None:
+    x = np.eye(3, dtype=np.float32)[:2]
+    model = RouterModel.fit(np.vstack([x] * 3), ["a", "b"] * 3, classes=["a", "b", "c"])
+    p = model.proba(x)
+    assert model.classes == ["a", "b", "c"] and p[:, 2].max() < 1e-6 and list(p.argmax(1)) == [0, 1]
+
+
+def test_sharpness_calibrates_without_changing_the_ranking() -> None:
+    x = np.eye(2, dtype=np.float32)
+    model = RouterModel.fit(np.vstack([x] * 3), ["a", "b"] * 3)
+    soft = model.proba(x)
+    model.sharpness = 2.0
+    sharp = model.proba(x)
+    assert (sharp.argmax(1) == soft.argmax(1)).all() and sharp.max() > soft.max()
+    assert np.allclose(sharp.sum(1), 1)
+
+
+def test_calibration_error() -> None:
+    assert calibration_error([0.9] * 10, [True] * 9 + [False]) == 0.0
+    assert calibration_error([0.5] * 4, [True] * 4) == 0.5
+
+
+def test_folds_are_stratified() -> None:
+    fold = fold_of(["a"] * 10 + ["b"] * 5, 5)
+    assert sorted(fold[:10]) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4] and sorted(fold[10:]) == [0, 1, 2, 3, 4]
