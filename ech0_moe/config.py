@@ -1,7 +1,7 @@
 """Load and validate `experts.yaml`.
 
 Every problem is one line naming the file, the expert and the field, e.g.
-``experts.yaml: experts[2] (physics).domain: 'fysics' is not one of mathematics, physics, ...``.
+``experts.yaml: experts[2] (physics).backend: unknown backend 'vllm' (use llamacpp or ollama)``.
 `check_config` collects every problem of a file (for `ech0-moe validate`);
 `load_config` raises `ConfigError` with the first.
 """

@@ -200,6 +200,8 @@ def config_data(config: PoolConfig) -> list[tuple[str, str]]:
 
 def load_or_fit(config: PoolConfig) -> RouterModel:
     """The router model for this pool (see the module docstring)."""
+    if len(config.experts) == 1:  # nothing to choose between: nothing to fit
+        return RouterModel(config.names, np.zeros((1, 768)), np.zeros(1))
     if config.router.model:
         model = RouterModel.load(Path(config.router.model))
         if model.classes != config.names:

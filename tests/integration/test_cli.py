@@ -67,18 +67,22 @@ def test_bad_inputs_get_one_line(tmp_path: Path, model_a: Path, run_cli, assert_
 
 
 @pytest.mark.skipif(not (DATA / "routing-dev.jsonl").is_file(), reason="shared routing data not present")
-def test_bench_routing_prints_json_last(tmp_path: Path, run_cli) -> None:
-    rows = (DATA / "routing-dev.jsonl").read_text().splitlines()[::2]  # half the dev set: a quicker run
-    data = tmp_path / "dev-half.jsonl"
+def test_bench_routing_prints_json_last(tmp_path: Path, run_cli, assert_one_line_error, routing_data: Path) -> None:
+    rows = routing_data.read_text().splitlines()[::4]  # a quarter of the dev set: a quicker run
+    data = tmp_path / "dev-quarter.jsonl"
     data.write_text("\n".join(rows) + "\n")
-    proc = run_cli("bench", "routing", "--data", str(data), "--folds", "4", "--json")
+    args = ["--map", str(ROOT / "examples" / "pool-16-subjects.yaml"), "--data", str(data), "--folds", "4"]
+    proc = run_cli("bench", "routing", "--experts", str(ROOT / "examples" / "pool-16.yaml"), *args, "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    # the packaged router was fitted on these questions: it must cross-validate, not score them
-    assert result["protocol"].startswith("4-fold cross-validation") and result["n"] == len(rows)
-    assert result["macro_accuracy"] > result["keyword_baseline"]["macro_accuracy"] + 0.2
-    assert result["median_ms"] < 50
+    assert result["experts"] == 16 and result["n"] == len(rows)
+    assert result["with_data"]["protocol"].startswith("4-fold cross-validation")
+    assert len(result["with_data"]["per_expert"]) == 16
+    assert result["with_data"]["macro_accuracy"] > result["few_shot"]["macro_accuracy"] > 0.3
+    assert 0 <= result["with_data"]["calibration_error"] <= 0.2 and result["median_ms"] < 50
     assert "fit folds" in proc.stderr  # progress
+    unmapped = run_cli("bench", "routing", "--experts", str(ROOT / "examples" / "pool-16.yaml"), "--data", str(data))
+    assert_one_line_error(unmapped, "has 2 experts in the pool: give rows an 'expert', or --map")
 
 
 def test_bench_compress_and_rag_meet_their_goals(run_cli) -> None:

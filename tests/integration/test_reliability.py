@@ -199,8 +199,11 @@ def test_learned_answers_carry_provenance_and_can_be_forgotten(tmp_path: Path, r
 
 
 def test_config_error_names_the_file(tmp_path: Path) -> None:
-    body = (ROOT / "experts.yaml").read_text().replace("domain: physics", "domain: fysics")
+    body = (ROOT / "experts.yaml").read_text().replace("    system_prompt: You are a physicist.", "    sytem_prompt: x")
     path = tmp_path / "experts.yaml"
-    path.write_text(body.replace("models/", f"{ROOT}/models/"))
-    with pytest.raises(Exception, match=r"experts\[1\] \(physics\)\.domain: 'fysics'"):
+    path.write_text(body)
+    message = (
+        r"experts.yaml: experts\[1\] \(physics\)\.sytem_prompt: unknown setting \(did you mean 'system_prompt'\?\)"
+    )
+    with pytest.raises(Exception, match=message):
         load_config(path)

@@ -1,0 +1,119 @@
+"""LangChain chat models for the experts, so answers stream like any LangGraph app's.
+
+- llama.cpp: `LlamaCppChatModel`, a small `BaseChatModel` over the `Llama` the pool has
+  loaded (the pool keeps owning loading, unloading and the budget; langchain-community's
+  `ChatLlamaCpp` loads its own copy of the weights, which would break the budget).
+- Ollama: langchain-ollama's `ChatOllama` (see `backends/ollama.py`).
+
+Called inside a graph node, LangGraph's `stream_mode="messages"` receives every token
+(with `langgraph_node` metadata) even though the node just calls `invoke`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+ROLES = {"human": "user", "ai": "assistant", "system": "system"}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An expert's answer and what it cost: `truncated` when it hit the token cap."""
+
+    text: str
+    truncated: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def reply_of(message: BaseMessage) -> Reply:
+    """The `Reply` inside a chat model's answer (finish reason and token counts from its metadata)."""
+    meta = message.response_metadata or {}
+    usage = getattr(message, "usage_metadata", None) or {}
+    finish = meta.get("finish_reason") or meta.get("done_reason") or ""
+    return Reply(
+        text=str(message.content).strip(),
+        truncated=finish == "length",
+        prompt_tokens=int(usage.get("input_tokens", 0)),
+        completion_tokens=int(usage.get("output_tokens", 0)),
+    )
+
+
+class LlamaCppChatModel(BaseChatModel):
+    """Chat with a llama.cpp model that is already loaded (`llm`, a `llama_cpp.Llama`)."""
+
+    llm: Any
+    max_tokens: int = 128
+    temperature: float = 0.0
+    seed: int = 0
+
+    @property
+    def _llm_type(self) -> str:
+        return "ech0-llamacpp"
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        # Evaluate every prompt from scratch: reusing the cached prefix of the previous call
+        # changes the numerics, and greedy answers to the same question would differ by call order.
+        self.llm.reset()
+        chat = [{"role": ROLES.get(m.type, m.type), "content": str(m.content)} for m in messages]
+        prompt_tokens = completion_tokens = 0
+        finish = ""
+        for part in self.llm.create_chat_completion(
+            messages=chat,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            seed=self.seed,
+            stop=stop,
+            stream=True,
+        ):
+            choice = part["choices"][0]
+            text = choice.get("delta", {}).get("content") or ""
+            finish = choice.get("finish_reason") or finish
+            if text:
+                completion_tokens += 1
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+                if run_manager:
+                    run_manager.on_llm_new_token(text, chunk=chunk)
+                yield chunk
+        prompt_tokens = int(getattr(self.llm, "n_tokens", 0))  # tokens evaluated: prompt + answer
+        usage = {
+            "input_tokens": max(0, prompt_tokens - completion_tokens),
+            "output_tokens": completion_tokens,
+            "total_tokens": prompt_tokens,
+        }
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="", response_metadata={"finish_reason": finish or "stop"}, usage_metadata=usage
+            )
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        merged: ChatGenerationChunk | None = None
+        for chunk in self._stream(messages, stop, run_manager, **kwargs):
+            merged = chunk if merged is None else merged + chunk
+        message = merged.message if merged else AIMessageChunk(content="")
+        ai = AIMessage(
+            content=message.content,
+            response_metadata=message.response_metadata,
+            usage_metadata=getattr(message, "usage_metadata", None),
+        )
+        return ChatResult(generations=[ChatGeneration(message=ai)])
