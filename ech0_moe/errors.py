@@ -1,11 +1,15 @@
-"""One exception type for every problem a user can fix; the CLI prints it as one line."""
+"""One exception type for every problem a user can fix; the CLI prints it as one line.
+
+`Ech0Error` is a `RuntimeError` and the input errors are `ValueError`s as well: LangGraph's
+server (Studio, `langgraph_sdk`) passes the message of those on to the client instead of
+"An internal error occurred"."""
 
 
-class Ech0Error(Exception):
+class Ech0Error(RuntimeError):
     """A user-facing error: the message names the problem and where it is."""
 
 
-class ConfigError(Ech0Error):
+class ConfigError(Ech0Error, ValueError):
     """`experts.yaml` (or another setting) is missing or invalid."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from ech0_moe.backends import Backend, LoadedModel, make_backend
 from ech0_moe.backends.base import Message
+from ech0_moe.backends.chat_models import Reply
 from ech0_moe.config import ExpertSpec, PoolConfig, format_size
 from ech0_moe.errors import BudgetError
 
@@ -93,14 +94,19 @@ class ExpertPool:
         with self._cond:
             return self.specs[name].model_key in self._loaded
 
+    def expected_bytes(self, name: str) -> int:
+        """Bytes expert `name` needs: experts.yaml's size, else what was measured or asked (0 = not known yet)."""
+        spec = self.specs[name]
+        with self._cond:
+            return spec.size_bytes or self._estimates.get(spec.model_key, 0)
+
     def expected_load_seconds(self, name: str) -> float:
         """Seconds loading expert `name` should take: its model's last measured load, or
         before any, its size at ASSUMED_LOAD_BYTES_PER_S (0 when the size is not known yet)."""
         spec = self.specs[name]
         with self._cond:
             measured = next((e.load_seconds for e in reversed(self.events) if e.model_key == spec.model_key), None)
-            size = spec.size_bytes or self._estimates.get(spec.model_key, 0)
-        return measured if measured is not None else size / ASSUMED_LOAD_BYTES_PER_S
+        return measured if measured is not None else self.expected_bytes(name) / ASSUMED_LOAD_BYTES_PER_S
 
     def serving_order(self, experts: Sequence[str]) -> list[int]:
         """Indices of `experts` in the order to serve them with the fewest swaps: those on a
@@ -264,11 +270,11 @@ class ExpertPool:
         with self.use(name) as (_, acquired):
             return acquired
 
-    def chat(self, name: str, messages: list[Message], max_tokens: int | None = None) -> tuple[str, Acquired]:
+    def chat(self, name: str, messages: list[Message], max_tokens: int | None = None) -> tuple[Reply, Acquired]:
         """Answer with expert `name`, loading it first if another expert is resident."""
         spec = self.specs[name]
         with self.use(name) as (model, acquired), model.lock:
-            text = self.backend(spec.backend).chat(spec, model.handle, messages, max_tokens or spec.max_tokens)
+            reply = self.backend(spec.backend).chat(spec, model.handle, messages, max_tokens or spec.max_tokens)
         reloaded = getattr(model.handle, "last_load_duration", 0.0)
         if reloaded > RELOAD_THRESHOLD_S and not acquired.swapped:
             # the server had to load the model for this answer (its keep_alive ran out between
@@ -280,7 +286,7 @@ class ExpertPool:
                     )
                 )
             acquired = Acquired(name, True, reloaded)
-        return text, acquired
+        return reply, acquired
 
     def unload_all(self) -> None:
         with self._cond:

@@ -87,7 +87,7 @@ class Services:
                 if method == "llm":
                     general = self.config.general_expert
                     self._compressors[method] = LLMCompressor(
-                        lambda messages, n: self.pool.chat(general, messages, n)[0]
+                        lambda messages, n: self.pool.chat(general, messages, n)[0].text
                     )
                 elif method == "llmlingua":
                     self._compressors[method] = LLMLinguaCompressor()

@@ -16,7 +16,7 @@ from ech0_moe.graph.context import Mode
 
 
 def merge_timings(left: dict[str, float] | None, right: dict[str, float] | None) -> dict[str, float]:
-    """Reducer: each node adds its own timing entry; `None` resets (a new run on the same thread)."""
+    """Reducer: each node adds its own entries (timings, token counts); `None` resets (a new run on the same thread)."""
     return {} if right is None else {**(left or {}), **right}
 
 
@@ -44,20 +44,41 @@ class InputState:
 class OutputState:
     """What a caller gets back: the answer and how it was produced."""
 
-    solution: str = ""
-    expert_used: str = ""
-    mode: str = ""
-    swapped: bool = False
-    load_seconds: float = 0.0
-    route_scores: dict[str, float] = field(default_factory=dict)
-    route_confidence: float = 0.0
-    route_reason: str = ""
-    route_stayed: bool = False
-    compression_ratio: float = 1.0
-    compression_method: str = ""
-    retrieved_contexts: list[dict[str, Any]] = field(default_factory=list)
-    timings: Annotated[dict[str, float], merge_timings] = field(default_factory=dict)
-    error: str = ""
+    solution: str = field(default="", metadata={"description": "The answer (empty when it failed: see error)."})
+    expert_used: str = field(default="", metadata={"description": "The expert that answered."})
+    mode: str = field(default="", metadata={"description": "The path that ran."})
+    swapped: bool = field(default=False, metadata={"description": "Whether a model had to be loaded."})
+    load_seconds: float = field(default=0.0, metadata={"description": "Seconds spent loading models."})
+    route_scores: dict[str, float] = field(
+        default_factory=dict, metadata={"description": "The router's score for every expert."}
+    )
+    route_confidence: float = field(default=0.0, metadata={"description": "The best expert's score."})
+    route_reason: str = field(default="", metadata={"description": "Why this expert (fallback, staying, forced)."})
+    route_stayed: bool = field(default=False, metadata={"description": "Stayed on a resident expert to skip a load."})
+    compression_ratio: float = field(
+        default=1.0, metadata={"description": "Achieved kept fraction of the prompt (1.0 = unchanged)."}
+    )
+    compression_method: str = field(default="", metadata={"description": "How the prompt was compressed."})
+    retrieved_contexts: list[dict[str, Any]] = field(
+        default_factory=list, metadata={"description": "Retrieved passages: text, source, kind, score, id."}
+    )
+    truncated: bool = field(default=False, metadata={"description": "The answer stopped at the token cap."})
+    tokens: Annotated[dict[str, int], merge_timings] = field(
+        default_factory=dict,
+        metadata={
+            "description": "prompt_before_compression / prompt_after_compression (words), prompt and "
+            "completion (model tokens)."
+        },
+    )
+    responses: Annotated[list[dict[str, Any]], add_answers] = field(
+        default_factory=list,
+        metadata={"description": "Ensemble: each expert's answer, route score, vote key, skipped or error."},
+    )
+    votes: dict[str, float] = field(default_factory=dict, metadata={"description": "Ensemble: weight per vote key."})
+    timings: Annotated[dict[str, float], merge_timings] = field(
+        default_factory=dict, metadata={"description": "Seconds per node (answer:<expert> per ensemble branch)."}
+    )
+    error: str = field(default="", metadata={"description": "Empty unless the answer failed after its retries."})
 
 
 def result_of(values: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +95,6 @@ class State(InputState, OutputState):
     domain: str = ""
     candidates: list[str] = field(default_factory=list)
     ensemble_id: str = ""
-    answers: Annotated[list[dict[str, Any]], add_answers] = field(default_factory=list)
     learned_id: str = ""
 
 

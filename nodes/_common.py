@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
 from ech0_moe.graph.context import Context
@@ -30,6 +31,11 @@ def timed(name: str) -> Callable[[F], F]:
         return inner  # type: ignore[return-value]
 
     return wrap
+
+
+def progress(event: str, **fields: Any) -> None:
+    """A progress event for `stream_mode="custom"` (ignored unless the caller streams it)."""
+    get_stream_writer()({"event": event, **fields})
 
 
 def context(runtime: Runtime[Context]) -> Context:

@@ -9,23 +9,26 @@ from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
 
 from ech0_moe.backends.base import Message
+from ech0_moe.backends.chat_models import Reply
 from ech0_moe.errors import BackendError
 from ech0_moe.graph.context import Context
 from ech0_moe.graph.state import State
 from ech0_moe.nodes._common import context, run_services, timed
 from ech0_moe.services import ServiceProvider, Services
+from ech0_moe.text import count_tokens
 
 
-def ask_expert(svc: Services, expert: str, prompt: str, max_tokens: int) -> tuple[str, bool, float]:
-    """Chat with one expert: its system prompt plus the (compressed) prompt.
-    Returns (text, swapped, load seconds) - non-zero if the expert had to be (re)loaded."""
+def ask_expert(svc: Services, expert: str, prompt: str, max_tokens: int) -> tuple[Reply, bool, float]:
+    """Chat with one expert (through a LangChain chat model, so its tokens stream): its system
+    prompt plus the (compressed) prompt. Returns (reply, swapped, load seconds) - non-zero if
+    the expert had to be (re)loaded."""
     spec = svc.pool.specs[expert]
     messages: list[Message] = [
         {"role": "system", "content": spec.system_prompt},
         {"role": "user", "content": prompt},
     ]
-    text, acquired = svc.pool.chat(expert, messages, max_tokens or None)
-    return text, acquired.swapped, acquired.load_seconds
+    reply, acquired = svc.pool.chat(expert, messages, max_tokens or None)
+    return reply, acquired.swapped, acquired.load_seconds
 
 
 @timed("answer")
@@ -35,10 +38,12 @@ def answer(state: State, runtime: Runtime[Context], services: ServiceProvider) -
     if state.error:
         return {}
     svc = run_services(runtime, services)
-    text, swapped, seconds = ask_expert(
-        svc, state.expert_used, state.prompt or state.query, context(runtime).max_tokens
-    )
-    update: dict[str, Any] = {"solution": text}
+    prompt = state.prompt or state.query
+    reply, swapped, seconds = ask_expert(svc, state.expert_used, prompt, context(runtime).max_tokens)
+    tokens = {"prompt": reply.prompt_tokens, "completion": reply.completion_tokens}
+    if "prompt_after_compression" not in state.tokens:  # basic: nothing was compressed
+        tokens.update(prompt_before_compression=count_tokens(prompt), prompt_after_compression=count_tokens(prompt))
+    update: dict[str, Any] = {"solution": reply.text, "truncated": reply.truncated, "tokens": tokens}
     if swapped:  # evicted by a concurrent run between swap_load and answer: reloaded here
         update.update(swapped=True, load_seconds=round(state.load_seconds + seconds, 4))
     return update

@@ -11,13 +11,18 @@ from ech0_moe.vote import weighted_vote
 
 @timed("combine")
 def combine(state: State) -> dict[str, Any]:
-    """Weighted vote over the experts' answers (route score as weight)."""
-    result = weighted_vote(state.answers)
-    failed = [f"{a['expert']}: {a['error']}" for a in state.answers if a.get("error")]
+    """Weighted vote over the experts' answers (route score as weight); every response stays in the result."""
+    responses = sorted(state.responses, key=lambda r: r["order"])
+    result = weighted_vote(responses)
+    failed = [f"{r['expert']}: {r['error']}" for r in responses if r["error"]]
+    winner = next((r for r in responses if r["expert"] == result["expert_used"] and r["solution"]), None)
     return {
         "error": "" if result["solution"] else "; ".join(failed) or "no expert answered",
         "solution": result["solution"],
+        "votes": result["votes"],
         "expert_used": result["expert_used"] or state.expert_used,
-        "swapped": any(a["swapped"] for a in state.answers),
-        "load_seconds": round(sum(a["load_seconds"] for a in state.answers), 4),
+        "truncated": bool(winner and winner["truncated"]),
+        "tokens": {"completion": sum(r["completion_tokens"] for r in responses)},
+        "swapped": any(r["swapped"] for r in responses),
+        "load_seconds": round(sum(r["load_seconds"] for r in responses), 4),
     }

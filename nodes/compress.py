@@ -9,7 +9,7 @@ from langgraph.runtime import Runtime
 
 from ech0_moe.graph.context import Context
 from ech0_moe.graph.state import State
-from ech0_moe.nodes._common import context, run_services, timed
+from ech0_moe.nodes._common import context, progress, run_services, timed
 from ech0_moe.services import ServiceProvider
 
 
@@ -27,8 +27,13 @@ def compress(state: State, runtime: Runtime[Context], services: ServiceProvider)
         else Path(c["source"]).name
         for c in state.retrieved_contexts
     ]
+    progress("compressed", requested=ctx.compression_target, achieved=result.ratio, method=result.method)
     return {
         "prompt": result.prompt(sources),
         "compression_ratio": result.ratio,
         "compression_method": result.method,
+        "tokens": {
+            "prompt_before_compression": result.original_tokens,
+            "prompt_after_compression": result.compressed_tokens,
+        },
     }

@@ -17,24 +17,38 @@ from ech0_moe.services import ServiceProvider
 from ech0_moe.vote import normalise
 
 
+def response(task: ExpertTask, **fields: Any) -> dict[str, Any]:
+    """One entry of the ensemble's `responses`: the expert, its route score and what happened."""
+    entry: dict[str, Any] = {"expert": task.expert, "route_score": task.route_score, "order": task.order}
+    entry.update(solution="", vote_key="", swapped=False, load_seconds=0.0, skipped=False, error="")
+    entry.update(truncated=False, completion_tokens=0)
+    return {**entry, **fields}
+
+
 def expert_answer(task: ExpertTask, runtime: Runtime[Context], services: ServiceProvider) -> dict[str, Any]:
     """Wait for this branch's turn (resident expert first), then answer - unless the answers
     so far already hold a majority (early stop: no load, no generation)."""
     svc = run_services(runtime, services)
-    entry: dict[str, Any] = {"expert": task.expert, "route_score": task.route_score, "order": task.order}
     with svc.turns.turn(task.ensemble_id, task.order, task.size) as run:
         if run.majority_reached():
-            return {"answers": [{**entry, "solution": "", "swapped": False, "load_seconds": 0.0, "skipped": True}]}
+            return {"responses": [response(task, skipped=True)]}
         t0 = time.perf_counter()
-        text, swapped, seconds = ask_expert(svc, task.expert, task.prompt or task.query, context(runtime).max_tokens)
-        run.answers.append(normalise(text))
+        reply, swapped, seconds = ask_expert(svc, task.expert, task.prompt or task.query, context(runtime).max_tokens)
+        key = normalise(reply.text)
+        run.answers.append(key)
         elapsed = round(time.perf_counter() - t0, 4)
-    entry.update(solution=text, swapped=swapped, load_seconds=round(seconds, 4), skipped=False)
-    return {"answers": [entry], "timings": {f"answer:{task.expert}": elapsed}}
+    entry = response(
+        task,
+        solution=reply.text,
+        vote_key=key,
+        swapped=swapped,
+        load_seconds=round(seconds, 4),
+        truncated=reply.truncated,
+        completion_tokens=reply.completion_tokens,
+    )
+    return {"responses": [entry], "timings": {f"answer:{task.expert}": elapsed}}
 
 
 def expert_failed(task: ExpertTask, error: NodeError) -> Command:
     """After its retries, a failed ensemble branch is recorded and the others still vote."""
-    entry = {"expert": task.expert, "route_score": task.route_score, "order": task.order, "solution": ""}
-    entry.update(swapped=False, load_seconds=0.0, skipped=False, error=str(error.error))
-    return Command(update={"answers": [entry]}, goto="combine")
+    return Command(update={"responses": [response(task, error=str(error.error))]}, goto="combine")

@@ -14,8 +14,9 @@ from ech0_moe.services import ServiceProvider
 
 @timed("learn")
 def learn(state: State, runtime: Runtime[Context], services: ServiceProvider) -> dict[str, Any]:
-    """Store Q/A with expert, mode and time; empty or failed answers are skipped, near-duplicates updated."""
-    if state.error:
+    """Store Q/A with expert, mode and time; near-duplicates are updated. A failed, empty or
+    truncated answer is never learned."""
+    if state.error or state.truncated or not state.solution.strip():
         return {"learned_id": ""}
     entry = run_services(runtime, services).kb.learn(
         state.query, state.solution, expert=state.expert_used, domain=state.domain, mode=state.mode or ""

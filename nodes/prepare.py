@@ -31,7 +31,8 @@ def prepare(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     fresh.update(
         mode=mode,
         timings=None,
-        answers=None,
+        tokens=None,
+        responses=None,
         prompt="",
         domain="",
         candidates=[],

@@ -8,7 +8,7 @@ from langgraph.runtime import Runtime
 
 from ech0_moe.graph.context import Context
 from ech0_moe.graph.state import State
-from ech0_moe.nodes._common import context, run_services, timed
+from ech0_moe.nodes._common import context, progress, run_services, timed
 from ech0_moe.services import ServiceProvider
 
 
@@ -23,4 +23,5 @@ def retrieve(state: State, runtime: Runtime[Context], services: ServiceProvider)
         max_distance=ctx.max_distance,
         domain=state.domain if ctx.filter_by_domain else None,
     )
+    progress("retrieved", count=len(hits))
     return {"retrieved_contexts": [h.as_dict() for h in hits]}

@@ -11,7 +11,7 @@ from langgraph.runtime import Runtime
 from ech0_moe.errors import InputError
 from ech0_moe.graph.context import Context
 from ech0_moe.graph.state import State
-from ech0_moe.nodes._common import context, run_services, timed
+from ech0_moe.nodes._common import context, progress, run_services, timed
 from ech0_moe.services import ServiceProvider
 
 
@@ -39,6 +39,7 @@ def route(state: State, runtime: Runtime[Context], services: ServiceProvider) ->
             ranked=[state.expert],
         )
     candidates = [decision.ranked[i] for i in pool.serving_order(decision.ranked)]
+    progress("routed", expert=decision.expert, confidence=decision.confidence, reason=decision.reason)
     return {
         "expert_used": decision.expert,
         "domain": decision.domain,

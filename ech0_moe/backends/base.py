@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ech0_moe.backends.chat_models import Reply
 from ech0_moe.config import ExpertSpec
 
 Message = dict[str, str]
@@ -34,7 +35,9 @@ class Backend(Protocol):
 
     def unload(self, spec: ExpertSpec, handle: Any) -> None: ...
 
-    def chat(self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int) -> str: ...
+    def chat(self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int) -> Reply:
+        """Answer through a LangChain chat model (so LangGraph can stream its tokens)."""
+        ...
 
     def estimate_size(self, spec: ExpertSpec) -> int:
         """Bytes the model will need, when experts.yaml gives no size."""

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from ech0_moe.backends.base import Message
+from ech0_moe.backends.chat_models import LlamaCppChatModel, Reply, reply_of
 from ech0_moe.config import ExpertSpec
 from ech0_moe.errors import BackendError
 
@@ -81,14 +82,6 @@ class LlamaCppBackend:
     def adopt(self, spec: ExpertSpec) -> Any:
         raise NotImplementedError("in-process models are never loaded by anyone else")
 
-    def chat(self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int) -> str:
-        # Evaluate every prompt from scratch: reusing the cached prefix of the previous call
-        # changes the numerics, and greedy answers to the same question would differ by call order.
-        handle.reset()
-        out = handle.create_chat_completion(
-            messages=messages,
-            max_tokens=max_tokens,
-            temperature=spec.temperature,
-            seed=0,
-        )
-        return (out["choices"][0]["message"]["content"] or "").strip()
+    def chat(self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int) -> Reply:
+        model = LlamaCppChatModel(llm=handle, max_tokens=max_tokens, temperature=spec.temperature)
+        return reply_of(model.invoke([(m["role"], m["content"]) for m in messages]))

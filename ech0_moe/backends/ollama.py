@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from ech0_moe.backends.base import Message
+from ech0_moe.backends.chat_models import Reply, reply_of
 from ech0_moe.config import ExpertSpec
 from ech0_moe.config import ollama_model_name as model_name
 from ech0_moe.errors import BackendError
@@ -85,7 +86,7 @@ class OllamaBackend:
     def unload(self, spec: ExpertSpec, handle: Any) -> None:
         self._request(spec.host, "POST", "/api/generate", {"model": model_name(spec.model), "keep_alive": 0})
 
-    def chat(self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int) -> str:
+    def chat(self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int) -> Reply:
         from langchain_ollama import ChatOllama
 
         llm = ChatOllama(
@@ -108,4 +109,4 @@ class OllamaBackend:
             ) from None
         if isinstance(handle, OllamaHandle):
             handle.last_load_duration = (reply.response_metadata.get("load_duration") or 0) / 1e9
-        return str(reply.content).strip()
+        return reply_of(reply)

@@ -64,7 +64,9 @@ def test_each_path_runs_its_stages(graph, context: Context, mode: str) -> None:
 
 def test_optimized_learns_and_retrieves_after_restart(graph, context: Context) -> None:
     q = "What is the powerhouse of the cell?"
+    context = replace(context, max_tokens=256)  # a complete answer: a truncated one is never learned
     first = graph.invoke({"query": q, "mode": "optimized"}, context=context)
+    assert first["truncated"] is False
     assert first["expert_used"] == "biology"
     # a new client on the same folder (as after a restart) sees the learned answer
     kb = KnowledgeBase(context.kb_dir)
@@ -158,3 +160,17 @@ def test_agent_example_pauses_and_resumes_from_sqlite_in_another_process(tmp_pat
     assert second.returncode == 0, second.stderr
     done = json.loads(second.stdout.strip().splitlines()[-1])
     assert done["paused_before"] == [] and done["report"].startswith("[approved] biology answered: ")
+
+
+def test_llamacpp_answer_streams_token_by_token(graph, context: Context) -> None:
+    chunks = [
+        (chunk.content, meta["langgraph_node"])
+        for chunk, meta in graph.stream(
+            {"query": "Why is the sky blue?", "mode": "basic"}, context=context, stream_mode="messages"
+        )
+    ]
+    assert len([c for c, _ in chunks if c]) >= 5 and {node for _, node in chunks} == {"answer"}
+    result = graph.invoke({"query": "Why is the sky blue?", "mode": "basic"}, context=context)
+    assert "".join(c for c, _ in chunks).strip() == result["solution"]  # the same greedy answer
+    assert result["tokens"]["completion"] == 16 and result["truncated"] is True  # max_tokens=16
+    assert result["tokens"]["prompt"] > 10

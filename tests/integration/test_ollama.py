@@ -64,6 +64,17 @@ def test_graph_answers_through_chatollama_and_swaps_via_the_api(
     assert ollama_ps(fake) == ["smollm2-b:135m"]  # a was unloaded with keep_alive 0 before b loaded
     stats = registry.for_run(ctx.experts_file, ctx.kb_dir).pool.stats()
     assert stats["within_budget"] and stats["swaps"] == 2
+    # ChatOllama streams the answer as Ollama sends it (NDJSON lines), token by token
+    chunks = [
+        chunk.content
+        for chunk, meta in graph.stream(
+            {"query": "Why is the sky blue?", "mode": "basic", "expert": "b"}, context=ctx, stream_mode="messages"
+        )
+        if meta["langgraph_node"] == "answer"
+    ]
+    assert len([c for c in chunks if c]) >= 3
+    done = graph.invoke({"query": "Why is the sky blue?", "mode": "basic", "expert": "b"}, context=ctx)
+    assert done["truncated"] is True and done["tokens"]["completion"] == 8 and done["tokens"]["prompt"] > 5
 
 
 def test_reconciles_with_other_clients(write_config, fake: str, ollama_config) -> None:

@@ -83,3 +83,33 @@ def test_thread_run_over_http(server: str, tmp_path: Path) -> None:
     assert nodes == ["prepare", "route", "swap_load", "answer"]
     state = client.threads.get_state(thread["thread_id"])
     assert state["values"]["expert_used"] == "biology" and state["values"]["retrieved_contexts"] == []
+
+
+def test_tokens_and_progress_stream_over_http(server: str, tmp_path: Path) -> None:
+    client = get_sync_client(url=server)
+    context = {"max_tokens": 24, "kb_dir": str(tmp_path / "kb")}
+    tokens, events, nodes = [], [], set()
+    for part in client.runs.stream(
+        None,
+        "ech0_moe",
+        input={"query": "Why is the sky blue?", "mode": "fast"},
+        context=context,
+        stream_mode=["messages-tuple", "custom"],
+    ):
+        if part.event == "messages":
+            chunk, meta = part.data
+            tokens.append(chunk["content"])
+            nodes.add(meta["langgraph_node"])
+        elif part.event == "custom":
+            events.append(part.data["event"])
+    assert len([t for t in tokens if t]) >= 3 and nodes == {"answer"}  # several chunks, as they were generated
+    assert {"routed", "loaded", "compressed"} <= set(events)
+
+
+def test_errors_reach_the_client_as_their_one_line(server: str, tmp_path: Path) -> None:
+    client = get_sync_client(url=server)
+    with pytest.raises(Exception, match="empty query: ask a question") as info:
+        client.runs.wait(None, "ech0_moe", input={"query": "   "}, context={"kb_dir": str(tmp_path / "kb")})
+    assert "internal error" not in str(info.value)
+    with pytest.raises(Exception, match="top_k must be a whole number from 1 to 50, got 0"):
+        client.runs.wait(None, "ech0_moe", input={"query": "hi"}, context={"top_k": 0})

@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
 
 from ech0_moe.backends.base import Message
+from ech0_moe.backends.chat_models import Reply, reply_of
 from ech0_moe.config import ExpertSpec, PoolConfig, load_config
 from ech0_moe.errors import BackendError
 from ech0_moe.kb import Passage
@@ -32,7 +35,7 @@ experts:
 
 
 class FakeBackend:
-    """Loads instantly and answers '<expert>: <last words of the prompt>'; can fail on demand."""
+    """Loads instantly and answers '<expert>: <last word of the prompt>'; can fail on demand."""
 
     name = "fake"
 
@@ -50,12 +53,17 @@ class FakeBackend:
     def unload(self, spec: ExpertSpec, handle: Any) -> None:
         self.unloads.append(spec.name)
 
-    def chat(self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int) -> str:
+    def chat(self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int) -> Reply:
         prompt = messages[-1]["content"]
         self.prompts.append((spec.name, prompt))
         if self.fail:
             raise self.fail.pop(0)
-        return self.reply(spec, prompt)
+        words = self.reply(spec, prompt).split()
+        kept, finish = words[:max_tokens], "length" if len(words) > max_tokens else "stop"
+        usage = {"input_tokens": len(prompt.split()), "output_tokens": len(kept), "total_tokens": 0}
+        answer = AIMessage(" ".join(kept), response_metadata={"finish_reason": finish}, usage_metadata=usage)
+        # a LangChain chat model, as the real backends use: LangGraph streams its tokens
+        return reply_of(GenericFakeChatModel(messages=iter([answer])).invoke(prompt))
 
     def estimate_size(self, spec: ExpertSpec) -> int:
         return spec.size_bytes
