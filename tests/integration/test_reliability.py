@@ -184,9 +184,10 @@ def test_sigkill_during_learn_keeps_every_committed_entry(tmp_path: Path) -> Non
 
 
 def test_learned_answers_carry_provenance_and_can_be_forgotten(tmp_path: Path, run_cli, registry) -> None:
-    ctx = Context(kb_dir=str(tmp_path / "kb"), max_tokens=8)
+    ctx = Context(kb_dir=str(tmp_path / "kb"), max_tokens=256)  # complete answers: truncated ones are not learned
     graph = build_graph(services=registry)
     first = graph.invoke({"query": "What gas do plants absorb for photosynthesis?"}, context=ctx)
+    assert first["truncated"] is False
     again = graph.invoke({"query": "Which gas do plants take in during photosynthesis?"}, context=ctx)
     learned = [c for c in again["retrieved_contexts"] if c["kind"] == "learned"]
     assert learned and learned[0]["source"] == f"learned:{first['expert_used']}"
