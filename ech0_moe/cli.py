@@ -67,6 +67,38 @@ def run_query(graph: CompiledStateGraph, ctx: Context, query: str, mode: str | N
     return result_of(graph.invoke({"query": query, "mode": mode}, context=ctx))
 
 
+STATUS = {
+    "routed": lambda e: f"routed to {e['expert']} ({e['confidence']:.2f}): {e['reason']}",
+    "loading": lambda e: f"loading {e['expert']}" + (f"... {e['elapsed']:.0f} s" if e.get("elapsed") else "..."),
+    "loaded": lambda e: f"{e['expert']} " + (f"loaded in {e['seconds']:.2f} s" if e["swapped"] else "already loaded"),
+    "retrieved": lambda e: f"retrieved {e['count']} passage(s)",
+    "compressed": lambda e: f"compressed the prompt to {e['achieved']:.0%} (asked {e['requested']:.0%})",
+}
+
+
+def stream_answer(graph: CompiledStateGraph, ctx: Context, query: str, mode: str | None) -> dict[str, Any]:
+    """Run the graph showing progress on stderr and printing the answer's tokens as they arrive."""
+    from ech0_moe.graph.state import result_of
+
+    values: dict[str, Any] = {}
+    printed = False
+    for kind, data in graph.stream(
+        {"query": query, "mode": mode}, context=ctx, stream_mode=["messages", "custom", "values"]
+    ):
+        if kind == "custom" and data.get("event") in STATUS:
+            print(f"[{STATUS[data['event']](data)}]", file=sys.stderr, flush=True)
+        elif kind == "messages" and data[1].get("langgraph_node") == "answer":
+            print(data[0].content, end="", flush=True)
+            printed = True
+        elif kind == "values":
+            values = data
+    result = result_of(values)
+    if not printed and result["solution"]:  # the ensemble's vote: printed once decided
+        print(result["solution"], end="")
+    print()
+    return result
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     from ech0_moe.graph import build_graph
     from ech0_moe.nodes.prepare import resolve_mode
@@ -77,18 +109,24 @@ def cmd_ask(args: argparse.Namespace) -> int:
     resolve_mode(args.mode, ctx)
     registry = process_registry()
     registry.services(ctx.experts_file)
-    result = run_query(build_graph(services=registry), ctx, question, args.mode)
-    if args.json:
+    graph = build_graph(services=registry)
+    if args.json:  # one object at the end
+        result = run_query(graph, ctx, question, args.mode)
         print(json.dumps(result, indent=2))
         return 1 if result["error"] else 0
+    if args.stream or sys.stdout.isatty():
+        result = stream_answer(graph, ctx, question, args.mode)
+    else:
+        result = run_query(graph, ctx, question, args.mode)
+        if result["solution"]:
+            print(result["solution"])
     if result["error"]:
         raise Ech0Error(result["error"])
-    print(result["solution"])
     sources = ", ".join(f"{c['source']} ({c['kind']}, {c['score']})" for c in result["retrieved_contexts"])
     print(
         f"\n[{result['mode']}] expert={result['expert_used']} swapped={result['swapped']} "
         f"load={result['load_seconds']}s compression={result['compression_ratio']} "
-        f"contexts: {sources or 'none'}",
+        f"truncated={result['truncated']} contexts: {sources or 'none'}",
         file=sys.stderr,
     )
     return 0
@@ -415,6 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="requested kept fraction of prompt tokens, in (0, 1] (default 0.5)",
     )
     p.add_argument("--top-k", dest="top_k", type=int, metavar="N", help="passages to retrieve (default 4)")
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="print progress and the answer's tokens as they arrive (the default on a terminal)",
+    )
     p.add_argument(
         "--ensemble-k", dest="ensemble_k", type=int, metavar="N", help="experts the ensemble asks (default 3)"
     )

@@ -157,3 +157,10 @@ def test_question_from_stdin_and_quiet_broken_pipe(tmp_path: Path, run_cli) -> N
     cmd = f"{sys.executable} -m ech0_moe.cli experts | true"
     piped = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert piped.stderr == ""
+
+
+def test_ask_streams_progress_and_tokens(tmp_path: Path, run_cli) -> None:
+    proc = run_cli("ask", "Why is the sky blue?", "--mode", "fast", "--stream", "--max-tokens", "12", kb=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() and "[routed to physics" in proc.stderr and "loaded in" in proc.stderr
+    assert "truncated=True" in proc.stderr
