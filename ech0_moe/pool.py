@@ -20,7 +20,7 @@ from typing import Any
 
 from ech0_moe.backends import Backend, LoadedModel, make_backend
 from ech0_moe.backends.base import Message
-from ech0_moe.backends.chat_models import Reply
+from ech0_moe.backends.chat_models import Deadline, Reply
 from ech0_moe.config import ExpertSpec, PoolConfig, format_size
 from ech0_moe.errors import BudgetError
 
@@ -270,11 +270,16 @@ class ExpertPool:
         with self.use(name) as (_, acquired):
             return acquired
 
-    def chat(self, name: str, messages: list[Message], max_tokens: int | None = None) -> tuple[Reply, Acquired]:
-        """Answer with expert `name`, loading it first if another expert is resident."""
+    def chat(
+        self, name: str, messages: list[Message], max_tokens: int | None = None, timeout: float | None = None
+    ) -> tuple[Reply, Acquired]:
+        """Answer with expert `name`, loading it first if another expert is resident; a generation
+        still running after `timeout` seconds ends with a `BackendError`."""
         spec = self.specs[name]
         with self.use(name) as (model, acquired), model.lock:
-            reply = self.backend(spec.backend).chat(spec, model.handle, messages, max_tokens or spec.max_tokens)
+            deadline = Deadline(timeout) if timeout else None
+            backend = self.backend(spec.backend)
+            reply = backend.chat(spec, model.handle, messages, max_tokens or spec.max_tokens, deadline)
         reloaded = getattr(model.handle, "last_load_duration", 0.0)
         if reloaded > RELOAD_THRESHOLD_S and not acquired.swapped:
             # the server had to load the model for this answer (its keep_alive ran out between

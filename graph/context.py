@@ -68,6 +68,12 @@ class Context:
     max_tokens: int = field(
         default=0, metadata={"description": "Answer length cap in tokens; 0 = each expert's own max_tokens."}
     )
+    answer_timeout: float = field(
+        default=600.0,
+        metadata={
+            "description": "Seconds an answer may take to generate; then it ends with an error (nothing learned)."
+        },
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -85,6 +91,7 @@ class Context:
         _check_int("max_tokens", self.max_tokens, 0, MAX_TOKENS_LIMIT)
         _check_float("max_distance", self.max_distance, 0.0, 2.0, low_open=False)
         _check_float("compression_target", self.compression_target, 0.0, 1.0, low_open=True)
+        _check_float("answer_timeout", self.answer_timeout, 0.0, 86_400.0, low_open=True)
         if self.compression_method not in COMPRESSION_METHODS:
             raise InputError(
                 f"unknown compression_method {self.compression_method!r}; use {', '.join(COMPRESSION_METHODS)}"

@@ -18,7 +18,7 @@ from ech0_moe.services import ServiceProvider, Services
 from ech0_moe.text import count_tokens
 
 
-def ask_expert(svc: Services, expert: str, prompt: str, max_tokens: int) -> tuple[Reply, bool, float]:
+def ask_expert(svc: Services, expert: str, prompt: str, ctx: Context) -> tuple[Reply, bool, float]:
     """Chat with one expert (through a LangChain chat model, so its tokens stream): its system
     prompt plus the (compressed) prompt. Returns (reply, swapped, load seconds) - non-zero if
     the expert had to be (re)loaded."""
@@ -27,7 +27,7 @@ def ask_expert(svc: Services, expert: str, prompt: str, max_tokens: int) -> tupl
         {"role": "system", "content": spec.system_prompt},
         {"role": "user", "content": prompt},
     ]
-    reply, acquired = svc.pool.chat(expert, messages, max_tokens or None)
+    reply, acquired = svc.pool.chat(expert, messages, ctx.max_tokens or None, timeout=ctx.answer_timeout)
     return reply, acquired.swapped, acquired.load_seconds
 
 
@@ -39,7 +39,7 @@ def answer(state: State, runtime: Runtime[Context], services: ServiceProvider) -
         return {}
     svc = run_services(runtime, services)
     prompt = state.prompt or state.query
-    reply, swapped, seconds = ask_expert(svc, state.expert_used, prompt, context(runtime).max_tokens)
+    reply, swapped, seconds = ask_expert(svc, state.expert_used, prompt, context(runtime))
     tokens = {"prompt": reply.prompt_tokens, "completion": reply.completion_tokens}
     if "prompt_after_compression" not in state.tokens:  # basic: nothing was compressed
         tokens.update(prompt_before_compression=count_tokens(prompt), prompt_after_compression=count_tokens(prompt))

@@ -33,7 +33,7 @@ def expert_answer(task: ExpertTask, runtime: Runtime[Context], services: Service
         if run.majority_reached():
             return {"responses": [response(task, skipped=True)]}
         t0 = time.perf_counter()
-        reply, swapped, seconds = ask_expert(svc, task.expert, task.prompt or task.query, context(runtime).max_tokens)
+        reply, swapped, seconds = ask_expert(svc, task.expert, task.prompt or task.query, context(runtime))
         key = normalise(reply.text)
         run.answers.append(key)
         elapsed = round(time.perf_counter() - t0, 4)

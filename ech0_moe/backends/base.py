@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ech0_moe.backends.chat_models import Reply
+from ech0_moe.backends.chat_models import Deadline, Reply
 from ech0_moe.config import ExpertSpec
 
 Message = dict[str, str]
@@ -35,8 +35,10 @@ class Backend(Protocol):
 
     def unload(self, spec: ExpertSpec, handle: Any) -> None: ...
 
-    def chat(self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int) -> Reply:
-        """Answer through a LangChain chat model (so LangGraph can stream its tokens)."""
+    def chat(
+        self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int, deadline: Deadline | None
+    ) -> Reply:
+        """Answer through a LangChain chat model (so LangGraph can stream its tokens), within `deadline`."""
         ...
 
     def estimate_size(self, spec: ExpertSpec) -> int:

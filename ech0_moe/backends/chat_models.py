@@ -11,14 +11,19 @@ Called inside a graph node, LangGraph's `stream_mode="messages"` receives every 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import ensure_config, merge_configs
+
+from ech0_moe.errors import BackendError
 
 ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 
@@ -44,6 +49,39 @@ def reply_of(message: BaseMessage) -> Reply:
         prompt_tokens=int(usage.get("input_tokens", 0)),
         completion_tokens=int(usage.get("output_tokens", 0)),
     )
+
+
+class Deadline(BaseCallbackHandler):
+    """Ends a generation that runs past `seconds` (checked at every token, and at the end) with a
+    `BackendError`.
+    Not transient: asking a hung or crawling backend again would only multiply the wait."""
+
+    raise_error = True
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.end - time.monotonic())
+
+    def check(self) -> None:
+        if time.monotonic() > self.end:
+            raise BackendError(f"the answer took longer than answer_timeout ({self.seconds:g} s)")
+
+    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+        self.check()
+
+    def on_llm_end(self, response: Any, **kwargs: Any) -> None:  # models that do not stream
+        self.check()
+
+
+def run_config(deadline: Deadline | None) -> RunnableConfig:
+    """The config for a chat model call: the caller's (LangGraph's streaming handler, tracing)
+    plus the deadline's handler, added to - not replacing - the inherited callbacks."""
+    inherited = ensure_config()
+    return merge_configs(inherited, {"callbacks": [deadline]}) if deadline else inherited
 
 
 class LlamaCppChatModel(BaseChatModel):

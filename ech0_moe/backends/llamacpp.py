@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from ech0_moe.backends.base import Message
-from ech0_moe.backends.chat_models import LlamaCppChatModel, Reply, reply_of
+from ech0_moe.backends.chat_models import Deadline, LlamaCppChatModel, Reply, reply_of, run_config
 from ech0_moe.config import ExpertSpec
 from ech0_moe.errors import BackendError
 
@@ -82,6 +82,8 @@ class LlamaCppBackend:
     def adopt(self, spec: ExpertSpec) -> Any:
         raise NotImplementedError("in-process models are never loaded by anyone else")
 
-    def chat(self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int) -> Reply:
+    def chat(
+        self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int, deadline: Deadline | None
+    ) -> Reply:
         model = LlamaCppChatModel(llm=handle, max_tokens=max_tokens, temperature=spec.temperature)
-        return reply_of(model.invoke([(m["role"], m["content"]) for m in messages]))
+        return reply_of(model.invoke([(m["role"], m["content"]) for m in messages], config=run_config(deadline)))

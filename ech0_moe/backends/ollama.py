@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from ech0_moe.backends.base import Message
-from ech0_moe.backends.chat_models import Reply, reply_of
+from ech0_moe.backends.chat_models import Deadline, Reply, reply_of, run_config
 from ech0_moe.config import ExpertSpec
 from ech0_moe.config import ollama_model_name as model_name
 from ech0_moe.errors import BackendError
@@ -86,7 +86,9 @@ class OllamaBackend:
     def unload(self, spec: ExpertSpec, handle: Any) -> None:
         self._request(spec.host, "POST", "/api/generate", {"model": model_name(spec.model), "keep_alive": 0})
 
-    def chat(self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int) -> Reply:
+    def chat(
+        self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int, deadline: Deadline | None
+    ) -> Reply:
         from langchain_ollama import ChatOllama
 
         llm = ChatOllama(
@@ -97,11 +99,16 @@ class OllamaBackend:
             num_ctx=spec.n_ctx,
             seed=0,
             keep_alive=self.keep_alive,
-            client_kwargs={"timeout": self.timeout},
+            # a host that stops sending (or never starts) ends the answer when the deadline does
+            client_kwargs={"timeout": min(self.timeout, deadline.remaining) if deadline else self.timeout},
         )
         try:
-            reply = llm.invoke([(m["role"], m["content"]) for m in messages])
+            reply = llm.invoke([(m["role"], m["content"]) for m in messages], config=run_config(deadline))
+        except BackendError:
+            raise
         except (httpx.HTTPError, ConnectionError) as exc:
+            if deadline:
+                deadline.check()  # out of time: the timeout, not the network, is the news
             raise BackendError(f"Ollama at {spec.host} is unreachable: {exc}", transient=True) from None
         except Exception as exc:  # ollama.ResponseError and friends: a crashed runner, an overloaded server
             raise BackendError(

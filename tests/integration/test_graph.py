@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -174,3 +175,12 @@ def test_llamacpp_answer_streams_token_by_token(graph, context: Context) -> None
     assert "".join(c for c, _ in chunks).strip() == result["solution"]  # the same greedy answer
     assert result["tokens"]["completion"] == 16 and result["truncated"] is True  # max_tokens=16
     assert result["tokens"]["prompt"] > 10
+
+
+def test_a_generation_past_answer_timeout_ends_with_an_error(graph, context: Context) -> None:
+    graph.invoke({"query": "Why is the sky blue?", "mode": "basic"}, context=context)  # loaded, warm
+    slow = replace(context, max_tokens=400, answer_timeout=0.3)
+    t0 = time.perf_counter()
+    result = graph.invoke({"query": "Write a long story about the sea.", "mode": "basic"}, context=slow)
+    assert time.perf_counter() - t0 < 3
+    assert result["error"] == "answer failed: the answer took longer than answer_timeout (0.3 s)"

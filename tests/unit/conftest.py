@@ -13,7 +13,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
 from ech0_moe.backends.base import Message
-from ech0_moe.backends.chat_models import Reply, reply_of
+from ech0_moe.backends.chat_models import Deadline, Reply, reply_of, run_config
 from ech0_moe.config import ExpertSpec, PoolConfig, load_config
 from ech0_moe.errors import BackendError
 from ech0_moe.kb import Passage
@@ -53,7 +53,9 @@ class FakeBackend:
     def unload(self, spec: ExpertSpec, handle: Any) -> None:
         self.unloads.append(spec.name)
 
-    def chat(self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int) -> Reply:
+    def chat(
+        self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int, deadline: Deadline | None
+    ) -> Reply:
         prompt = messages[-1]["content"]
         self.prompts.append((spec.name, prompt))
         if self.fail:
@@ -63,7 +65,7 @@ class FakeBackend:
         usage = {"input_tokens": len(prompt.split()), "output_tokens": len(kept), "total_tokens": 0}
         answer = AIMessage(" ".join(kept), response_metadata={"finish_reason": finish}, usage_metadata=usage)
         # a LangChain chat model, as the real backends use: LangGraph streams its tokens
-        return reply_of(GenericFakeChatModel(messages=iter([answer])).invoke(prompt))
+        return reply_of(GenericFakeChatModel(messages=iter([answer])).invoke(prompt, config=run_config(deadline)))
 
     def estimate_size(self, spec: ExpertSpec) -> int:
         return spec.size_bytes

@@ -87,3 +87,10 @@ def test_ensemble_reports_every_response_and_the_votes(services: Services, ctx: 
 
 def _paths(ctx: Context) -> dict[str, str]:
     return {"experts_file": ctx.experts_file, "kb_dir": ctx.kb_dir}
+
+
+def test_an_answer_past_its_timeout_is_an_error_and_not_learned(services: Services, ctx: Context, fake, kb) -> None:
+    slow = Context(answer_timeout=1e-9, **_paths(ctx))  # already over by the first token
+    result = build_graph(services=services).invoke({"query": BIO}, context=slow)
+    assert result["error"] == "answer failed: the answer took longer than answer_timeout (1e-09 s)"
+    assert result["solution"] == "" and kb.entries == [] and len(fake.prompts) == 1  # not retried
