@@ -7,15 +7,16 @@ before the call returns, so a crash later loses nothing already written.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
@@ -75,9 +76,33 @@ def content_id(text: str, source: str = "") -> str:
     return hashlib.sha256(f"{source}\x00{text}".encode()).hexdigest()[:32]
 
 
+class KnowledgeBaseError(Ech0Error):
+    """The store cannot be read or written (damaged files, full disk): the graph answers without it."""
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def store_errors(fn: F) -> F:
+    """Turn whatever Chroma, SQLite or the file system raise into one `KnowledgeBaseError` line."""
+
+    @functools.wraps(fn)
+    def inner(self: KnowledgeBase, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except Ech0Error:
+            raise
+        except Exception as exc:  # chromadb.errors.*, sqlite3.*, OSError: the store's own types
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise KnowledgeBaseError(f"knowledge base {self.path}: {first}") from None
+
+    return inner  # type: ignore[return-value]
+
+
 class KnowledgeBase:
     """Persistent store of document chunks and learned Q/A pairs."""
 
+    @store_errors
     def __init__(self, path: str | os.PathLike[str], collection: str = COLLECTION) -> None:
         import chromadb
         from chromadb.config import Settings
@@ -90,6 +115,12 @@ class KnowledgeBase:
             probe.unlink()
         except OSError as exc:
             raise Ech0Error(f"knowledge base folder {self.path} is not writable: {exc.strerror}") from None
+        database = self.path / "chroma.sqlite3"
+        if database.exists() and database.stat().st_size == 0:  # Chroma would silently start a new, empty store
+            raise KnowledgeBaseError(
+                f"knowledge base {self.path}: chroma.sqlite3 is empty (0 bytes), not a store; "
+                "move the folder away to start a new one"
+            )
         self._client = chromadb.PersistentClient(
             path=str(self.path), settings=Settings(anonymized_telemetry=False, allow_reset=False)
         )
@@ -99,9 +130,11 @@ class KnowledgeBase:
             configuration={"hnsw": {"space": "cosine"}},
         )
 
+    @store_errors
     def count(self) -> int:
         return self.col.count()
 
+    @store_errors
     def upsert(
         self,
         ids: list[str],
@@ -113,6 +146,7 @@ class KnowledgeBase:
         if ids:
             self.col.upsert(ids=ids, documents=texts, metadatas=metadatas, embeddings=embeddings)  # type: ignore[arg-type]
 
+    @store_errors
     def search(
         self,
         query: str,
@@ -181,6 +215,7 @@ class KnowledgeBase:
             for cid, doc, meta, dist, _ in chosen
         ]
 
+    @store_errors
     def learn(
         self,
         question: str,
@@ -213,6 +248,7 @@ class KnowledgeBase:
         self.upsert([entry_id], [f"Q: {question}\nA: {answer.strip()}"], [meta], embeddings=vector)
         return entry_id
 
+    @store_errors
     def add_paths(self, paths: Iterable[str | os.PathLike[str]], *, domain: str = "", progress: bool = True) -> dict:
         """Ingest text/markdown files and folders: chunked, with source metadata.
 
@@ -274,6 +310,7 @@ class KnowledgeBase:
             report["chunks"] += len(ids)
         return report
 
+    @store_errors
     def forget(self, *, ids: Iterable[str] = (), source: str = "") -> int:
         """Remove entries by id and/or every entry of a source (a file path or `learned:<expert>`)."""
         targets = set(ids)
@@ -304,6 +341,7 @@ class KnowledgeBase:
                 return cid
         return None
 
+    @store_errors
     def stats(self) -> dict[str, Any]:
         got = self.col.get(include=["metadatas"])
         kinds: dict[str, int] = {}

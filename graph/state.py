@@ -20,8 +20,8 @@ def merge_timings(left: dict[str, float] | None, right: dict[str, float] | None)
     return {} if right is None else {**(left or {}), **right}
 
 
-def add_answers(left: list[dict[str, Any]] | None, right: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    """Reducer: ensemble branches append their answers (`operator.add`); `None` resets."""
+def add_answers(left: list[Any] | None, right: list[Any] | None) -> list[Any]:
+    """Reducer: parallel branches append (ensemble answers, warnings: `operator.add`); `None` resets."""
     return [] if right is None else [*(left or []), *right]
 
 
@@ -79,6 +79,10 @@ class OutputState:
         default_factory=dict, metadata={"description": "Seconds per node (answer:<expert> per ensemble branch)."}
     )
     error: str = field(default="", metadata={"description": "Empty unless the answer failed after its retries."})
+    warnings: Annotated[list[str], add_answers] = field(
+        default_factory=list,
+        metadata={"description": "What went wrong without stopping the answer (e.g. the knowledge base)."},
+    )
 
 
 def result_of(values: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from langgraph.runtime import Runtime
 
 from ech0_moe.graph.context import Context
 from ech0_moe.graph.state import State
+from ech0_moe.kb import KnowledgeBaseError
 from ech0_moe.nodes._common import run_services, timed
 from ech0_moe.services import ServiceProvider
 
@@ -18,7 +19,10 @@ def learn(state: State, runtime: Runtime[Context], services: ServiceProvider) ->
     truncated answer is never learned."""
     if state.error or state.truncated or not state.solution.strip():
         return {"learned_id": ""}
-    entry = run_services(runtime, services).kb.learn(
-        state.query, state.solution, expert=state.expert_used, domain=state.domain, mode=state.mode or ""
-    )
+    try:
+        entry = run_services(runtime, services).kb.learn(
+            state.query, state.solution, expert=state.expert_used, domain=state.domain, mode=state.mode or ""
+        )
+    except KnowledgeBaseError as exc:  # the answer stands; nothing stored is touched
+        return {"learned_id": "", "warnings": [f"not learned: {exc}"]}
     return {"learned_id": entry or ""}

@@ -33,6 +33,7 @@ def prepare(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         timings=None,
         tokens=None,
         responses=None,
+        warnings=None,
         prompt="",
         domain="",
         candidates=[],

@@ -8,6 +8,7 @@ from langgraph.runtime import Runtime
 
 from ech0_moe.graph.context import Context
 from ech0_moe.graph.state import State
+from ech0_moe.kb import KnowledgeBaseError
 from ech0_moe.nodes._common import context, progress, run_services, timed
 from ech0_moe.services import ServiceProvider
 
@@ -15,13 +16,18 @@ from ech0_moe.services import ServiceProvider
 @timed("retrieve")
 def retrieve(state: State, runtime: Runtime[Context], services: ServiceProvider) -> dict[str, Any]:
     """Top-k diverse passages within the distance threshold, with source, kind and score;
-    optionally only those of the routed expert's domain."""
+    optionally only those of the routed expert's domain. A store that cannot be read is a
+    warning: the expert answers without retrieved passages."""
     ctx = context(runtime)
-    hits = run_services(runtime, services).kb.search(
-        state.query,
-        k=ctx.top_k,
-        max_distance=ctx.max_distance,
-        domain=state.domain if ctx.filter_by_domain else None,
-    )
+    try:
+        hits = run_services(runtime, services).kb.search(
+            state.query,
+            k=ctx.top_k,
+            max_distance=ctx.max_distance,
+            domain=state.domain if ctx.filter_by_domain else None,
+        )
+    except KnowledgeBaseError as exc:
+        progress("retrieved", count=0)
+        return {"retrieved_contexts": [], "warnings": [f"retrieve skipped: {exc}"]}
     progress("retrieved", count=len(hits))
     return {"retrieved_contexts": [h.as_dict() for h in hits]}

@@ -128,3 +128,30 @@ def test_sigkill_during_ingest_loses_nothing_committed(tmp_path: Path) -> None:
     fresh = KnowledgeBase(tmp_path / "fresh")
     fresh.add_paths([docs], progress=False)
     assert kb.count() == fresh.count()
+
+
+def test_a_damaged_store_is_one_line_and_the_graph_still_answers(
+    tmp_path: Path, run_cli, assert_one_line_error
+) -> None:
+    from ech0_moe.graph import Context, build_graph
+    from ech0_moe.services import ServiceRegistry
+
+    kb = KnowledgeBase(tmp_path / "kb")
+    kb.learn("What is the capital of France?", "Paris.", expert="general", domain="general", mode="x")
+    del kb
+    database = tmp_path / "kb" / "chroma.sqlite3"
+    database.write_bytes(b"this is not a database" * 200)
+    assert_one_line_error(run_cli("kb", "stats", "--kb", str(tmp_path / "kb")), "file is not a database")
+    ctx = Context(kb_dir=str(tmp_path / "kb"), max_tokens=8)
+    result = build_graph(services=ServiceRegistry()).invoke({"query": "What is the capital of France?"}, context=ctx)
+    assert result["solution"] and result["error"] == "" and result["retrieved_contexts"] == []
+    assert [w.split(":")[0] for w in result["warnings"]] == ["retrieve skipped"]  # truncated: nothing to learn
+    assert database.read_bytes() == b"this is not a database" * 200  # nothing stored was rewritten
+
+
+def test_an_empty_database_file_is_not_silently_replaced(tmp_path: Path) -> None:
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "chroma.sqlite3").write_bytes(b"")
+    with pytest.raises(Ech0Error, match=r"chroma.sqlite3 is empty \(0 bytes\), not a store"):
+        KnowledgeBase(tmp_path / "kb")
+    assert (tmp_path / "kb" / "chroma.sqlite3").stat().st_size == 0

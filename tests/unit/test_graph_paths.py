@@ -13,6 +13,7 @@ from langgraph.graph import END, START, StateGraph
 
 from ech0_moe.errors import BackendError, InputError
 from ech0_moe.graph import Context, build_graph
+from ech0_moe.kb import KnowledgeBaseError
 from ech0_moe.services import Services
 
 MATH = "Solve the equation 3x = 9"
@@ -230,3 +231,23 @@ def test_context_values_are_checked() -> None:
     ]:
         with pytest.raises(InputError, match=message):
             Context(**bad)
+
+
+class BrokenKB:
+    """A store that cannot be read or written (damaged files, a full disk)."""
+
+    def search(self, *args: object, **kwargs: object) -> list:
+        raise KnowledgeBaseError("knowledge base /kb: file is not a database")
+
+    def learn(self, *args: object, **kwargs: object) -> str:
+        raise KnowledgeBaseError("knowledge base /kb: attempt to write a readonly database")
+
+
+def test_a_broken_knowledge_base_is_a_warning_and_the_answer_survives(services: Services, ctx: Context) -> None:
+    result = build_graph(services=services.with_kb(BrokenKB())).invoke({"query": BIO}, context=ctx)  # type: ignore[arg-type]
+    assert result["solution"].startswith("biology: ") and result["error"] == ""
+    assert result["retrieved_contexts"] == []
+    assert result["warnings"] == [
+        "retrieve skipped: knowledge base /kb: file is not a database",
+        "not learned: knowledge base /kb: attempt to write a readonly database",
+    ]
