@@ -282,7 +282,7 @@ def cmd_kb(args: argparse.Namespace) -> int:
     if args.action == "add":
         if not args.items:
             raise Ech0Error("kb add needs one or more files or folders")
-        result: Any = kb.add_paths(args.items, domain=args.domain or "")
+        result: Any = kb.add_paths(args.items, domain=args.domain or "", follow_symlinks=args.follow_symlinks)
     elif args.action == "search":
         if len(args.items) != 1 or not args.items[0].strip():
             raise Ech0Error('kb search needs one query: ech0-moe kb search "QUESTION"')
@@ -522,6 +522,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="search: cosine distance above which a passage is dropped (default 0.65)",
     )
     p.add_argument("--source", help="forget: every entry of this file path or 'learned:<expert>'")
+    p.add_argument(
+        "--follow-symlinks",
+        dest="follow_symlinks",
+        action="store_true",
+        help="add: also ingest files that symlinks inside a folder point to outside it",
+    )
     p.set_defaults(func=cmd_kb)
 
     p = command("router", "router model: `router fit --out FILE.npz`")

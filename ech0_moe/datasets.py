@@ -17,15 +17,23 @@ def load_jsonl(path: str | Path, required: Sequence[str]) -> list[dict[str, Any]
     p = Path(path)
     if not p.is_file():
         raise Ech0Error(f"data file not found: {p}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise Ech0Error(f"{p}: not UTF-8 text (byte {exc.start})") from None
     rows = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise Ech0Error(f"{p}:{n}: not JSON ({exc.msg})") from None
-        missing = [k for k in required if not isinstance(row, dict) or k not in row]
+        except RecursionError:
+            raise Ech0Error(f"{p}:{n}: JSON nested too deeply") from None
+        if not isinstance(row, dict):
+            raise Ech0Error(f"{p}:{n}: expected a JSON object, got {type(row).__name__}")
+        missing = [k for k in required if k not in row]
         if missing:
             raise Ech0Error(f"{p}:{n}: missing field {missing[0]!r}")
         rows.append(row)

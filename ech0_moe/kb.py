@@ -249,30 +249,50 @@ class KnowledgeBase:
         return entry_id
 
     @store_errors
-    def add_paths(self, paths: Iterable[str | os.PathLike[str]], *, domain: str = "", progress: bool = True) -> dict:
+    def add_paths(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        domain: str = "",
+        progress: bool = True,
+        follow_symlinks: bool = False,
+    ) -> dict:
         """Ingest text/markdown files and folders: chunked, with source metadata.
 
         Idempotent by content hash: an unchanged file is skipped; a changed file's new
         chunks are written first and its stale chunks removed after, so a crash at any
         point leaves either the old or the new version searchable, never neither.
+        Inside a folder, a symlink that leads out of it is skipped unless `follow_symlinks`;
+        binary (NUL-filled) and undecodable files are skipped; every skip is listed with its reason.
         """
         from tqdm import tqdm
 
         files: list[Path] = []
+        skipped: list[str] = []
         for raw in paths:
             p = Path(raw)
             if p.is_dir():
-                files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES)
+                root = p.resolve()
+                for f in sorted(p.rglob("*")):
+                    if not (f.is_file() and f.suffix.lower() in TEXT_SUFFIXES):
+                        continue
+                    if not follow_symlinks and not f.resolve().is_relative_to(root):
+                        skipped.append(f"{f}: a symlink out of {p} (not followed)")
+                        continue
+                    files.append(f)
             elif p.is_file():
                 files.append(p)
             else:
                 raise Ech0Error(f"no such file or folder: {p}")
-        report = {"files": len(files), "added": 0, "unchanged": 0, "skipped": [], "chunks": 0}
+        report = {"files": len(files), "added": 0, "unchanged": 0, "skipped": skipped, "chunks": 0}
         for f in tqdm(files, desc="kb add", unit="file", file=sys.stderr, disable=not progress):
             try:
                 text = f.read_text(encoding="utf-8")
             except (UnicodeDecodeError, OSError) as exc:
                 report["skipped"].append(f"{f}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}")
+                continue
+            if "\x00" in text or not text.strip():
+                report["skipped"].append(f"{f}: {'binary (NUL bytes)' if text.strip() else 'empty'}")
                 continue
             source = str(f.resolve())
             file_hash = hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -21,10 +21,28 @@ def check_query(query: object) -> None:
     """Raise `InputError` for a query that is not text, empty or oversized."""
     if not isinstance(query, str):
         raise InputError(f"query must be text, got {type(query).__name__}")
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates: undecodable bytes on a command line, or broken text
+        raise InputError(f"query is not valid text (an undecodable character at position {exc.start})") from None
     if not query.strip():
         raise InputError("empty query: ask a question")
     if len(query) > MAX_QUERY_CHARS:
         raise InputError(f"query too long: {len(query)} characters (limit {MAX_QUERY_CHARS})")
+
+
+_INSTRUCTIONS = re.compile(
+    r"(?im)^\s*(?:system|assistant|developer)\s*:"
+    r"|\b(?:ignore|disregard|forget)\s+(?:all\s+|any\s+|the\s+)?(?:previous|prior|above|earlier)\s+"
+    r"(?:instructions?|prompts?|messages?|rules?)"
+    r"|\byou\s+(?:must|will|should)\s+always\b|\bfrom\s+now\s+on\b"
+)
+
+
+def looks_like_instructions(text: str) -> bool:
+    """Text addressed to the model rather than about the world ("SYSTEM: ...", "ignore previous
+    instructions", "you must always ..."): never learned, so it cannot steer later answers."""
+    return bool(_INSTRUCTIONS.search(text))
 
 
 def count_tokens(text: str) -> int:

@@ -11,6 +11,7 @@ from ech0_moe.graph.state import State
 from ech0_moe.kb import KnowledgeBaseError
 from ech0_moe.nodes._common import run_services, timed
 from ech0_moe.services import ServiceProvider
+from ech0_moe.text import looks_like_instructions
 
 
 @timed("learn")
@@ -19,6 +20,11 @@ def learn(state: State, runtime: Runtime[Context], services: ServiceProvider) ->
     truncated answer is never learned."""
     if state.error or state.truncated or not state.solution.strip():
         return {"learned_id": ""}
+    if looks_like_instructions(state.query) or looks_like_instructions(state.solution):
+        return {
+            "learned_id": "",
+            "warnings": ["not learned: the question or answer reads as instructions to the model"],
+        }
     try:
         entry = run_services(runtime, services).kb.learn(
             state.query, state.solution, expert=state.expert_used, domain=state.domain, mode=state.mode or ""

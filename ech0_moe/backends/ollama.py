@@ -10,10 +10,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 
@@ -22,6 +24,17 @@ from ech0_moe.backends.chat_models import Deadline, Reply, reply_of, run_config
 from ech0_moe.config import ExpertSpec
 from ech0_moe.config import ollama_model_name as model_name
 from ech0_moe.errors import BackendError
+
+
+def is_loopback(url: str) -> bool:
+    """True for http://127.x, [::1] and localhost: such hosts are reached directly, never through a proxy."""
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -43,7 +56,9 @@ class OllamaBackend:
         self._clients: dict[str, httpx.Client] = {}
 
     def _request(self, host: str, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
-        client = self._clients.setdefault(host, httpx.Client(base_url=host, timeout=self.timeout))
+        if host not in self._clients:  # HTTP(S)_PROXY applies to remote hosts only
+            self._clients[host] = httpx.Client(base_url=host, timeout=self.timeout, trust_env=not is_loopback(host))
+        client = self._clients[host]
         try:
             response = client.request(method, path, json=payload)
         except httpx.HTTPError as exc:
@@ -100,7 +115,10 @@ class OllamaBackend:
             seed=0,
             keep_alive=self.keep_alive,
             # a host that stops sending (or never starts) ends the answer when the deadline does
-            client_kwargs={"timeout": min(self.timeout, deadline.remaining) if deadline else self.timeout},
+            client_kwargs={
+                "timeout": min(self.timeout, deadline.remaining) if deadline else self.timeout,
+                "trust_env": not is_loopback(spec.host),
+            },
         )
         try:
             reply = llm.invoke([(m["role"], m["content"]) for m in messages], config=run_config(deadline))

@@ -155,3 +155,21 @@ def test_an_empty_database_file_is_not_silently_replaced(tmp_path: Path) -> None
     with pytest.raises(Ech0Error, match=r"chroma.sqlite3 is empty \(0 bytes\), not a store"):
         KnowledgeBase(tmp_path / "kb")
     assert (tmp_path / "kb" / "chroma.sqlite3").stat().st_size == 0
+
+
+def test_add_skips_symlinks_out_of_the_folder_and_binary_files(kb: KnowledgeBase, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("The vault code is 7431. " * 5)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "notes.md").write_text("Zstandard compresses data quickly with dictionaries. " * 4)
+    (folder / "link.txt").symlink_to(secret)
+    (folder / "zeros.txt").write_bytes(b"\0" * 4096)
+    report = kb.add_paths([folder], progress=False)
+    assert report["added"] == 1
+    assert sorted(s.split(": ", 1)[1] for s in report["skipped"]) == [
+        f"a symlink out of {folder} (not followed)",
+        "binary (NUL bytes)",
+    ]
+    assert not [h for h in kb.search("vault code", k=4, max_distance=2.0) if "7431" in h.text]
+    assert kb.add_paths([folder], progress=False, follow_symlinks=True)["added"] == 1  # asked for: followed
