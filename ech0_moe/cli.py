@@ -133,15 +133,16 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_experts(args: argparse.Namespace) -> int:
-    from ech0_moe.backends import make_backend
+    from ech0_moe.backends.ollama import OllamaBackend
     from ech0_moe.config import format_size
 
     config = _config(args)
     resident: dict[str, Any] = {}  # device -> names resident there (None: unknown)
+    ollama = OllamaBackend(timeout=5.0)  # a listing does not wait for a hung host
     for e in config.experts:
         if e.backend == "ollama" and e.device not in resident:
             try:
-                resident[e.device] = make_backend("ollama").resident(e)
+                resident[e.device] = ollama.resident(e)
             except Ech0Error:
                 resident[e.device] = None
     rows = [

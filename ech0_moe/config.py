@@ -120,6 +120,7 @@ class ExpertSpec:
     n_ctx: int = 2048
     max_tokens: int = 128
     temperature: float = 0.0
+    timeout: float = 120.0  # Ollama: seconds without a byte (first, or between chunks) before the host counts as hung
 
     @property
     def model_key(self) -> str:
@@ -192,10 +193,11 @@ EXPERT_KEYS = (
     "n_ctx",
     "max_tokens",
     "temperature",
+    "timeout",
 )
 ROUTER_KEYS = ("model", "data", "min_confidence", "stay_margin", "stay_per_second")
-DEFAULTS = {"n_ctx": 2048, "max_tokens": 128, "temperature": 0.0}  # documented in the README
-LIMITS = {"n_ctx": (64, 1 << 20), "max_tokens": (1, 1 << 16), "temperature": (0.0, 5.0)}
+DEFAULTS = {"n_ctx": 2048, "max_tokens": 128, "temperature": 0.0, "timeout": 120.0}  # documented in the README
+LIMITS = {"n_ctx": (64, 1 << 20), "max_tokens": (1, 1 << 16), "temperature": (0.0, 5.0), "timeout": (0.1, 86_400)}
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -314,6 +316,7 @@ class _Reader:
             n_ctx=int(numbers["n_ctx"]),
             max_tokens=int(numbers["max_tokens"]),
             temperature=float(numbers["temperature"]),
+            timeout=float(numbers["timeout"]),
         )
         if not spec.routing_texts:
             self.add(f"{where}: needs a description or examples (the router learns the expert from them)")

@@ -64,6 +64,7 @@ class ExpertPool:
         self.events: list[SwapEvent] = []
         self._peak: dict[str, int] = {}
         self._estimates: dict[str, int] = {}  # model key -> bytes, for experts.yaml entries without a size
+        self._unloading: dict[str, int] = {}  # device -> bytes of evicted models still being unloaded
 
     # ---- introspection -------------------------------------------------
     def backend(self, name: str) -> Backend:
@@ -154,11 +155,13 @@ class ExpertPool:
 
     def _used(self, device: str) -> int:
         reserved = sum(b for d, b in self._reserved.values() if d == device)
-        return self._resident(device) + reserved + sum(self._foreign.get(device, {}).values())
+        pending = self._unloading.get(device, 0)  # evicted, still being unloaded: still in memory
+        return self._resident(device) + reserved + pending + sum(self._foreign.get(device, {}).values())
 
-    def _evict_idle_until(self, device: str, need: int) -> list[str]:
-        """Unload idle models on `device`, least recently used first, until `need` bytes are free."""
-        evicted: list[str] = []
+    def _pick_victims(self, device: str, need: int) -> list[LoadedModel]:
+        """Take idle models on `device` off the books, least recently used first, until `need`
+        bytes will be free; their bytes count as unloading until `_unload` has run."""
+        victims: list[LoadedModel] = []
         budget = self.config.budget_for(device)
         while budget - self._used(device) < need:
             idle = sorted(
@@ -167,17 +170,30 @@ class ExpertPool:
             if not idle:
                 break
             victim = idle[0]
-            spec = self._spec_for_key(victim.key)
             del self._loaded[victim.key]  # first: nothing is counted as loaded that may not be
-            self.backend(spec.backend).unload(spec, victim.handle)
-            evicted.append(spec.name)
-        return evicted
+            self._unloading[device] = self._unloading.get(device, 0) + victim.size_bytes
+            victims.append(victim)
+        return victims
 
-    def _reconcile(self, spec: ExpertSpec) -> None:
-        """Ollama: align with what the host really holds (/api/ps). Another client may have
-        loaded models (counted against the host's budget; ours are adopted) or keep_alive may
-        have expired ours (forgotten)."""
-        resident = self.backend(spec.backend).resident(spec)
+    def _unload(self, victims: list[LoadedModel]) -> list[str]:
+        """Unload models `_pick_victims` chose - without the lock: a slow or hung host must not
+        block requests for experts on other devices. Returns the experts' names."""
+        names = []
+        for victim in victims:
+            spec = self._spec_for_key(victim.key)
+            try:
+                self.backend(spec.backend).unload(spec, victim.handle)
+            finally:
+                with self._cond:
+                    self._unloading[victim.device] -= victim.size_bytes
+                    self._cond.notify_all()
+            names.append(spec.name)
+        return names
+
+    def _reconcile(self, spec: ExpertSpec, resident: dict[str, int] | None) -> None:
+        """Ollama: align with what the host really holds (`resident`, from /api/ps, fetched
+        without the lock). Another client may have loaded models (counted against the host's
+        budget; ours are adopted) or keep_alive may have expired ours (forgotten)."""
         if resident is None:
             return
         device = spec.device
@@ -208,29 +224,34 @@ class ExpertPool:
                 f"expert {name!r} needs {format_size(need)}, more than the budget {format_size(budget)} of {device}"
             )
         evicted: list[str] = []
-        with self._cond:
-            while True:
-                self._reconcile(spec)
+        while True:
+            resident = backend.resident(spec)  # network (Ollama): never under the lock
+            victims: list[LoadedModel] = []
+            with self._cond:
+                self._reconcile(spec, resident)
                 model = self._loaded.get(key)
                 if model is not None:
                     model.users += 1
                     model.last_used = time.monotonic()
                     return model, Acquired(name, False, 0.0)
                 if key not in self._reserved:
-                    evicted += self._evict_idle_until(device, need)
                     if budget - self._used(device) >= need:
                         self._reserved[key] = (device, need)
                         break
+                    victims = self._pick_victims(device, need)
                     busy = any(m.users for m in self._loaded.values() if m.device == device) or any(
                         d == device for d, _ in self._reserved.values()
                     )
-                    if not busy:  # only models we do not manage are in the way: waiting would not help
+                    if not victims and not busy and not self._unloading.get(device):
+                        # only models we do not manage are in the way: waiting would not help
                         foreign = ", ".join(sorted(self._foreign.get(device, {}))) or "nothing"
                         raise BudgetError(
                             f"expert {name!r} ({format_size(need)}) does not fit on {device}: "
                             f"other clients hold {foreign}; unload them or raise that host's budget"
                         )
-                self._cond.wait(timeout=1.0)
+                if not victims:
+                    self._cond.wait(timeout=1.0)
+            evicted += self._unload(victims)
         t0 = time.perf_counter()
         try:
             handle, size = backend.load(spec)
@@ -294,7 +315,7 @@ class ExpertPool:
         return reply, acquired
 
     def unload_all(self) -> None:
+        """Unload every idle model (benchmarks: start cold)."""
         with self._cond:
-            for device in self._devices():
-                self._evict_idle_until(device, self.config.budget_for(device) + 1)
-            self._cond.notify_all()
+            victims = [v for d in self._devices() for v in self._pick_victims(d, self.config.budget_for(d) + 1)]
+        self._unload(victims)

@@ -50,17 +50,28 @@ class OllamaBackend:
 
     name = "ollama"
 
-    def __init__(self, keep_alive: str | None = None, timeout: float = 600.0) -> None:
+    def __init__(self, keep_alive: str | None = None, timeout: float = float("inf")) -> None:
         self.keep_alive = keep_alive or os.environ.get("ECH0_OLLAMA_KEEP_ALIVE", "30m")
-        self.timeout = timeout
+        self.timeout = timeout  # a cap on every expert's own `timeout` (validate uses a short one)
         self._clients: dict[str, httpx.Client] = {}
 
-    def _request(self, host: str, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+    def timeouts(self, spec: ExpertSpec, deadline: Deadline | None = None) -> httpx.Timeout:
+        """Connect within 10 s; then no more than the expert's `timeout` without a byte (first
+        byte, and between stream chunks) - and never past the answer's deadline."""
+        idle = min(spec.timeout, self.timeout, deadline.remaining if deadline else float("inf"))
+        return httpx.Timeout(idle, connect=min(10.0, idle))
+
+    def _request(self, spec: ExpertSpec, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+        host = spec.host
         if host not in self._clients:  # HTTP(S)_PROXY applies to remote hosts only
-            self._clients[host] = httpx.Client(base_url=host, timeout=self.timeout, trust_env=not is_loopback(host))
+            self._clients[host] = httpx.Client(base_url=host, trust_env=not is_loopback(host))
         client = self._clients[host]
         try:
-            response = client.request(method, path, json=payload)
+            response = client.request(method, path, json=payload, timeout=self.timeouts(spec))
+        except httpx.TimeoutException:  # a hung host: asking again would only multiply the wait
+            raise BackendError(
+                f"Ollama at {host} did not answer {method} {path} within {spec.timeout:g} s (timeout)"
+            ) from None
         except httpx.HTTPError as exc:
             raise BackendError(f"Ollama at {host} is unreachable: {exc}", transient=True) from None
         if response.status_code >= 400:
@@ -76,13 +87,13 @@ class OllamaBackend:
 
     def estimate_size(self, spec: ExpertSpec) -> int:
         wanted = model_name(spec.model)
-        for m in self._request(spec.host, "GET", "/api/tags").get("models", []):
+        for m in self._request(spec, "GET", "/api/tags").get("models", []):
             if model_name(m.get("name") or m.get("model", "")) == wanted:
                 return int(m.get("size", 0))
         raise BackendError(f"model {spec.model!r} is not on Ollama at {spec.host} (run: ollama pull {spec.model})")
 
     def resident(self, spec: ExpertSpec) -> dict[str, int]:
-        models = self._request(spec.host, "GET", "/api/ps").get("models", [])
+        models = self._request(spec, "GET", "/api/ps").get("models", [])
         return {model_name(m.get("name") or m.get("model", "")): int(m.get("size", 0)) for m in models}
 
     def adopt(self, spec: ExpertSpec) -> OllamaHandle:
@@ -91,7 +102,7 @@ class OllamaBackend:
     def load(self, spec: ExpertSpec) -> tuple[OllamaHandle, int]:
         name = model_name(spec.model)
         t0 = time.perf_counter()
-        self._request(spec.host, "POST", "/api/generate", {"model": name, "keep_alive": self.keep_alive})
+        self._request(spec, "POST", "/api/generate", {"model": name, "keep_alive": self.keep_alive})
         seconds = time.perf_counter() - t0
         size = self.resident(spec).get(name)
         if size is None:
@@ -99,7 +110,7 @@ class OllamaBackend:
         return OllamaHandle(spec.host, name, load_seconds=seconds), size
 
     def unload(self, spec: ExpertSpec, handle: Any) -> None:
-        self._request(spec.host, "POST", "/api/generate", {"model": model_name(spec.model), "keep_alive": 0})
+        self._request(spec, "POST", "/api/generate", {"model": model_name(spec.model), "keep_alive": 0})
 
     def chat(
         self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int, deadline: Deadline | None
@@ -115,18 +126,17 @@ class OllamaBackend:
             seed=0,
             keep_alive=self.keep_alive,
             # a host that stops sending (or never starts) ends the answer when the deadline does
-            client_kwargs={
-                "timeout": min(self.timeout, deadline.remaining) if deadline else self.timeout,
-                "trust_env": not is_loopback(spec.host),
-            },
+            client_kwargs={"timeout": self.timeouts(spec, deadline), "trust_env": not is_loopback(spec.host)},
         )
         try:
             reply = llm.invoke([(m["role"], m["content"]) for m in messages], config=run_config(deadline))
         except BackendError:
             raise
-        except (httpx.HTTPError, ConnectionError) as exc:
+        except httpx.TimeoutException:
             if deadline:
-                deadline.check()  # out of time: the timeout, not the network, is the news
+                deadline.check()  # out of time: the answer's deadline, not the network, is the news
+            raise BackendError(f"Ollama at {spec.host} sent nothing for {spec.timeout:g} s (timeout)") from None
+        except (httpx.HTTPError, ConnectionError) as exc:
             raise BackendError(f"Ollama at {spec.host} is unreachable: {exc}", transient=True) from None
         except Exception as exc:  # ollama.ResponseError and friends: a crashed runner, an overloaded server
             raise BackendError(

@@ -176,3 +176,63 @@ def test_experts_command_shows_what_the_host_holds(write_config, fake: str, run_
     httpx.post(f"{fake}/api/generate", json={"model": "smollm2:135m", "keep_alive": -1})
     listing = json.loads(run_cli("experts", "--json", "--experts", str(config)).stdout)
     assert {e["name"]: e["loaded"] for e in listing["experts"]} == {"a": True, "b": False}
+
+
+@pytest.fixture
+def hung_host():
+    """A host that accepts connections and never answers (the stand-in for a wedged Ollama)."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def test_a_hung_host_ends_with_one_line_and_never_blocks_local_experts(
+    write_config, hung_host: str, model_a: Path, expert_yaml
+) -> None:
+    import threading
+
+    body = "memory_budget: 150MB\nexperts:\n" + expert_yaml("local", "general", model_a)
+    body += f'  - {{name: remote, domain: mathematics, backend: ollama, model: "m:1b", host: "{hung_host}", '
+    body += "size: 1GB, timeout: 10, system_prompt: x, description: y}\n"
+    body = body.replace("memory_budget: 150MB\n", f"memory_budget: 150MB\nhosts: {{{hung_host}: 2GB}}\n")
+    pool = ExpertPool(load_config(write_config(body)))
+    failure: list[BaseException] = []
+
+    def ask_remote() -> None:
+        try:
+            pool.chat("remote", [{"role": "user", "content": "hi"}], 4)
+        except BaseException as exc:
+            failure.append(exc)
+
+    t0 = time.perf_counter()
+    remote = threading.Thread(target=ask_remote)
+    remote.start()
+    time.sleep(0.3)  # the remote request is now hanging on the host
+    reply, _ = pool.chat("local", [{"role": "user", "content": "Say hi."}], 4)
+    local_seconds = time.perf_counter() - t0
+    remote.join(timeout=30)
+    assert reply.text and local_seconds < 8  # not behind the hung host (its timeout is 10 s)
+    assert not remote.is_alive() and time.perf_counter() - t0 < 20
+    assert isinstance(failure[0], BackendError) and "did not answer" in str(failure[0]) and "10 s" in str(failure[0])
