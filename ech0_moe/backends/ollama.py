@@ -142,6 +142,8 @@ class OllamaBackend:
             raise BackendError(
                 f"Ollama at {spec.host} failed to answer with {spec.model}: {exc}", transient=True
             ) from None
+        if not reply.response_metadata.get("done"):  # the stream ended without Ollama's final record
+            raise BackendError(f"Ollama at {spec.host}: the answer was cut off mid-stream", transient=True)
         if isinstance(handle, OllamaHandle):
             handle.last_load_duration = (reply.response_metadata.get("load_duration") or 0) / 1e9
         return reply_of(reply)

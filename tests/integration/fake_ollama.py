@@ -21,7 +21,8 @@ use); /api/generate applies the model's chat template rather than a Modelfile
 TEMPLATE; only the options num_predict, temperature, seed and num_ctx are honoured;
 no images, tools, "format", "raw" or "context"; digests are synthetic; it does not
 evict models for memory of its own (real Ollama may). `crash_next` injects the
-error line a crashed runner sends mid-stream, and unloads the model.
+error line a crashed runner sends mid-stream, and unloads the model; `cut_next`
+ends a stream after three tokens without its final `done` record (a dropped connection).
 
 Run: python tests/integration/fake_ollama.py --port 11435 --model smollm2:135m=/path/model.gguf
 """
@@ -83,11 +84,12 @@ class FakeOllama:
         self.lock = threading.RLock()
         self.loads = 0
         self.crash_next = 0  # fault injection: the next N answers die mid-stream, as a crashed runner does
+        self.cut_next = 0  # fault injection: the next N streams stop after a few tokens, no final record
 
-    def take_crash(self) -> bool:
+    def take_fault(self, name: str) -> bool:
         with self.lock:
-            if self.crash_next > 0:
-                self.crash_next -= 1
+            if getattr(self, name) > 0:
+                setattr(self, name, getattr(self, name) - 1)
                 return True
             return False
 
@@ -279,7 +281,8 @@ class Handler(BaseHTTPRequestHandler):
         stream = body.get("stream", True)
         chunks: list[str] = []
         finish = "stop"
-        crash = self.state.take_crash()
+        crash = self.state.take_fault("crash_next")
+        cut = stream and self.state.take_fault("cut_next")
         with resident.lock:
             if stream:
                 self.send_response(200)
@@ -295,6 +298,9 @@ class Handler(BaseHTTPRequestHandler):
                     error = {"error": "llama runner process has terminated: signal: killed"}
                     self._line(error) if stream else self._json(500, error)
                     self.state.keep(name, 0)
+                    return
+                if cut and len(chunks) == 3:  # the connection drops: no `done` record ever comes
+                    self.close_connection = True
                     return
                 if piece:
                     chunks.append(piece)

@@ -154,6 +154,15 @@ def test_backend_failing_mid_answer_is_retried_then_reported(
         pool.ensure_loaded("b")  # the pool reconciles with the host before deciding anything
         assert {pool.specs[n].model for n in pool.loaded_experts()} == set(ollama_ps(url))
         assert KnowledgeBase(ctx.kb_dir).search("What is 3 + 3?", k=4, max_distance=0.1) == []
+        # a stream cut before its final record is not an answer: retried, then reported
+        server.state.crash_next = 0
+        server.state.cut_next = 1
+        again = graph.invoke({"query": "What is 4 + 4?", "mode": "basic", "expert": "a"}, context=ctx)
+        assert again["solution"] and not again["error"]
+        server.state.cut_next = 10
+        cut = graph.invoke({"query": "What is 5 + 5?", "mode": "optimized", "expert": "a"}, context=ctx)
+        assert cut["solution"] == "" and "the answer was cut off mid-stream" in cut["error"]
+        assert KnowledgeBase(ctx.kb_dir).search("What is 5 + 5?", k=4, max_distance=0.1) == []
     finally:
         server.stop()
 
