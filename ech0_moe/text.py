@@ -45,6 +45,20 @@ def looks_like_instructions(text: str) -> bool:
     return bool(_INSTRUCTIONS.search(text))
 
 
+CHARS_PER_TOKEN = 4  # English text in a Llama-style BPE vocabulary: ~4 characters a token
+
+
+def check_fits(query: str, system_prompt: str, answer_tokens: int, n_ctx: int, expert: str) -> None:
+    """Raise `InputError` when the query, the expert's system prompt and its answer cannot fit the
+    expert's context window (estimated at ~4 characters a token) - before any model loads."""
+    need = (len(query) + len(system_prompt)) // CHARS_PER_TOKEN + answer_tokens + 16
+    if need > n_ctx:
+        raise InputError(
+            f"query too long for expert {expert!r}: about {need} tokens with its answer, "
+            f"its context window (n_ctx) is {n_ctx}"
+        )
+
+
 def count_tokens(text: str) -> int:
     return len(text.split())
 

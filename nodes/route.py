@@ -13,6 +13,7 @@ from ech0_moe.graph.context import Context
 from ech0_moe.graph.state import State
 from ech0_moe.nodes._common import context, progress, run_services, timed
 from ech0_moe.services import ServiceProvider
+from ech0_moe.text import check_fits
 
 
 @timed("route")
@@ -39,6 +40,9 @@ def route(state: State, runtime: Runtime[Context], services: ServiceProvider) ->
             ranked=[state.expert],
         )
     candidates = [decision.ranked[i] for i in pool.serving_order(decision.ranked)]
+    for name in candidates:  # before anything is loaded
+        spec = pool.specs[name]
+        check_fits(state.query, spec.system_prompt, context(runtime).max_tokens or spec.max_tokens, spec.n_ctx, name)
     progress("routed", expert=decision.expert, confidence=decision.confidence, reason=decision.reason)
     return {
         "expert_used": decision.expert,
