@@ -182,10 +182,10 @@ class RouterModel:
             with np.load(path, allow_pickle=False) as z:
                 k, mix, temperature, sharpness = [*z["knobs"].tolist(), 1.0][:4] if "knobs" in z else (20, 0, 0.1, 1)
                 return cls(
-                    list(z["classes"]),
+                    [str(c) for c in z["classes"]],
                     z["weights"],
                     z["bias"],
-                    list(z["trained_ids"]),
+                    [str(i) for i in z["trained_ids"]],
                     z.get("memory"),
                     z.get("memory_labels"),
                     k=int(k),

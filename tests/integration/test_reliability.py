@@ -117,6 +117,30 @@ def bad_inputs(tmp: Path, model_a: Path, expert_yaml) -> list[tuple[str, list[st
             "Ollama at http://127.0.0.1:9 is unreachable",
         ),
         ("unwritable knowledge-base folder", ["kb", "stats", "--kb", str(blocker / "kb")], "is not writable"),
+        (
+            "unknown setting",
+            [
+                "experts",
+                "--experts",
+                yaml_file(tmp, "typo.yaml", good + expert_yaml("x", "general", model_a, sytem_prompt="s")),
+            ],
+            "experts[0] (x).sytem_prompt: unknown setting (did you mean 'system_prompt'?)",
+        ),
+        (
+            "duplicate YAML key",
+            ["experts", "--experts", yaml_file(tmp, "twice.yaml", "memory_budget: 1GB\nmemory_budget: 2GB\n")],
+            "invalid YAML at line 2, column 1: duplicate key 'memory_budget'",
+        ),
+        ("out-of-range setting", ["ask", "hi", "--top-k", "1000000000"], "top_k must be a whole number from 1 to 50"),
+        ("negative answer length", ["ask", "hi", "--max-tokens", "-1"], "max_tokens must be a whole number from 0"),
+        ("compression target 0", ["ask", "hi", "--compression-target", "0"], "compression_target must be more than 0"),
+        (
+            "query too long for the expert's context window",
+            ["ask", "word " * 3000, "--mode", "basic"],
+            "query too long for expert '",
+        ),
+        ("undecodable query", ["ask", "caf\udce9?"], "query is not valid text"),
+        ("bad batch rows", ["batch", yaml_file(tmp, "rows.jsonl", "[1, 2]\n")], "rows.jsonl:1: expected a JSON object"),
     ]
 
 
