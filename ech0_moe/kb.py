@@ -7,13 +7,16 @@ before the call returns, so a crash later loses nothing already written.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import os
 import re
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -83,31 +86,48 @@ class KnowledgeBaseError(Ech0Error):
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def store_errors(fn: F) -> F:
-    """Turn whatever Chroma, SQLite or the file system raise into one `KnowledgeBaseError` line."""
+def _one_line(self: KnowledgeBase, fn: Callable[[], Any]) -> Any:
+    """Run `fn`, turning whatever Chroma, SQLite or the file system raise into one `KnowledgeBaseError` line."""
+    try:
+        return fn()
+    except Ech0Error:
+        raise
+    except Exception as exc:  # chromadb.errors.*, sqlite3.*, OSError: the store's own types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise KnowledgeBaseError(f"knowledge base {self.path}: {first}") from None
 
-    @functools.wraps(fn)
-    def inner(self: KnowledgeBase, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(self, *args, **kwargs)
-        except Ech0Error:
-            raise
-        except Exception as exc:  # chromadb.errors.*, sqlite3.*, OSError: the store's own types
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise KnowledgeBaseError(f"knowledge base {self.path}: {first}") from None
 
-    return inner  # type: ignore[return-value]
+def store_op(*, writes: bool) -> Callable[[F], F]:
+    """One store operation: one line on failure, and serialised with every other process using
+    the same folder (see `KnowledgeBase._exclusive`)."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(self: KnowledgeBase, *args: Any, **kwargs: Any) -> Any:
+            with self._exclusive(writes):
+                return _one_line(self, lambda: fn(self, *args, **kwargs))
+
+        return inner  # type: ignore[return-value]
+
+    return wrap
 
 
 class KnowledgeBase:
     """Persistent store of document chunks and learned Q/A pairs."""
 
-    @store_errors
     def __init__(self, path: str | os.PathLike[str], collection: str = COLLECTION) -> None:
+        self.path = Path(path)
+        self.collection = collection
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self._lock_fd: int | None = None
+        self._seen = -1  # the store generation this process's Chroma client reflects
+        _one_line(self, self._open)
+
+    def _open(self) -> None:
         import chromadb
         from chromadb.config import Settings
 
-        self.path = Path(path)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-test"
@@ -121,20 +141,59 @@ class KnowledgeBase:
                 f"knowledge base {self.path}: chroma.sqlite3 is empty (0 bytes), not a store; "
                 "move the folder away to start a new one"
             )
-        self._client = chromadb.PersistentClient(
-            path=str(self.path), settings=Settings(anonymized_telemetry=False, allow_reset=False)
-        )
+        with self._exclusive(writes=False, fresh=False):
+            self._connect(chromadb.PersistentClient, Settings(anonymized_telemetry=False, allow_reset=False))
+
+    def _connect(self, client: Callable[..., Any], settings: Any) -> None:
+        self._client = client(path=str(self.path), settings=settings)
+        self._factory, self._settings = client, settings
         self.col = self._client.get_or_create_collection(
-            collection,
+            self.collection,
             embedding_function=MiniLMEmbeddingFunction(),  # type: ignore[arg-type]
             configuration={"hnsw": {"space": "cosine"}},
         )
+        self._seen = self._generation()
 
-    @store_errors
+    # ---- one store, many processes ---------------------------------------------------------
+    # Chroma's embedded store keeps index state in memory: two processes writing one folder lose
+    # writes ("Error finding id") unless they take turns and each re-reads what the other wrote.
+    # Every operation holds an exclusive file lock on the folder; a write bumps a generation
+    # number; a process whose client is older than the folder's generation reopens it first.
+    def _generation(self) -> int:
+        try:
+            return int((self.path / ".ech0-generation").read_text() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    @contextlib.contextmanager
+    def _exclusive(self, writes: bool, fresh: bool = True) -> Iterator[None]:
+        with self._thread_lock:
+            if self._depth == 0:
+                self._lock_fd = os.open(self.path / ".ech0.lock", os.O_RDWR | os.O_CREAT, 0o644)
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            self._depth += 1
+            try:
+                if fresh and self._depth == 1 and self._generation() != self._seen:
+                    self._client.close()  # another process wrote: read the store anew
+                    self._connect(self._factory, self._settings)
+                yield
+                if writes:
+                    self._seen = self._generation() + 1
+                    tmp = self.path / f".ech0-generation.{os.getpid()}"
+                    tmp.write_text(str(self._seen))
+                    tmp.replace(self.path / ".ech0-generation")
+            finally:
+                self._depth -= 1
+                if self._depth == 0 and self._lock_fd is not None:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                    os.close(self._lock_fd)
+                    self._lock_fd = None
+
+    @store_op(writes=False)
     def count(self) -> int:
         return self.col.count()
 
-    @store_errors
+    @store_op(writes=True)
     def upsert(
         self,
         ids: list[str],
@@ -146,7 +205,7 @@ class KnowledgeBase:
         if ids:
             self.col.upsert(ids=ids, documents=texts, metadatas=metadatas, embeddings=embeddings)  # type: ignore[arg-type]
 
-    @store_errors
+    @store_op(writes=False)
     def search(
         self,
         query: str,
@@ -215,7 +274,7 @@ class KnowledgeBase:
             for cid, doc, meta, dist, _ in chosen
         ]
 
-    @store_errors
+    @store_op(writes=True)
     def learn(
         self,
         question: str,
@@ -248,7 +307,7 @@ class KnowledgeBase:
         self.upsert([entry_id], [f"Q: {question}\nA: {answer.strip()}"], [meta], embeddings=vector)
         return entry_id
 
-    @store_errors
+    @store_op(writes=True)
     def add_paths(
         self,
         paths: Iterable[str | os.PathLike[str]],
@@ -330,7 +389,7 @@ class KnowledgeBase:
             report["chunks"] += len(ids)
         return report
 
-    @store_errors
+    @store_op(writes=True)
     def forget(self, *, ids: Iterable[str] = (), source: str = "") -> int:
         """Remove entries by id and/or every entry of a source (a file path or `learned:<expert>`)."""
         targets = set(ids)
@@ -361,7 +420,7 @@ class KnowledgeBase:
                 return cid
         return None
 
-    @store_errors
+    @store_op(writes=False)
     def stats(self) -> dict[str, Any]:
         got = self.col.get(include=["metadatas"])
         kinds: dict[str, int] = {}

@@ -173,3 +173,32 @@ def test_add_skips_symlinks_out_of_the_folder_and_binary_files(kb: KnowledgeBase
     ]
     assert not [h for h in kb.search("vault code", k=4, max_distance=2.0) if "7431" in h.text]
     assert kb.add_paths([folder], progress=False, follow_symlinks=True)["added"] == 1  # asked for: followed
+
+
+WRITER = """
+import sys
+from ech0_moe.kb import KnowledgeBase
+
+kb, tag, failed = KnowledgeBase(sys.argv[1]), int(sys.argv[2]), 0
+for i in range(40):
+    try:
+        kb.learn(f"What is {i} plus {tag}?", f"It is {i + tag}.", expert="math", domain="mathematics", mode="x")
+        kb.search(f"What is {i} plus", k=2)
+    except Exception as exc:
+        failed += 1
+print(failed)
+"""
+
+
+def test_two_processes_learning_into_one_folder_lose_nothing(tmp_path: Path) -> None:
+    KnowledgeBase(tmp_path / "kb").count()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(tmp_path / "kb"), str(tag)], stdout=subprocess.PIPE, text=True
+        )
+        for tag in (1000, 2000)
+    ]
+    outs = [p.communicate(timeout=240)[0].strip() for p in procs]
+    assert outs == ["0", "0"]  # no failed run on either side
+    kb = KnowledgeBase(tmp_path / "kb")
+    assert kb.count() == 80 and kb.stats()["by_kind"] == {"learned": 80}
