@@ -96,10 +96,10 @@ class ExpertPool:
             return self.specs[name].model_key in self._loaded
 
     def expected_bytes(self, name: str) -> int:
-        """Bytes expert `name` needs: experts.yaml's size, else what was measured or asked (0 = not known yet)."""
+        """Bytes expert `name` needs: what its last load measured, else experts.yaml's size (0 = not known yet)."""
         spec = self.specs[name]
         with self._cond:
-            return spec.size_bytes or self._estimates.get(spec.model_key, 0)
+            return self._estimates.get(spec.model_key) or spec.size_bytes
 
     def expected_load_seconds(self, name: str) -> float:
         """Seconds loading expert `name` should take: its model's last measured load, or
@@ -217,7 +217,8 @@ class ExpertPool:
         key, device = spec.model_key, spec.device
         budget = self.config.budget_for(device)
         backend = self.backend(spec.backend)
-        need = spec.size_bytes or self._estimates.get(key) or backend.estimate_size(spec)
+        # what it measured at its last load (weights + KV cache), else experts.yaml's size, else the backend's guess
+        need = self._estimates.get(key) or spec.size_bytes or backend.estimate_size(spec)
         self._estimates[key] = need  # asked once per model, not on every request
         if need > budget:
             raise BudgetError(
@@ -261,7 +262,17 @@ class ExpertPool:
                 self._cond.notify_all()
             raise
         seconds = time.perf_counter() - t0
+        if size > budget:  # its real footprint: file plus what the runtime allocates beside it
+            backend.unload(spec, handle)
+            with self._cond:
+                del self._reserved[key]
+                self._cond.notify_all()
+            raise BudgetError(
+                f"expert {name!r} takes {format_size(size)} once loaded (weights and KV cache), "
+                f"more than the budget {format_size(budget)} of {device}"
+            )
         with self._cond:
+            self._estimates[key] = size
             del self._reserved[key]
             model = LoadedModel(key, handle, size, seconds, users=1, last_used=time.monotonic(), device=device)
             self._loaded[key] = model

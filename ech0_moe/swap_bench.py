@@ -33,6 +33,19 @@ SWAP_QUESTIONS = (  # our own mixed questions: both weights files of the default
 )
 
 
+def _rss_bytes() -> int:
+    """This process's resident memory now (Linux /proc)."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss_bytes() -> int:
+    """This process's peak resident memory (kilobytes in getrusage on Linux)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _drop_page_cache(path: str) -> None:
     """Evict a file's pages from the OS cache (no root needed), for a cold read or load."""
     fd = os.open(path, os.O_RDONLY)
@@ -81,6 +94,9 @@ def bench_swap(context: Context, svc: Services, repeats: int = 5) -> dict[str, A
     """Swap costs on `svc`'s pool (runs the real models): see `ech0-moe bench swap`."""
     pool = svc.pool
     graph = build_graph(services=svc)
+    svc.router.route("warm up")  # the router's encoder, Chroma and the document encoder are the
+    svc.kb.search("warm up")  # baseline: the growth after this is the models'
+    rss_before = _rss_bytes()
     files: dict[str, str] = {}
     for name, spec in pool.specs.items():
         if spec.backend == "llamacpp":
@@ -135,6 +151,8 @@ def bench_swap(context: Context, svc: Services, repeats: int = 5) -> dict[str, A
         "budget_bytes": stats["budget_bytes"],
         "peak_loaded_bytes": stats["peak_loaded_bytes"],
         "within_budget": stats["peak_loaded_bytes"] <= stats["budget_bytes"],
+        # the books beside the process: peak resident memory above what it held before any model
+        "peak_rss_growth_bytes": _peak_rss_bytes() - rss_before,
         "load": loads,
         "batch": batches,
         "graph_overhead": {

@@ -16,6 +16,39 @@ GGUF_MAGIC = b"GGUF"
 # segfaults on the first batched decode on Sapphire Rapids CPUs (ggml-org/llama.cpp#20824).
 
 
+@functools.cache
+def _libc() -> Any:
+    import ctypes
+    import ctypes.util
+
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+def release_freed_memory() -> None:
+    """Hand memory a closed model freed back to the OS (glibc keeps freed heap otherwise, and the
+    process's resident size would keep the old KV cache beside the next model's)."""
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+def kv_cache_bytes(metadata: dict[str, str], n_ctx: int) -> int:
+    """Bytes of llama.cpp's f16 KV cache: n_ctx x layers x (K and V) x the KV heads' width x 2 bytes.
+    It is allocated at load, beside the mmapped weights (measured: SmolLM2-135M at n_ctx 2048
+    raised RSS by 143.8 MB for a 98.4 MB file; file + cache = 145.6 MB)."""
+    arch = metadata.get("general.architecture", "llama")
+
+    def number(key: str, default: int) -> int:
+        try:
+            return int(metadata.get(f"{arch}.{key}", default))
+        except ValueError:
+            return default
+
+    heads = number("attention.head_count", 1) or 1
+    width = number("embedding_length", 0) // heads * number("attention.head_count_kv", heads)
+    return n_ctx * number("block_count", 0) * 2 * width * 2
+
+
 def amx_problem(system_info: str, allow: bool = False) -> str | None:
     """Why a llama.cpp build with these features (`llama_print_system_info()`) must not
     run here, or None: AMX kernels crash the process unless `allow`."""
@@ -68,10 +101,11 @@ class LlamaCppBackend:
             )
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"expert {spec.name!r}: llama.cpp could not load {spec.model}: {exc}") from None
-        return llm, os.path.getsize(spec.model)
+        return llm, os.path.getsize(spec.model) + kv_cache_bytes(llm.metadata, llm.n_ctx())
 
     def unload(self, spec: ExpertSpec, handle: Any) -> None:
         handle.close()
+        release_freed_memory()
 
     def estimate_size(self, spec: ExpertSpec) -> int:
         return os.path.getsize(spec.model)

@@ -10,7 +10,7 @@ import pytest
 
 from ech0_moe.backends.llamacpp import amx_problem, check_build
 from ech0_moe.config import load_config
-from ech0_moe.errors import BackendError
+from ech0_moe.errors import BackendError, BudgetError
 from ech0_moe.pool import ExpertPool
 
 
@@ -79,8 +79,24 @@ def test_corrupt_model_fails_cleanly_and_pool_stays_consistent(
         pool.ensure_loaded("cut")
     # nothing counted as loaded that is not; the failed loads' reservations were released
     assert pool.loaded_experts() == ["good"]
-    assert pool.loaded_bytes == model_a.stat().st_size
+    assert pool.loaded_bytes == pool.expected_bytes("good")
     assert not pool.ensure_loaded("good").swapped
+
+
+def test_the_budget_counts_weights_and_kv_cache(write_config, model_a: Path, expert_yaml) -> None:
+    """The books carry the loaded footprint (file + f16 KV cache), not the file size: SmolLM2-135M
+    at n_ctx 2048 is 98.4 MB on disk and raised RSS by 143.8 MB when measured."""
+    pool = ExpertPool(
+        load_config(write_config("memory_budget: 150MB\nexperts:\n" + expert_yaml("x", "general", model_a)))
+    )
+    pool.ensure_loaded("x")
+    assert pool.loaded_bytes == model_a.stat().st_size + 2048 * 30 * 2 * 192 * 2  # 145.5 MB
+    tight = ExpertPool(
+        load_config(write_config("memory_budget: 120MB\nexperts:\n" + expert_yaml("x", "general", model_a)))
+    )
+    with pytest.raises(BudgetError, match=r"expert 'x' takes 145.5MB once loaded \(weights and KV cache\), more than"):
+        tight.ensure_loaded("x")
+    assert tight.loaded_experts() == [] and tight.loaded_bytes == 0
 
 
 def test_model_deleted_after_start(write_config, tmp_path: Path, model_a: Path, expert_yaml) -> None:
