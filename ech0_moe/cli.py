@@ -565,10 +565,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ech0-moe: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # last line of defence: one line, no traceback
+    except Exception as exc:  # last line of defence: one sentence, no traceback
         if os.environ.get("ECH0_DEBUG"):
             raise
-        print(f"ech0-moe: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        detail = (str(exc).strip().splitlines() or ["no details"])[0]
+        print(f"ech0-moe: error: unexpected failure ({detail}); ECH0_DEBUG=1 shows where", file=sys.stderr)
         return 1
 
 
