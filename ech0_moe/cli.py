@@ -371,7 +371,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             tqdm.write(
                 f"Q: {question}\n   -> {r['expert_used']} [{r['mode']}] "
                 f"{'SWAP ' + str(r['load_seconds']) + 's' if r['swapped'] else 'no swap'}, "
-                f"contexts={len(r['retrieved_contexts'])}, compression={r['compression_ratio']}\n"
+                f"contexts={len(r['retrieved_contexts'])}, compression={r['compression_ratio']}"
+                f"{', truncated (not learned)' if r['truncated'] else ''}\n"
                 f"   timings: {timings}\n   A: {answer}\n",
                 file=sys.stdout,
             )
@@ -542,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_router_fit)
 
     p = command("demo", "mixed questions showing routing, swaps and timings")
-    max_tokens(p, default=48)
+    max_tokens(p, default=200)  # room for complete answers: a truncated one is never learned
     p.set_defaults(func=cmd_demo)
     return parser
 
