@@ -283,7 +283,9 @@ def bench_rag(rows: list[dict[str, Any]], kb_dir: Path, k: int = 4, max_distance
     from ech0_moe.kb import KnowledgeBase
 
     kb = KnowledgeBase(kb_dir)
-    kb.add_paths([BENCH_DIR / "docs"], progress=False)
+    t0 = time.perf_counter()
+    ingested = kb.add_paths([BENCH_DIR / "docs"], progress=False)
+    ingest_seconds = time.perf_counter() - t0
 
     def search(q: str) -> list[Any]:
         return kb.search(q, k=k, max_distance=max_distance)
@@ -312,6 +314,7 @@ def bench_rag(rows: list[dict[str, Any]], kb_dir: Path, k: int = 4, max_distance
         "k": k,
         "max_distance": max_distance,
         "chunks": kb.stats()["by_kind"].get("document", 0),
+        "ingest_chunks_per_second": round(ingested["chunks"] / ingest_seconds, 1),
         "learned_paraphrase": _recall(learned, k),
         "documents_original": _recall(doc_orig, k),
         "documents_paraphrase": _recall(doc_para, k),

@@ -97,6 +97,7 @@ def test_bench_compress_and_rag_meet_their_goals(run_cli) -> None:
     assert proc.returncode == 0, proc.stderr
     rag = json.loads(proc.stdout.strip().splitlines()[-1])
     assert rag["learned_paraphrase"]["recall@4"] >= 0.9 and rag["documents_original"]["recall@4"] >= 0.8
+    assert rag["ingest_chunks_per_second"] > 0
 
 
 def test_kb_commands(tmp_path: Path, run_cli, assert_one_line_error) -> None:
