@@ -283,7 +283,14 @@ def cmd_kb(args: argparse.Namespace) -> int:
     if args.action == "add":
         if not args.items:
             raise Ech0Error("kb add needs one or more files or folders")
-        result: Any = kb.add_paths(args.items, domain=args.domain or "", follow_symlinks=args.follow_symlinks)
+        if not 0 < args.max_file_mb <= 100_000:
+            raise Ech0Error(f"--max-file-mb must be more than 0 and at most 100000, got {args.max_file_mb}")
+        result: Any = kb.add_paths(
+            args.items,
+            domain=args.domain or "",
+            follow_symlinks=args.follow_symlinks,
+            max_bytes=int(args.max_file_mb * 1e6),
+        )
     elif args.action == "search":
         if len(args.items) != 1 or not args.items[0].strip():
             raise Ech0Error('kb search needs one query: ech0-moe kb search "QUESTION"')
@@ -529,6 +536,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="follow_symlinks",
         action="store_true",
         help="add: also ingest files that symlinks inside a folder point to outside it",
+    )
+    p.add_argument(
+        "--max-file-mb",
+        dest="max_file_mb",
+        type=float,
+        default=20.0,
+        metavar="MB",
+        help="add: skip (and list) files larger than this (default 20)",
     )
     p.set_defaults(func=cmd_kb)
 

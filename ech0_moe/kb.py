@@ -31,6 +31,7 @@ from ech0_moe.text import chunk_text
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 COLLECTION = "ech0_memory"
+MAX_FILE_BYTES = 20_000_000  # `kb add` skips larger files unless asked (--max-file-mb)
 TEXT_SUFFIXES = frozenset({".md", ".markdown", ".txt", ".rst", ".text"})
 _NUMBERS = re.compile(r"\d+(?:\.\d+)?")
 
@@ -315,6 +316,7 @@ class KnowledgeBase:
         domain: str = "",
         progress: bool = True,
         follow_symlinks: bool = False,
+        max_bytes: int = MAX_FILE_BYTES,
     ) -> dict:
         """Ingest text/markdown files and folders: chunked, with source metadata.
 
@@ -322,7 +324,8 @@ class KnowledgeBase:
         chunks are written first and its stale chunks removed after, so a crash at any
         point leaves either the old or the new version searchable, never neither.
         Inside a folder, a symlink that leads out of it is skipped unless `follow_symlinks`;
-        binary (NUL-filled) and undecodable files are skipped; every skip is listed with its reason.
+        binary (NUL-filled), undecodable and files over `max_bytes` are skipped; every skip is
+        listed with its reason. The progress bar counts bytes, so one big file moves it too.
         """
         from tqdm import tqdm
 
@@ -343,15 +346,31 @@ class KnowledgeBase:
                 files.append(p)
             else:
                 raise Ech0Error(f"no such file or folder: {p}")
-        report = {"files": len(files), "added": 0, "unchanged": 0, "skipped": skipped, "chunks": 0}
-        for f in tqdm(files, desc="kb add", unit="file", file=sys.stderr, disable=not progress):
+        report: dict[str, Any] = {"files": len(files), "added": 0, "unchanged": 0, "skipped": skipped, "chunks": 0}
+        sizes = {f: f.stat().st_size for f in files}
+        for f in [f for f in files if sizes[f] > max_bytes]:
+            skipped.append(f"{f}: larger than {max_bytes / 1e6:g}MB (raise the limit with --max-file-mb)")
+            files.remove(f)
+        t0 = time.perf_counter()
+        bar = tqdm(
+            total=sum(sizes[f] for f in files),
+            desc="kb add",
+            unit="B",
+            unit_scale=True,
+            file=sys.stderr,
+            disable=not progress,
+        )
+        for n, f in enumerate(files):
+            bar.set_postfix_str(f"{n}/{len(files)} files done, {f.name}")
             try:
                 text = f.read_text(encoding="utf-8")
             except (UnicodeDecodeError, OSError) as exc:
                 report["skipped"].append(f"{f}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}")
+                bar.update(sizes[f])
                 continue
             if "\x00" in text or not text.strip():
                 report["skipped"].append(f"{f}: {'binary (NUL bytes)' if text.strip() else 'empty'}")
+                bar.update(sizes[f])
                 continue
             source = str(f.resolve())
             file_hash = hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -362,9 +381,12 @@ class KnowledgeBase:
                 for m in metas_old
             ):  # complete and current; a version cut short by a crash is written again
                 report["unchanged"] += 1
+                bar.update(sizes[f])
                 continue
-            chunks = chunk_text(text)
-            ids = [content_id(c, source) for _, c in chunks]
+            unique: dict[str, tuple[str, str]] = {}  # a chunk repeated word for word in one file is kept once
+            for heading, chunk in chunk_text(text):
+                unique.setdefault(content_id(chunk, source), (heading, chunk))
+            ids, chunks = list(unique), list(unique.values())
             metas = [
                 {
                     "kind": "document",
@@ -378,15 +400,25 @@ class KnowledgeBase:
                 }
                 for i, (heading, _) in enumerate(chunks)
             ]
+            done = 0
             for start in range(0, len(ids), 64):
                 self.upsert(
                     ids[start : start + 64], [c for _, c in chunks[start : start + 64]], metas[start : start + 64]
                 )
+                step = sizes[f] * min(len(ids), start + 64) // max(1, len(ids)) - done
+                bar.update(step)
+                done += step
             stale = sorted(set(old["ids"]) - set(ids))
             if stale:
                 self.col.delete(ids=stale)
+            bar.update(sizes[f] - done)
             report["added"] += 1
             report["chunks"] += len(ids)
+        bar.set_postfix_str(f"{len(files)}/{len(files)} files done")
+        bar.close()
+        seconds = time.perf_counter() - t0
+        report["seconds"] = round(seconds, 2)
+        report["chunks_per_second"] = round(report["chunks"] / seconds, 1) if report["chunks"] else 0.0
         return report
 
     @store_op(writes=True)

@@ -113,7 +113,7 @@ def test_sigkill_during_ingest_loses_nothing_committed(tmp_path: Path) -> None:
     reader.start()
     done, deadline = 0, time.time() + 120
     while done < 4 and time.time() < deadline and proc.poll() is None:
-        found = re.findall(r"\| (\d+)/28", "".join(progress))
+        found = re.findall(r"(\d+)/28 files done", "".join(progress))
         done = int(found[-1]) if found else 0
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
@@ -202,3 +202,14 @@ def test_two_processes_learning_into_one_folder_lose_nothing(tmp_path: Path) -> 
     assert outs == ["0", "0"]  # no failed run on either side
     kb = KnowledgeBase(tmp_path / "kb")
     assert kb.count() == 80 and kb.stats()["by_kind"] == {"learned": 80}
+
+
+def test_add_skips_files_over_the_size_limit_and_reports_throughput(kb: KnowledgeBase, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "small.md").write_text("Zstandard compresses data quickly with dictionaries. " * 4)
+    (folder / "big.md").write_text("A long manual about compression levels and window sizes. " * 100)
+    report = kb.add_paths([folder], progress=False, max_bytes=2_000)
+    assert report["added"] == 1 and report["chunks_per_second"] > 0
+    assert report["skipped"] == [f"{folder / 'big.md'}: larger than 0.002MB (raise the limit with --max-file-mb)"]
+    assert kb.add_paths([folder], progress=False, max_bytes=10_000)["added"] == 1  # raised: now it goes in
