@@ -217,8 +217,7 @@ class ExpertPool:
         key, device = spec.model_key, spec.device
         budget = self.config.budget_for(device)
         backend = self.backend(spec.backend)
-        # what it measured at its last load (weights + KV cache), else experts.yaml's size, else the backend's guess
-        need = self._estimates.get(key) or spec.size_bytes or backend.estimate_size(spec)
+        need = self.expected_bytes(name) or backend.estimate_size(spec)
         self._estimates[key] = need  # asked once per model, not on every request
         if need > budget:
             raise BudgetError(

@@ -18,6 +18,7 @@ seconds.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -41,8 +42,9 @@ EXAMPLES_FILE = DATA_DIR / "router_examples.yaml"
 FIT_VERSION = "experts-as-classes/minilm-int8-mean+max/1"  # part of every pool hash: bump to refit all
 
 
+@functools.cache
 def written_examples() -> dict[str, list[str]]:
-    """Our routing examples, by domain."""
+    """Our routing examples, by domain (package data: read once)."""
     return yaml.safe_load(EXAMPLES_FILE.read_text(encoding="utf-8"))
 
 
@@ -115,13 +117,16 @@ class FeatureCache:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or cache_dir() / "router-features.npz"
         self._lock = threading.Lock()
+        self._known: dict[str, np.ndarray] | None = None  # the file, read once per cache
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
         from ech0_moe.embeddings import route_features
 
         keys = [hashlib.sha1(t.encode()).hexdigest()[:20] for t in texts]
         with self._lock:
-            known = self._read()
+            if self._known is None:
+                self._known = self._read()
+            known = self._known
             missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in known}.items())
             if missing:
                 vectors = route_features([t for _, t in missing])
@@ -211,11 +216,12 @@ def load_or_fit(config: PoolConfig) -> RouterModel:
             )
         return model
     data = config_data(config)
+    fingerprint = pool_fingerprint(config, data)
     if not data and PACKAGED_MODEL.is_file():
         packaged = RouterModel.load(PACKAGED_MODEL)
-        if packaged.pool_hash == pool_fingerprint(config):  # fitted for the shipped pool (plus the dev set)
+        if packaged.pool_hash == fingerprint:  # fitted for the shipped pool (plus the dev set)
             return packaged
-    cached = cache_dir() / "routers" / f"{pool_fingerprint(config, data)}.npz"
+    cached = cache_dir() / "routers" / f"{fingerprint}.npz"
     if cached.is_file():
         return RouterModel.load(cached)
     t0 = time.perf_counter()

@@ -24,23 +24,24 @@ def swap_load(state: State, runtime: Runtime[Context], services: ServiceProvider
     pool = run_services(runtime, services).pool
     expert = state.expert_used
     write = get_stream_writer()
-    resident = pool.is_loaded(expert)
-    if not resident:
-        write({"event": "loading", "expert": expert, "bytes": pool.expected_bytes(expert), "elapsed": 0.0})
-    done = threading.Event()
-    t0 = time.perf_counter()
-
-    def heartbeat() -> None:
-        while not done.wait(HEARTBEAT_S):
-            write({"event": "loading", "expert": expert, "elapsed": round(time.perf_counter() - t0, 1)})
-
-    beat = threading.Thread(target=heartbeat, daemon=True)
-    beat.start()
-    try:
+    if pool.is_loaded(expert):  # the usual case: no load, no heartbeat thread
         acquired = pool.ensure_loaded(expert)
-    finally:
-        done.set()
-        beat.join()
+    else:
+        write({"event": "loading", "expert": expert, "bytes": pool.expected_bytes(expert), "elapsed": 0.0})
+        done = threading.Event()
+        t0 = time.perf_counter()
+
+        def heartbeat() -> None:
+            while not done.wait(HEARTBEAT_S):
+                write({"event": "loading", "expert": expert, "elapsed": round(time.perf_counter() - t0, 1)})
+
+        beat = threading.Thread(target=heartbeat, daemon=True)
+        beat.start()
+        try:
+            acquired = pool.ensure_loaded(expert)
+        finally:
+            done.set()
+            beat.join()
     write(
         {
             "event": "loaded",
