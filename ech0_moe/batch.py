@@ -9,7 +9,9 @@ same rule the ensemble's turns follow). Results come back in input order.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from tqdm import tqdm
@@ -32,6 +34,22 @@ def plan(services: Services, queries: Sequence[str], order: Order = "affinity") 
     return services.pool.serving_order(experts), experts
 
 
+def lanes_of(services: Services, serve: list[int], experts: list[str], order: Order) -> list[list[int]]:
+    """The serving order cut into groups, one per model (`fifo`: one per query); each group is
+    served by one lane, so an expert stays resident while its group is answered."""
+    if order == "fifo":
+        return [[i] for i in serve]
+    groups: list[list[int]] = []
+    key = None
+    for i in serve:
+        spec = services.pool.specs[experts[i]]
+        if spec.model_key != key:
+            groups.append([])
+            key = spec.model_key
+        groups[-1].append(i)
+    return groups
+
+
 def solve_batch(
     queries: Sequence[str],
     context: Context,
@@ -41,15 +59,52 @@ def solve_batch(
     order: Order = "affinity",
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Answer `queries` with as few swaps as possible; results in input order."""
+    """Answer `queries` with as few swaps as possible; results in input order.
+
+    Groups are served by `pool.lanes` lanes at once (1 in process; on Ray Serve one per replica,
+    so N replicas keep N experts resident). A lane starts once the previous lane's first expert
+    has loaded: Ray then sends the new expert to a replica that holds none yet."""
     for q in queries:
         check_query(q)
     graph = build_graph(services=services)
-    serve, experts = plan(services.for_run(context.experts_file, context.kb_dir), queries, order)
+    svc = services.for_run(context.experts_file, context.kb_dir)
+    serve, experts = plan(svc, queries, order)
+    groups = iter(lanes_of(svc, serve, experts, order))
+    lanes = max(1, min(svc.pool.lanes if order == "affinity" else 1, len(queries)))
+    loaded = [threading.Event() for _ in range(lanes)]
     results: list[dict[str, Any] | None] = [None] * len(queries)
-    bar = tqdm(serve, desc=f"batch ({order})", unit="q", file=sys.stderr, disable=not progress)
-    for i in bar:
-        bar.set_postfix_str(experts[i])
-        out = graph.invoke({"query": queries[i], "mode": mode, "expert": experts[i]}, context=context)
-        results[i] = {"index": i, "query": queries[i], **result_of(out)}
+    lock = threading.Lock()
+    bar = tqdm(total=len(queries), desc=f"batch ({order})", unit="q", file=sys.stderr, disable=not progress)
+
+    def answer(i: int, on_loaded: Callable[[], None]) -> None:
+        values: dict[str, Any] = {}
+        request = {"query": queries[i], "mode": mode, "expert": experts[i]}
+        for kind, chunk in graph.stream(request, context=context, stream_mode=["custom", "values"]):
+            if kind == "custom" and chunk.get("event") == "loaded":
+                on_loaded()
+            elif kind == "values":
+                values = chunk
+        results[i] = {"index": i, "query": queries[i], **result_of(values)}
+        with lock:
+            bar.set_postfix_str(experts[i])
+            bar.update()
+
+    def lane(k: int) -> None:
+        try:
+            if k:
+                loaded[k - 1].wait()
+            while True:
+                with lock:
+                    group = next(groups, None)
+                if group is None:
+                    return
+                for i in group:
+                    answer(i, loaded[k].set)
+        finally:
+            loaded[k].set()
+
+    with ThreadPoolExecutor(lanes, thread_name_prefix="ech0-lane") as workers:
+        for future in [workers.submit(lane, k) for k in range(lanes)]:
+            future.result()
+    bar.close()
     return [r for r in results if r is not None]

@@ -22,7 +22,8 @@ import yaml
 from ech0_moe.errors import ConfigError
 from ech0_moe.paths import cache_dir
 
-BACKENDS: tuple[str, ...] = ("llamacpp", "ollama")
+BACKENDS: tuple[str, ...] = ("llamacpp", "ollama", "ray")
+RUNTIMES: tuple[str, ...] = ("llamacpp", "ollama")  # what a Ray replica runs an expert with
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 
 _UNITS = {
@@ -121,6 +122,7 @@ class ExpertSpec:
     max_tokens: int = 128
     temperature: float = 0.0
     timeout: float = 120.0  # Ollama: seconds without a byte (first, or between chunks) before the host counts as hung
+    runtime: str = ""  # backend ray: what each replica runs the expert with (llamacpp or a node-local ollama)
 
     @property
     def model_key(self) -> str:
@@ -129,8 +131,9 @@ class ExpertSpec:
 
     @property
     def device(self) -> str:
-        """Where the model lives and whose memory budget it uses: this process, or an Ollama host."""
-        return self.host if self.backend == "ollama" else "local"
+        """Where the model lives and whose memory budget it uses: this process, an Ollama host, or
+        a Ray Serve application (each of its replicas has its own budget)."""
+        return {"ollama": self.host, "ray": "ray"}.get(self.backend, "local")
 
     @property
     def routing_texts(self) -> list[str]:
@@ -152,6 +155,20 @@ class RouterSettings:
 
 
 @dataclass(frozen=True)
+class RaySettings:
+    """`ray:` in experts.yaml: the Ray Serve application that serves every `backend: ray` expert."""
+
+    address: str = "auto"  # `ray.init` address: auto (a cluster started on this machine), ray://head:10001, ...
+    app: str = "ech0-moe"  # the Serve application's name
+    replicas: int = 2  # replicas of the expert deployment; each holds one expert at a time
+    replica_budget: int = 0  # bytes one replica may hold (0 = memory_budget)
+    num_cpus: float = 1.0  # per replica
+    num_gpus: float = 0.0  # per replica (1 on a GPU cluster: one GPU per replica)
+    max_ongoing_requests: int = 64  # per replica; Ray's default (5) spreads a cold burst over every replica
+    threads: int = 0  # llama.cpp threads per replica (0 = num_cpus, at least 1)
+
+
+@dataclass(frozen=True)
 class PoolConfig:
     """The whole `experts.yaml`: a memory budget and the experts."""
 
@@ -161,9 +178,11 @@ class PoolConfig:
     general_expert: str
     router: RouterSettings = field(default_factory=RouterSettings)
     host_budgets: dict[str, int] = field(default_factory=dict)
+    ray: RaySettings | None = None  # set when the experts are served by Ray Serve (`backend: ray`)
 
     def budget_for(self, device: str) -> int:
-        """The memory budget of a device: `memory_budget` locally, `hosts:` (or the same) per Ollama host."""
+        """The memory budget of a device: `memory_budget` locally, `hosts:` (or the same) per Ollama
+        host, `ray.replica_budget` (or the same) per Ray replica."""
         return self.host_budgets.get(device, self.memory_budget)
 
     def expert(self, name: str) -> ExpertSpec:
@@ -178,7 +197,7 @@ class PoolConfig:
 
 
 # ---- reading experts.yaml ------------------------------------------------------------------
-TOP_KEYS = ("memory_budget", "defaults", "experts", "general_expert", "router", "hosts")
+TOP_KEYS = ("memory_budget", "defaults", "experts", "general_expert", "router", "hosts", "ray")
 EXPERT_KEYS = (
     "name",
     "domain",
@@ -194,7 +213,9 @@ EXPERT_KEYS = (
     "max_tokens",
     "temperature",
     "timeout",
+    "runtime",
 )
+RAY_KEYS = ("address", "app", "replicas", "replica_budget", "num_cpus", "num_gpus", "max_ongoing_requests", "threads")
 ROUTER_KEYS = ("model", "data", "min_confidence", "stay_margin", "stay_per_second")
 DEFAULTS = {"n_ctx": 2048, "max_tokens": 128, "temperature": 0.0, "timeout": 120.0}  # documented in the README
 LIMITS = {"n_ctx": (64, 1 << 20), "max_tokens": (1, 1 << 16), "temperature": (0.0, 5.0), "timeout": (0.1, 86_400)}
@@ -295,11 +316,17 @@ class _Reader:
             elif path is not None:
                 model = str(path.resolve())
                 size_bytes = path.stat().st_size if size in (None, "auto") else self.size(size, f"{where}.size")
-        elif backend == "ollama" and model:
-            model = ollama_model_name(model)
-            host = (self.text(merged, "host", where, required=False) or DEFAULT_OLLAMA_HOST).rstrip("/")
-            if not host.startswith(("http://", "https://")):
-                self.add(f"{where}.host: expected a URL such as {DEFAULT_OLLAMA_HOST}, got {host!r}")
+        elif backend in ("ollama", "ray") and model:
+            runtime = self.text(merged, "runtime", where, required=False) or "llamacpp"
+            if backend == "ray" and runtime not in RUNTIMES:
+                self.add(f"{where}.runtime: unknown runtime {runtime!r} (use {' or '.join(RUNTIMES)})")
+            if backend == "ollama" or runtime == "ollama":
+                model = ollama_model_name(model)
+                host = (self.text(merged, "host", where, required=False) or DEFAULT_OLLAMA_HOST).rstrip("/")
+                if not host.startswith(("http://", "https://")):
+                    self.add(f"{where}.host: expected a URL such as {DEFAULT_OLLAMA_HOST}, got {host!r}")
+            # backend ray: the model file (or node-local Ollama) is on the replicas' nodes and is
+            # resolved and checked there (`serve_app.replica_config`), not on this machine
             size_bytes = 0 if size in (None, "auto") else self.size(size, f"{where}.size")
         numbers = {k: self.number(merged, k, where, DEFAULTS[k], LIMITS[k]) for k in DEFAULTS}
         spec = ExpertSpec(
@@ -317,7 +344,10 @@ class _Reader:
             max_tokens=int(numbers["max_tokens"]),
             temperature=float(numbers["temperature"]),
             timeout=float(numbers["timeout"]),
+            runtime=(self.text(merged, "runtime", where, required=False) or "llamacpp") if backend == "ray" else "",
         )
+        if backend != "ray" and "runtime" in merged:
+            self.add(f"{where}.runtime: only for backend ray (what its replicas run the expert with)")
         if not spec.routing_texts:
             self.add(f"{where}: needs a description or examples (the router learns the expert from them)")
         return spec if name else None
@@ -336,6 +366,30 @@ class _Reader:
             if budget:
                 out[str(host).rstrip("/")] = budget
         return out
+
+    def ray(self, raw: Any) -> RaySettings | None:
+        """`ray: {address: auto, app: ech0-moe, replicas: 2, replica_budget: 20GB, ...}`."""
+        if raw is None:
+            return None
+        where = f"{self.fname}: ray"
+        if not isinstance(raw, dict):
+            self.add(f"{where}: expected a mapping (address, app, replicas, replica_budget, ...)")
+            return None
+        self.keys(raw, where, RAY_KEYS)
+        base = RaySettings()
+        budget = raw.get("replica_budget")
+        return RaySettings(
+            address=self.text(raw, "address", where, required=False) or base.address,
+            app=self.text(raw, "app", where, required=False) or base.app,
+            replicas=int(self.number(raw, "replicas", where, base.replicas, (1, 1024))),
+            replica_budget=0 if budget is None else self.size(budget, f"{where}.replica_budget"),
+            num_cpus=float(self.number(raw, "num_cpus", where, base.num_cpus, (0, 1024))),
+            num_gpus=float(self.number(raw, "num_gpus", where, base.num_gpus, (0, 64))),
+            max_ongoing_requests=int(
+                self.number(raw, "max_ongoing_requests", where, base.max_ongoing_requests, (1, 10_000))
+            ),
+            threads=int(self.number(raw, "threads", where, base.threads, (0, 1024))),
+        )
 
     def router(self, raw: Any, base_dir: Path) -> RouterSettings:
         if raw is None:
@@ -399,6 +453,14 @@ class _Reader:
         base_dir = p.resolve().parent
         experts = [e for i, item in enumerate(items) if (e := self.expert(item, i, defaults, base_dir))]
         host_budgets = self.hosts(raw.get("hosts"))
+        ray = self.ray(raw.get("ray"))
+        on_ray = {e.backend == "ray" for e in experts}
+        if on_ray == {True, False}:
+            self.add(f"{fname}: experts: backend ray serves the whole pool; it cannot be mixed with other backends")
+        elif on_ray == {True} and ray is None:
+            ray = RaySettings()
+        if ray is not None and ray.replica_budget:
+            host_budgets["ray"] = ray.replica_budget
         seen: set[str] = set()
         for e in experts:
             if e.name in seen:
@@ -406,7 +468,13 @@ class _Reader:
             seen.add(e.name)
             limit = host_budgets.get(e.device, budget)
             if budget and e.size_bytes > limit:
-                which = "memory_budget" if e.device not in host_budgets else f"the budget of {e.device}"
+                which = (
+                    "memory_budget"
+                    if e.device not in host_budgets
+                    else "ray.replica_budget"
+                    if e.device == "ray"
+                    else f"the budget of {e.device}"
+                )
                 self.add(
                     f"{fname}: expert {e.name!r} needs {format_size(e.size_bytes)}, more than {which} "
                     f"{format_size(limit)}"
@@ -426,6 +494,7 @@ class _Reader:
             general_expert=general,
             router=router,
             host_budgets=host_budgets,
+            ray=ray,
         )
 
 

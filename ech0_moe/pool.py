@@ -36,6 +36,7 @@ class Acquired:
     swapped: bool
     load_seconds: float
     evicted: tuple[str, ...] = ()
+    served_by: str = ""  # where the expert ran: "local", an Ollama host, or a Ray replica
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,14 @@ class SwapEvent:
     load_seconds: float
     evicted: tuple[str, ...]
     loaded_bytes_after: int
+
+
+def serving_order(keys: Sequence[str], resident: set[str]) -> list[int]:
+    """Indices of `keys` (each request's model) in the order to serve them with the fewest swaps:
+    those on a resident model first, then grouped by model in order of first appearance (the
+    ensemble's turns and `batch` both use it)."""
+    first = {k: keys.index(k) for k in keys}
+    return sorted(range(len(keys)), key=lambda i: (keys[i] not in resident, first[keys[i]], i))
 
 
 class ExpertPool:
@@ -110,18 +119,20 @@ class ExpertPool:
         return measured if measured is not None else self.expected_bytes(name) / ASSUMED_LOAD_BYTES_PER_S
 
     def serving_order(self, experts: Sequence[str]) -> list[int]:
-        """Indices of `experts` in the order to serve them with the fewest swaps: those on a
-        resident model first, then grouped by weights file in order of first appearance
-        (the ensemble's turns and `batch` both use it)."""
+        """Indices of `experts` in the order to serve them with the fewest swaps (`serving_order`)."""
         with self._cond:
             keys = [self.specs[e].model_key for e in experts]
             resident = set(self._loaded)
-        first = {k: keys.index(k) for k in keys}
-        return sorted(range(len(experts)), key=lambda i: (keys[i] not in resident, first[keys[i]], i))
+        return serving_order(keys, resident)
 
     @property
     def swaps(self) -> int:
         return len(self.events)
+
+    @property
+    def lanes(self) -> int:
+        """How many experts `batch` serves at once: one in process (one budget, one CPU/GPU)."""
+        return 1
 
     def stats(self) -> dict[str, Any]:
         with self._cond:
@@ -169,11 +180,14 @@ class ExpertPool:
             )
             if not idle:
                 break
-            victim = idle[0]
-            del self._loaded[victim.key]  # first: nothing is counted as loaded that may not be
-            self._unloading[device] = self._unloading.get(device, 0) + victim.size_bytes
-            victims.append(victim)
+            victims.append(self._take(idle[0]))
         return victims
+
+    def _take(self, victim: LoadedModel) -> LoadedModel:
+        """Take an idle model off the books; its bytes count as unloading until `_unload` has run."""
+        del self._loaded[victim.key]  # first: nothing is counted as loaded that may not be
+        self._unloading[victim.device] = self._unloading.get(victim.device, 0) + victim.size_bytes
+        return victim
 
     def _unload(self, victims: list[LoadedModel]) -> list[str]:
         """Unload models `_pick_victims` chose - without the lock: a slow or hung host must not
@@ -233,7 +247,7 @@ class ExpertPool:
                 if model is not None:
                     model.users += 1
                     model.last_used = time.monotonic()
-                    return model, Acquired(name, False, 0.0)
+                    return model, Acquired(name, False, 0.0, served_by=device)
                 if key not in self._reserved:
                     if budget - self._used(device) >= need:
                         self._reserved[key] = (device, need)
@@ -279,7 +293,7 @@ class ExpertPool:
             self._peak[device] = max(self._peak.get(device, 0), used)
             self.events.append(SwapEvent(time.time(), name, key, device, round(seconds, 4), tuple(evicted), used))
             self._cond.notify_all()
-        return model, Acquired(name, True, seconds, tuple(evicted))
+        return model, Acquired(name, True, seconds, tuple(evicted), served_by=device)
 
     def _release(self, model: LoadedModel) -> None:
         with self._cond:
@@ -321,8 +335,17 @@ class ExpertPool:
                         time.time(), name, spec.model_key, spec.device, round(reloaded, 4), (), self._used(spec.device)
                     )
                 )
-            acquired = Acquired(name, True, reloaded)
+            acquired = Acquired(name, True, reloaded, served_by=spec.device)
         return reply, acquired
+
+    def unload(self, name: str) -> None:
+        """Unload expert `name`'s model as soon as no answer is using it (nothing if not resident)."""
+        key = self.specs[name].model_key
+        with self._cond:
+            while (model := self._loaded.get(key)) is not None and model.users:
+                self._cond.wait(timeout=1.0)
+            victims = [self._take(model)] if model is not None else []
+        self._unload(victims)
 
     def unload_all(self) -> None:
         """Unload every idle model (benchmarks: start cold)."""

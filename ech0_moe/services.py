@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ech0_moe.cluster import RayPool
 from ech0_moe.compressor import (
     COMPRESSION_METHODS,
     Compressor,
@@ -43,7 +44,7 @@ class Services:
     def __init__(
         self,
         config: PoolConfig,
-        pool: ExpertPool,
+        pool: ExpertPool | RayPool,
         router: Router,
         kb: KnowledgeBase | Callable[[], KnowledgeBase],
         *,
@@ -67,9 +68,11 @@ class Services:
         backends: dict[str, Backend] | None = None,
         router: Router | None = None,
     ) -> Services:
-        """Services for `config`: a new pool (with these backends, e.g. a fake), the router
-        (keyword routing if given none and the embedder is missing) and `kb`."""
-        return cls(config, ExpertPool(config, backends), router or Router(config), kb)
+        """Services for `config`: a new pool (with these backends, e.g. a fake; `backend: ray`: the
+        Ray Serve application's), the router (keyword routing if given none and the embedder is
+        missing) and `kb`."""
+        pool = RayPool(config) if config.ray is not None else ExpertPool(config, backends)
+        return cls(config, pool, router or Router(config), kb)
 
     @property
     def kb(self) -> KnowledgeBase:

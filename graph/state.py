@@ -49,6 +49,10 @@ class OutputState:
     mode: str = field(default="", metadata={"description": "The path that ran."})
     swapped: bool = field(default=False, metadata={"description": "Whether a model had to be loaded."})
     load_seconds: float = field(default=0.0, metadata={"description": "Seconds spent loading models."})
+    served_by: str = field(
+        default="",
+        metadata={"description": "Where the expert ran: local (in process), an Ollama host, or ray:<replica>@<node>."},
+    )
     route_scores: dict[str, float] = field(
         default_factory=dict, metadata={"description": "The router's score for every expert."}
     )

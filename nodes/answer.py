@@ -14,21 +14,21 @@ from ech0_moe.errors import BackendError
 from ech0_moe.graph.context import Context
 from ech0_moe.graph.state import State
 from ech0_moe.nodes._common import context, run_services, timed
+from ech0_moe.pool import Acquired
 from ech0_moe.services import ServiceProvider, Services
 from ech0_moe.text import count_tokens
 
 
-def ask_expert(svc: Services, expert: str, prompt: str, ctx: Context) -> tuple[Reply, bool, float]:
+def ask_expert(svc: Services, expert: str, prompt: str, ctx: Context) -> tuple[Reply, Acquired]:
     """Chat with one expert (through a LangChain chat model, so its tokens stream): its system
-    prompt plus the (compressed) prompt. Returns (reply, swapped, load seconds) - non-zero if
-    the expert had to be (re)loaded."""
+    prompt plus the (compressed) prompt. Returns the reply and what getting the expert cost
+    (a load if it had to be (re)loaded) and where it ran."""
     spec = svc.pool.specs[expert]
     messages: list[Message] = [
         {"role": "system", "content": spec.system_prompt},
         {"role": "user", "content": prompt},
     ]
-    reply, acquired = svc.pool.chat(expert, messages, ctx.max_tokens or None, timeout=ctx.answer_timeout)
-    return reply, acquired.swapped, acquired.load_seconds
+    return svc.pool.chat(expert, messages, ctx.max_tokens or None, timeout=ctx.answer_timeout)
 
 
 @timed("answer")
@@ -39,13 +39,14 @@ def answer(state: State, runtime: Runtime[Context], services: ServiceProvider) -
         return {}
     svc = run_services(runtime, services)
     prompt = state.prompt or state.query
-    reply, swapped, seconds = ask_expert(svc, state.expert_used, prompt, context(runtime))
+    reply, acquired = ask_expert(svc, state.expert_used, prompt, context(runtime))
     tokens = {"prompt": reply.prompt_tokens, "completion": reply.completion_tokens}
     if "prompt_after_compression" not in state.tokens:  # basic: nothing was compressed
         tokens.update(prompt_before_compression=count_tokens(prompt), prompt_after_compression=count_tokens(prompt))
     update: dict[str, Any] = {"solution": reply.text, "truncated": reply.truncated, "tokens": tokens}
-    if swapped:  # evicted by a concurrent run between swap_load and answer: reloaded here
-        update.update(swapped=True, load_seconds=round(state.load_seconds + seconds, 4))
+    update["served_by"] = acquired.served_by
+    if acquired.swapped:  # evicted by a concurrent run between swap_load and answer: reloaded here
+        update.update(swapped=True, load_seconds=round(state.load_seconds + acquired.load_seconds, 4))
     return update
 
 

@@ -51,4 +51,8 @@ def swap_load(state: State, runtime: Runtime[Context], services: ServiceProvider
             "evicted": list(acquired.evicted),
         }
     )
-    return {"swapped": acquired.swapped, "load_seconds": round(acquired.load_seconds, 4)}
+    return {
+        "swapped": acquired.swapped,
+        "load_seconds": round(acquired.load_seconds, 4),
+        "served_by": acquired.served_by,
+    }
