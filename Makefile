@@ -15,7 +15,7 @@ export CMAKE_ARGS
 export HF_HUB_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: install llama-rebuild demo test test-fast lint studio bench clean
+.PHONY: install llama-rebuild demo ray-demo test test-fast lint studio bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,18 @@ llama-rebuild: install
 
 demo: install
 	$(VENV)/bin/ech0-moe demo
+
+# backend: ray on this machine: a local Ray head node, the Serve application with 2 replicas
+# (examples/ray-pool.yaml), the demo questions through it, the residency table; then the
+# cluster is stopped (also when a step fails).
+RAY_POOL := examples/ray-pool.yaml
+ray-demo: install
+	$(VENV)/bin/ray start --head --num-cpus 2 --include-dashboard false --disable-usage-stats
+	status=0; \
+	$(VENV)/bin/ech0-moe --experts $(RAY_POOL) serve --fresh && \
+	$(VENV)/bin/ech0-moe --experts $(RAY_POOL) demo && \
+	$(VENV)/bin/ech0-moe --experts $(RAY_POOL) serve --status || status=$$?; \
+	$(VENV)/bin/ray stop; exit $$status
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -60,11 +60,11 @@ def _question(args: argparse.Namespace) -> str:
     return question
 
 
-def run_query(graph: CompiledStateGraph, ctx: Context, query: str, mode: str | None) -> dict[str, Any]:
-    """Invoke the graph and return every documented result key."""
+def run_query(graph: CompiledStateGraph, ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
+    """Invoke the graph on `request` (query, mode, expert) and return every documented result key."""
     from ech0_moe.graph.state import result_of
 
-    return result_of(graph.invoke({"query": query, "mode": mode}, context=ctx))
+    return result_of(graph.invoke(request, context=ctx))
 
 
 STATUS = {
@@ -76,15 +76,13 @@ STATUS = {
 }
 
 
-def stream_answer(graph: CompiledStateGraph, ctx: Context, query: str, mode: str | None) -> dict[str, Any]:
+def stream_answer(graph: CompiledStateGraph, ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
     """Run the graph showing progress on stderr and printing the answer's tokens as they arrive."""
     from ech0_moe.graph.state import result_of
 
     values: dict[str, Any] = {}
     printed = False
-    for kind, data in graph.stream(
-        {"query": query, "mode": mode}, context=ctx, stream_mode=["messages", "custom", "values"]
-    ):
+    for kind, data in graph.stream(request, context=ctx, stream_mode=["messages", "custom", "values"]):
         if kind == "custom" and data.get("event") in STATUS:
             print(f"[{STATUS[data['event']](data)}]", file=sys.stderr, flush=True)
         elif kind == "messages" and data[1].get("langgraph_node") == "answer":
@@ -110,14 +108,15 @@ def cmd_ask(args: argparse.Namespace) -> int:
     registry = process_registry()
     registry.services(ctx.experts_file)
     graph = build_graph(services=registry)
+    request = {"query": question, "mode": args.mode, "expert": args.expert or ""}
     if args.json:  # one object at the end
-        result = run_query(graph, ctx, question, args.mode)
+        result = run_query(graph, ctx, request)
         print(json.dumps(result, indent=2))
         return 1 if result["error"] else 0
     if args.stream or sys.stdout.isatty():
-        result = stream_answer(graph, ctx, question, args.mode)
+        result = stream_answer(graph, ctx, request)
     else:
-        result = run_query(graph, ctx, question, args.mode)
+        result = run_query(graph, ctx, request)
         if result["solution"]:
             print(result["solution"])
     if result["error"]:
@@ -140,11 +139,17 @@ def cmd_experts(args: argparse.Namespace) -> int:
     resident: dict[str, Any] = {}  # device -> names resident there (None: unknown)
     ollama = OllamaBackend(timeout=5.0)  # a listing does not wait for a hung host
     for e in config.experts:
-        if e.backend == "ollama" and e.device not in resident:
-            try:
+        if e.device in resident or e.device == "local":
+            continue
+        try:
+            if e.backend == "ray":
+                from ech0_moe.cluster import residency, settings_of
+
+                resident[e.device] = [r["expert"] for r in residency(settings_of(config))]
+            else:
                 resident[e.device] = ollama.resident(e)
-            except Ech0Error:
-                resident[e.device] = None
+        except Ech0Error:
+            resident[e.device] = None
     rows = [
         {
             "name": e.name,
@@ -153,7 +158,7 @@ def cmd_experts(args: argparse.Namespace) -> int:
             "model": e.model,
             "device": e.device,
             "size_bytes": e.size_bytes,
-            # in-process models load on demand during a run; Ollama tells what it holds now
+            # in-process models load on demand during a run; Ollama and Ray tell what they hold now
             "loaded": False
             if e.device == "local"
             else (None if resident[e.device] is None else e.model in resident[e.device]),
@@ -167,13 +172,48 @@ def cmd_experts(args: argparse.Namespace) -> int:
     files: dict[str, int] = {}
     for r in rows:
         files.setdefault(r["model"], len(files))
-        state = {True: "loaded", False: "-", None: "host unreachable"}[r["loaded"]]
+        state = {True: "loaded", False: "-", None: f"{r['device']} unreachable"}[r["loaded"]]
         print(
             f"  {r['name']:<12} {r['domain']:<17} {r['backend']:<9} {format_size(r['size_bytes']):>8}  "
             f"file#{files[r['model']]} {os.path.basename(r['model'])}  {state}"
         )
     if any(r["device"] == "local" for r in rows):
         print("(in-process llama.cpp experts load on demand during a run: none is loaded between commands)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Deploy (or update) the Ray Serve application of a `backend: ray` pool; --status shows each
+    replica's resident expert; --delete removes the application."""
+    from ech0_moe import cluster
+    from ech0_moe.config import format_size
+
+    config = _config(args)
+    settings = cluster.settings_of(config)
+    if args.delete:
+        cluster.delete(config)
+        print(f"deleted Serve application {settings.app!r}", file=sys.stderr)
+        return 0
+    if not args.status:
+        t0 = time.perf_counter()
+        cluster.deploy(config, fresh=args.fresh)
+        print(
+            f"deployed {settings.app!r}: {settings.replicas} replicas of {format_size(config.budget_for('ray'))} "
+            f"on {settings.address} in {time.perf_counter() - t0:.1f}s",
+            file=sys.stderr,
+        )
+    rows = cluster.residency(settings)
+    if args.json:
+        print(json.dumps({"app": settings.app, "address": settings.address, "replicas": rows}))
+        return 0
+    print(f"{'replica':<10} {'node':<16} {'expert':<14} {'bytes':>9} {'budget':>9} {'loads':>5}  last load")
+    for r in rows:
+        when = time.strftime("%H:%M:%S", time.localtime(r["last_load_at"])) if r["last_load_at"] else "-"
+        took = f" ({r['last_load_seconds']:.2f}s)" if r["last_load_at"] else ""
+        print(
+            f"{r['replica']:<10} {r['node']:<16} {r['expert'] or '-':<14} {format_size(r['bytes']):>9} "
+            f"{format_size(r['budget_bytes']):>9} {r['loads']:>5}  {when}{took}"
+        )
     return 0
 
 
@@ -370,7 +410,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     bar = tqdm(DEMO_QUESTIONS, desc="demo", unit="q", file=sys.stderr, disable=args.json)
     for question, mode in bar:
         bar.set_postfix_str(mode)
-        r = run_query(graph, ctx, question, mode)
+        r = run_query(graph, ctx, {"query": question, "mode": mode})
         results.append({"question": question, **r})
         if not args.json:
             timings = " ".join(f"{k}={v:.2f}s" for k, v in r["timings"].items())
@@ -454,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("ask", "answer one question")
     p.add_argument("question", help="the question; - reads it from standard input")
     p.add_argument("--mode", help=f"{modes} (default: optimized)")
+    p.add_argument("--expert", metavar="NAME", help="answer with this expert (the router still scores them all)")
     p.add_argument(
         "--compression-target",
         dest="compression_target",
@@ -479,6 +520,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("validate", "check an experts.yaml without loading a model; one line per problem")
     p.add_argument("file", nargs="?", help="the file to check (default: the --experts file)")
     p.set_defaults(func=cmd_validate)
+
+    p = command("serve", "backend ray: deploy or update the Ray Serve application; --status shows the replicas")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--status", action="store_true", help="show each replica's resident expert (deploy nothing)")
+    group.add_argument("--fresh", action="store_true", help="replace the replicas with new, empty ones")
+    group.add_argument("--delete", action="store_true", help="remove the application from the cluster")
+    p.set_defaults(func=cmd_serve)
 
     p = command("route", "route a question (no model is loaded)")
     p.add_argument("question", help="the question; - reads it from standard input")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -34,6 +35,7 @@ from ech0_moe.pool import ASSUMED_LOAD_BYTES_PER_S, Acquired, SwapEvent, serving
 
 RESIDENCY_TTL_S = 0.5  # the router asks on every query; the table is re-read at most this often
 CONNECT_TIMEOUT_S = 5.0
+DEPLOY_TIMEOUT_S = 600.0
 CURRENT_CLUSTER_FILE = "/tmp/ray/ray_current_cluster"  # where `ray start --head` leaves its address
 
 
@@ -76,7 +78,7 @@ def connect(settings: RaySettings) -> None:
             f"Ray is not reachable at {settings.address!r} ({target}: {getattr(exc, 'strerror', None) or exc}); "
             "start a cluster with `ray start --head` or set ray.address in experts.yaml"
         ) from None
-    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    logging.getLogger("ray.serve").setLevel(logging.ERROR)  # replicas replaced etc.: our errors say it
     try:
         ray.init(address=settings.address, logging_level="ERROR", log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -97,25 +99,75 @@ def app_handle(settings: RaySettings) -> Any:
         ) from None
 
 
-def deploy(config: PoolConfig, *, fresh: bool = False) -> None:
+def deploy(config: PoolConfig, *, fresh: bool = False, timeout: float = DEPLOY_TIMEOUT_S) -> None:
     """Deploy (or update in place) the Serve application for `config`; `fresh` replaces it with
-    new, empty replicas."""
+    new, empty replicas. Replicas the cluster cannot place are one error line, not a wait."""
+    import ray
     from ray import serve
 
     from ech0_moe.serve_app import build_app
 
-    settings = _settings(config)
+    settings = settings_of(config)
     connect(settings)
+    total = ray.cluster_resources()
+    for resource, each in (("CPU", settings.num_cpus), ("GPU", settings.num_gpus)):
+        if each and total.get(resource, 0) < each * settings.replicas:
+            raise BackendError(
+                f"the Ray cluster at {settings.address!r} has {total.get(resource, 0):g} {resource}s in all; "
+                f"{settings.replicas} replicas x {each:g} need {each * settings.replicas:g} "
+                "(lower ray.replicas or ray.num_cpus/num_gpus, or add nodes)"
+            )
     if fresh:
         serve.delete(settings.app)
     serve.start(proxy_location="Disabled")  # answers travel by handle; no HTTP port is opened
-    serve.run(build_app(config), name=settings.app, route_prefix=None)
+    failed: list[BaseException] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            serve.run(build_app(config), name=settings.app, route_prefix=None)
+        except BaseException as exc:
+            failed.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    end = time.monotonic() + timeout
+    while not done.wait(1.0):
+        problem = deploy_problem(settings.app)
+        if problem or time.monotonic() > end:
+            raise BackendError(
+                f"Serve application {settings.app!r} is not running: {problem or f'not ready after {timeout:g} s'}"
+            )
+    if failed:
+        raise BackendError(f"Serve application {settings.app!r} failed to deploy: {str(failed[0]).splitlines()[0]}")
+
+
+def deploy_problem(app: str) -> str:
+    """Why the application cannot become ready, from `serve.status()`; empty while it may still."""
+    from ray import serve
+
+    status = serve.status().applications.get(app)
+    if status is None:
+        return ""
+    if str(status.status).endswith("DEPLOY_FAILED"):
+        return (status.message.strip().splitlines() or ["deploy failed"])[-1]
+    for name, deployment in status.deployments.items():
+        waiting = re.search(
+            r"Resources required for each replica: (\{.*?\}), total resources available: (\{.*?\})", deployment.message
+        )
+        if waiting:
+            return (
+                f"replicas of {name} cannot be placed (each needs {waiting.group(1)}, the cluster has "
+                f"{waiting.group(2)} free): free resources (`ray status`; other applications) or lower ray.replicas"
+            )
+    return ""
 
 
 def delete(config: PoolConfig) -> None:
     from ray import serve
 
-    settings = _settings(config)
+    settings = settings_of(config)
     connect(settings)
     serve.delete(settings.app)
 
@@ -134,7 +186,7 @@ def residency(settings: RaySettings) -> list[dict[str, Any]]:
         raise BackendError(f"Ray Serve residency table unavailable: {str(exc).splitlines()[0]}") from None
 
 
-def _settings(config: PoolConfig) -> RaySettings:
+def settings_of(config: PoolConfig) -> RaySettings:
     if config.ray is None:
         raise Ech0Error(f"{config.path}: no `ray:` settings and no expert uses backend ray")
     return config.ray
@@ -241,7 +293,7 @@ class RayPool:
 
     def __init__(self, config: PoolConfig) -> None:
         self.config = config
-        self.settings = _settings(config)
+        self.settings = settings_of(config)
         self.budget = config.budget_for("ray")
         self.specs: dict[str, ExpertSpec] = {e.name: e for e in config.experts}
         self.events: list[SwapEvent] = []

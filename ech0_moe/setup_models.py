@@ -4,6 +4,7 @@ the installed source tree."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from ech0_moe.paths import cache_dir
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SECOND_COPY_NAME = "smollm2-135m-instruct-b.gguf"  # `cache:smollm2-135m-instruct-b.gguf` in experts.yaml
+# examples/ray-pool.yaml: four distinct files, so each of its experts is a real load
+RAY_EXAMPLE_COPIES = ("smollm2-135m-instruct-c.gguf", "smollm2-135m-instruct-d.gguf")
 
 
 def packaged_smollm2() -> Path:
@@ -27,12 +30,17 @@ def second_copy() -> Path:
 
 
 def ensure_second_copy(target: Path | None = None) -> Path:
-    """Copy the packaged model to `target` once (a distinct file, so loading it is a real swap)."""
+    """The packaged model as another file at `target`, made once (a distinct file, so loading it
+    is a real swap): a hard link where the file system allows, else a copy."""
     source, target = packaged_smollm2(), target or second_copy()
     if not target.exists() or target.stat().st_size != source.stat().st_size:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".partial")
-        shutil.copyfile(source, tmp)
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
         tmp.replace(target)
     return target
 
@@ -42,6 +50,8 @@ def main() -> None:
     from ech0_moe.embeddings import ensure_exported
 
     print(f"second model file: {ensure_second_copy()}")
+    for name in RAY_EXAMPLE_COPIES:
+        ensure_second_copy(cache_dir() / name)
     fused, int8 = ensure_exported()
     print(f"embedding models:  {fused} (documents), {int8} (router)")
 

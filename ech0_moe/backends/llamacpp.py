@@ -72,6 +72,10 @@ def check_build() -> None:
         raise BackendError(problem)
 
 
+def _unreadable(spec: ExpertSpec, exc: OSError) -> BackendError:
+    return BackendError(f"expert {spec.name!r}: cannot read model file {spec.model}: {exc.strerror}")
+
+
 class LlamaCppBackend:
     """Loads a GGUF with `llama_cpp.Llama`; unload frees it at once with `close()`."""
 
@@ -85,7 +89,7 @@ class LlamaCppBackend:
             with open(spec.model, "rb") as fh:
                 magic = fh.read(4)
         except OSError as exc:
-            raise BackendError(f"expert {spec.name!r}: cannot read model file {spec.model}: {exc.strerror}") from None
+            raise _unreadable(spec, exc) from None
         if magic != GGUF_MAGIC:
             raise BackendError(f"expert {spec.name!r}: {spec.model} is not a GGUF file (corrupt or wrong format)")
         check_build()
@@ -108,7 +112,10 @@ class LlamaCppBackend:
         release_freed_memory()
 
     def estimate_size(self, spec: ExpertSpec) -> int:
-        return os.path.getsize(spec.model)
+        try:
+            return os.path.getsize(spec.model)
+        except OSError as exc:
+            raise _unreadable(spec, exc) from None
 
     def resident(self, spec: ExpertSpec) -> None:
         return None  # in-process: the pool's own books are the truth
