@@ -15,7 +15,7 @@ export CMAKE_ARGS
 export HF_HUB_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: install llama-rebuild demo ray-demo test test-fast lint studio bench clean
+.PHONY: install llama-rebuild demo ray-demo bench-ray test test-fast lint studio bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,13 +44,22 @@ demo: install
 # (examples/ray-pool.yaml), the demo questions through it, the residency table; then the
 # cluster is stopped (also when a step fails).
 RAY_POOL := examples/ray-pool.yaml
+ECH0_RAY := $(VENV)/bin/ech0-moe --experts $(RAY_POOL)
+# $(call with_ray,COMMANDS): COMMANDS against a local head node, stopped afterwards whatever happens
+define with_ray
+	mkdir -p .ech0
+	$(VENV)/bin/ray start --head --num-cpus 2 --include-dashboard false --disable-usage-stats > .ech0/ray.log
+	@echo "local Ray head node started (ray start log: .ech0/ray.log)"
+	status=0; { $(1); } || status=$$?; $(VENV)/bin/ray stop >> .ech0/ray.log 2>&1; exit $$status
+endef
+
 ray-demo: install
-	$(VENV)/bin/ray start --head --num-cpus 2 --include-dashboard false --disable-usage-stats
-	status=0; \
-	$(VENV)/bin/ech0-moe --experts $(RAY_POOL) serve --fresh && \
-	$(VENV)/bin/ech0-moe --experts $(RAY_POOL) demo && \
-	$(VENV)/bin/ech0-moe --experts $(RAY_POOL) serve --status || status=$$?; \
-	$(VENV)/bin/ray stop; exit $$status
+	$(call with_ray,$(ECH0_RAY) serve --fresh && $(ECH0_RAY) demo && $(ECH0_RAY) serve --status)
+
+# the cluster benchmark (README: Benchmarks) on a local head node
+bench-ray: install
+	mkdir -p .ech0/bench
+	$(call with_ray,$(ECH0_RAY) bench ray --json --max-tokens 16 | tee .ech0/bench/ray.json)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -380,6 +380,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.what == "rag":
         with tempfile.TemporaryDirectory(prefix="ech0-bench-rag-") as tmp:
             result = bench.bench_rag(datasets.load_qa(), Path(tmp))
+    elif args.what == "ray":
+        from ech0_moe.cluster_bench import bench_ray
+
+        result = bench_ray(_config(args), _context(args), questions=args.questions)
     elif args.what == "startup":
         from ech0_moe.paths import experts_file
 
@@ -444,7 +448,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHMARKS = ("routing", "compress", "rag", "swap", "startup")
+BENCHMARKS = ("routing", "compress", "rag", "swap", "startup", "ray")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -554,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="routing: cross-validation folds when the router saw the data (default 5)",
     )
     p.add_argument("--runs", type=int, default=10, metavar="N", help="startup: how many `route` processes (default 10)")
+    p.add_argument("--questions", type=int, default=32, metavar="N", help="ray: mixed questions per run (default 32)")
     p.set_defaults(func=cmd_bench)
 
     p = command("batch", "answer a JSONL file of questions, grouped by expert")

@@ -117,9 +117,9 @@ def deploy(config: PoolConfig, *, fresh: bool = False, timeout: float = DEPLOY_T
                 f"{settings.replicas} replicas x {each:g} need {each * settings.replicas:g} "
                 "(lower ray.replicas or ray.num_cpus/num_gpus, or add nodes)"
             )
+    serve.start(proxy_location="Disabled")  # answers travel by handle; no HTTP port is opened
     if fresh:
         serve.delete(settings.app)
-    serve.start(proxy_location="Disabled")  # answers travel by handle; no HTTP port is opened
     failed: list[BaseException] = []
     done = threading.Event()
 

@@ -82,6 +82,7 @@ class _Resident:
         if not self._closed:  # Ray calls it on eviction; the garbage collector may call it again
             self._closed = True
             self.replica.pool.unload(self.name)
+            self.replica.evicted.append(self.name)
             self.replica.report(expert="", bytes=0)
 
 
@@ -137,6 +138,7 @@ class ExpertReplica:
             "last_load_seconds": 0.0,
             "started": time.time(),
         }
+        self.evicted: list[str] = []  # experts Ray's multiplexer evicted since the last load
         self._lock = threading.Lock()
         self.report()
 
@@ -156,7 +158,8 @@ class ExpertReplica:
         if name not in self.pool.specs:
             raise Ech0Error(f"unknown expert {name!r}; known: {', '.join(self.pool.specs)}")
         acquired = await asyncio.to_thread(self.pool.ensure_loaded, name)
-        acquired = replace(acquired, served_by=self.served_by)
+        evicted, self.evicted = tuple(self.evicted) + acquired.evicted, []
+        acquired = replace(acquired, served_by=self.served_by, evicted=evicted)
         if acquired.swapped:
             self.report(
                 expert=name,

@@ -221,3 +221,14 @@ def test_budget_and_missing_file_on_the_node_are_one_line(ray_head: str, deploye
     for proc, message in ((big, "more than the budget 50.0MB"), (missing, "cannot read model file")):
         assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
         assert "on Ray node" in proc.stderr and message in proc.stderr, proc.stderr
+
+
+def test_bench_ray_compares_stream_burst_and_affinity(deployed: Path, tmp_path: Path) -> None:
+    from ech0_moe.cluster_bench import bench_ray
+
+    out = bench_ray(load_config(deployed), _context(deployed, tmp_path, max_tokens=4), questions=8, progress=False)
+    runs = ("stream_shuffled", "burst_ray_defaults", "burst", "affinity_batched")
+    for name in runs:
+        assert out[name]["questions"] == 8 and out[name]["errors"] == 0, out[name]
+        assert out[name]["p95_seconds"] >= out[name]["p50_seconds"] > 0 and out[name]["questions_per_minute"] > 0
+    assert out["ray_default_max_ongoing_requests"] == 5 and out["affinity_batched_within_bound"], out

@@ -77,3 +77,40 @@ def test_pkg_and_cache_paths_cannot_leave_their_folder(tmp_path: Path, monkeypat
     with pytest.raises(ConfigError, match="points outside"):
         resolve_model_ref("cache:../secret.gguf", tmp_path)
     assert resolve_model_ref("cache:m.gguf", tmp_path) == tmp_path / "models" / "m.gguf"
+
+
+def test_backend_ray_reads_its_settings_and_resolves_models_on_the_replicas(tmp_path: Path) -> None:
+    top = "memory_budget: 1GB\nray: {address: 'ray://head:10001', replicas: 3, replica_budget: 500MB}\n"
+    body = pool(
+        "  - {name: a, domain: x, backend: ray, model: /on/each/node.gguf, system_prompt: s, description: d}\n",
+        "  - {name: b, domain: x, backend: ray, runtime: ollama, model: qwen, system_prompt: s, description: d}\n",
+        top=top,
+    )
+    config = load_config(write(tmp_path, body))
+    assert config.ray is not None and config.ray.address == "ray://head:10001" and config.ray.replicas == 3
+    assert config.budget_for("ray") == 500_000_000 and config.ray.max_ongoing_requests == 64
+    a, b = config.experts
+    assert (a.backend, a.runtime, a.model, a.device) == ("ray", "llamacpp", "/on/each/node.gguf", "ray")
+    assert (b.runtime, b.model, b.host) == ("ollama", "qwen:latest", "http://127.0.0.1:11434")
+    default = pool("  - {name: a, domain: x, backend: ray, model: m.gguf, system_prompt: s, description: d}\n")
+    assert load_config(write(tmp_path, default)).ray is not None  # backend ray alone: Ray's defaults
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        (", backend: ray, runtime: vllm", "(a).runtime: unknown runtime 'vllm' (use llamacpp or ollama)"),
+        (", runtime: ollama", "(a).runtime: only for backend ray"),
+        (", backend: ray, size: 2GB", "expert 'a' needs 2.0GB, more than ray.replica_budget 1.0GB"),
+    ],
+)
+def test_backend_ray_mistakes_are_one_line_each(tmp_path: Path, extra: str, problem: str) -> None:
+    top = "memory_budget: 1GB\nray: {replica_budget: 1GB}\n" if "size" in extra else "memory_budget: 1GB\n"
+    _, problems = check_config(write(tmp_path, pool(EXPERT.format(name="a", extra=extra), top=top)))
+    assert any(problem in p for p in problems), problems
+
+
+def test_backend_ray_serves_the_whole_pool(tmp_path: Path) -> None:
+    body = pool(EXPERT.format(name="a", extra=", backend: ray"), EXPERT.format(name="b", extra=", backend: llamacpp"))
+    _, problems = check_config(write(tmp_path, body))
+    assert any("backend ray serves the whole pool" in p for p in problems), problems
