@@ -1,7 +1,7 @@
 """Load and validate `experts.yaml`.
 
 Every problem is one line naming the file, the expert and the field, e.g.
-``experts.yaml: experts[2] (physics).backend: unknown backend 'vllm' (use llamacpp or ollama)``.
+``experts.yaml: experts[2] (physics).backend: unknown backend 'vllm' (use llamacpp, ollama or ray)``.
 `check_config` collects every problem of a file (for `ech0-moe validate`);
 `load_config` raises `ConfigError` with the first.
 """
@@ -301,7 +301,7 @@ class _Reader:
         domain = self.text(merged, "domain", where)  # a free label: reporting, grouping, labelled data
         backend = self.text(merged, "backend", where)
         if backend and backend not in BACKENDS:
-            self.add(f"{where}.backend: unknown backend {backend!r} (use {' or '.join(BACKENDS)})")
+            self.add(f"{where}.backend: unknown backend {backend!r} (use {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]})")
         model = self.text(merged, "model", where)
         host, size_bytes = "", 0
         size = merged.get("size", "auto")
