@@ -63,7 +63,9 @@ def solve_batch(
 
     Groups are served by `pool.lanes` lanes at once (1 in process; on Ray Serve one per replica,
     so N replicas keep N experts resident). A lane starts once the previous lane's first expert
-    has loaded: Ray then sends the new expert to a replica that holds none yet."""
+    has loaded, and keeps `pool.queue_depth` questions of its group in flight after the first:
+    a busy replica never looks idle, so Ray gives the next group's expert to the replica whose
+    group just ended (the one with the shortest queue), not to one still working."""
     for q in queries:
         check_query(q)
     graph = build_graph(services=services)
@@ -71,6 +73,7 @@ def solve_batch(
     serve, experts = plan(svc, queries, order)
     groups = iter(lanes_of(svc, serve, experts, order))
     lanes = max(1, min(svc.pool.lanes if order == "affinity" else 1, len(queries)))
+    depth = svc.pool.queue_depth if lanes > 1 else 1
     loaded = [threading.Event() for _ in range(lanes)]
     results: list[dict[str, Any] | None] = [None] * len(queries)
     lock = threading.Lock()
@@ -98,8 +101,9 @@ def solve_batch(
                     group = next(groups, None)
                 if group is None:
                     return
-                for i in group:
-                    answer(i, loaded[k].set)
+                answer(group[0], loaded[k].set)  # alone: it places (loads) the group's expert
+                with ThreadPoolExecutor(depth, thread_name_prefix=f"ech0-lane{k}") as inflight:
+                    list(inflight.map(lambda i: answer(i, lambda: None), group[1:]))
         finally:
             loaded[k].set()
 

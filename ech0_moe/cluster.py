@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk
 
 from ech0_moe.backends.base import Message
-from ech0_moe.backends.chat_models import ROLES, Deadline, Reply, reply_of, run_config
+from ech0_moe.backends.chat_models import ROLES, Deadline, Reply, StreamingChatModel, reply_of, run_config
 from ech0_moe.config import ExpertSpec, PoolConfig, RaySettings
 from ech0_moe.errors import BackendError, BudgetError, Ech0Error
 from ech0_moe.pool import ASSUMED_LOAD_BYTES_PER_S, Acquired, SwapEvent, serving_order
@@ -192,7 +191,7 @@ def settings_of(config: PoolConfig) -> RaySettings:
     return config.ray
 
 
-class RayChatModel(BaseChatModel):
+class RayChatModel(StreamingChatModel):
     """A LangChain chat model answering through the Serve application: the replica holding
     `expert` streams the tokens back. The last chunk's `response_metadata` carries what the
     replica did: `swapped`, `load_seconds`, `served_by`."""
@@ -248,24 +247,6 @@ class RayChatModel(BaseChatModel):
         meta = {"finish_reason": "length" if reply["truncated"] else "stop", **acquired}
         yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=meta, usage_metadata=usage))
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        merged: ChatGenerationChunk | None = None
-        for chunk in self._stream(messages, stop, run_manager, **kwargs):
-            merged = chunk if merged is None else merged + chunk
-        message = merged.message if merged else AIMessageChunk(content="")
-        ai = AIMessage(
-            content=message.content,
-            response_metadata=message.response_metadata,
-            usage_metadata=getattr(message, "usage_metadata", None),
-        )
-        return ChatResult(generations=[ChatGeneration(message=ai)])
-
 
 def failure(payload: dict[str, Any]) -> Ech0Error:
     """The error a replica reported as data (`serve_app._failure`)."""
@@ -305,6 +286,10 @@ class RayPool:
     def lanes(self) -> int:
         """How many experts `batch` serves at once: one per replica."""
         return self.settings.replicas
+
+    # questions `batch` keeps in flight per lane: with one waiting behind the one answering, a
+    # replica in the middle of a group never shows Ray's router an empty queue
+    queue_depth = 2
 
     def handle(self) -> Any:
         with self._lock:

@@ -134,6 +134,8 @@ class ExpertPool:
         """How many experts `batch` serves at once: one in process (one budget, one CPU/GPU)."""
         return 1
 
+    queue_depth = 1  # questions `batch` keeps in flight per lane (see `RayPool.queue_depth`)
+
     def stats(self) -> dict[str, Any]:
         with self._cond:
             devices = {

@@ -84,7 +84,29 @@ def run_config(deadline: Deadline | None) -> RunnableConfig:
     return merge_configs(inherited, {"callbacks": [deadline]}) if deadline else inherited
 
 
-class LlamaCppChatModel(BaseChatModel):
+class StreamingChatModel(BaseChatModel):
+    """A chat model defined by its `_stream`; a whole answer is its chunks merged."""
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        merged: ChatGenerationChunk | None = None
+        for chunk in self._stream(messages, stop, run_manager, **kwargs):
+            merged = chunk if merged is None else merged + chunk
+        message = merged.message if merged else AIMessageChunk(content="")
+        ai = AIMessage(
+            content=message.content,
+            response_metadata=message.response_metadata,
+            usage_metadata=getattr(message, "usage_metadata", None),
+        )
+        return ChatResult(generations=[ChatGeneration(message=ai)])
+
+
+class LlamaCppChatModel(StreamingChatModel):
     """Chat with a llama.cpp model that is already loaded (`llm`, a `llama_cpp.Llama`)."""
 
     llm: Any
@@ -137,21 +159,3 @@ class LlamaCppChatModel(BaseChatModel):
                 content="", response_metadata={"finish_reason": finish or "stop"}, usage_metadata=usage
             )
         )
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        merged: ChatGenerationChunk | None = None
-        for chunk in self._stream(messages, stop, run_manager, **kwargs):
-            merged = chunk if merged is None else merged + chunk
-        message = merged.message if merged else AIMessageChunk(content="")
-        ai = AIMessage(
-            content=message.content,
-            response_metadata=message.response_metadata,
-            usage_metadata=getattr(message, "usage_metadata", None),
-        )
-        return ChatResult(generations=[ChatGeneration(message=ai)])
