@@ -380,6 +380,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.what == "rag":
         with tempfile.TemporaryDirectory(prefix="ech0-bench-rag-") as tmp:
             result = bench.bench_rag(datasets.load_qa(), Path(tmp))
+    elif args.what == "modes":
+        from ech0_moe.modes_bench import MODES, benchmark, questions_of
+
+        if not args.data:
+            raise Ech0Error("bench modes needs --data FILE.jsonl (question + choices + answer, or a reference answer)")
+        rows = datasets.load_jsonl(args.data, ("question",))
+        if args.limit:
+            rows = datasets.sample(rows, args.limit, args.seed)
+        modes = [m.strip() for m in (args.modes or ",".join(MODES)).split(",") if m.strip()]
+        result = benchmark(
+            questions_of(rows, args.data),
+            modes=modes,
+            context=_context(args),
+            baseline=args.baseline,
+            oracle=args.oracle,
+            learning=not args.no_learning,
+            plot=args.plot,
+        )
     elif args.what == "ray":
         from ech0_moe.cluster_bench import bench_ray
 
@@ -448,7 +466,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHMARKS = ("routing", "compress", "rag", "swap", "startup", "ray")
+BENCHMARKS = ("routing", "compress", "rag", "swap", "startup", "ray", "modes")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -559,6 +577,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--runs", type=int, default=10, metavar="N", help="startup: how many `route` processes (default 10)")
     p.add_argument("--questions", type=int, default=32, metavar="N", help="ray: mixed questions per run (default 32)")
+    p.add_argument("--modes", metavar="LIST", help="modes: which, comma-separated (default: all four)")
+    p.add_argument("--limit", type=int, metavar="N", help="modes: N rows of --data, balanced over domains (seeded)")
+    p.add_argument("--seed", type=int, default=0, help="modes: the sample's seed (default 0)")
+    p.add_argument("--baseline", choices=("single",), help="modes: also answer everything with the general expert")
+    p.add_argument("--oracle", action="store_true", help="modes: also answer with each question's domain expert")
+    p.add_argument("--no-learning", dest="no_learning", action="store_true", help="modes: skip the second pass")
+    p.add_argument("--plot", metavar="PNG", help="modes: draw accuracy and seconds per run")
     p.set_defaults(func=cmd_bench)
 
     p = command("batch", "answer a JSONL file of questions, grouped by expert")

@@ -28,6 +28,7 @@ from langchain_core.outputs import ChatGenerationChunk
 
 from ech0_moe.backends.base import Message
 from ech0_moe.backends.chat_models import ROLES, Deadline, Reply, StreamingChatModel, reply_of, run_config
+from ech0_moe.choices import Choice, choose_by_letter
 from ech0_moe.config import ExpertSpec, PoolConfig, RaySettings
 from ech0_moe.errors import BackendError, BudgetError, Ech0Error
 from ech0_moe.pool import ASSUMED_LOAD_BYTES_PER_S, Acquired, SwapEvent, serving_order
@@ -397,6 +398,20 @@ class RayPool:
             served_by=str(meta.get("served_by", "")),
         )
         return reply_of(message), self._record(acquired)
+
+    def choose(
+        self, name: str, messages: list[Message], n_choices: int, timeout: float | None = None
+    ) -> tuple[Choice, Reply, Acquired]:
+        """A multiple-choice answer: the letter read from a short answer (`choices`, method "letter")."""
+        answered: list[Acquired] = []
+
+        def chat(m: list[Message], n: int) -> Reply:
+            reply, acquired = self.chat(name, m, n, timeout)
+            answered.append(acquired)
+            return reply
+
+        choice, reply = choose_by_letter(chat, messages, n_choices)
+        return choice, reply, answered[0]
 
     def unload_all(self) -> None:
         """Start cold: the application is replaced by new, empty replicas."""

@@ -85,6 +85,15 @@ def split_dev(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[l
     return fit, held
 
 
+def sample(rows: list[dict[str, Any]], n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """`n` rows balanced over labels (round-robin over each label's shuffled rows), in that order."""
+    groups = _shuffled_by_label([row_label(r) for r in rows], seed)
+    picked: list[dict[str, Any]] = []
+    for rank in range(max((len(g) for g in groups), default=0)):
+        picked += [rows[g[rank]] for g in groups if rank < len(g)]
+    return picked[:n]
+
+
 def fold_of(labels: Sequence[str], folds: int, seed: int = 0) -> list[int]:
     """Stratified k-fold assignment: the fold of each row, every label spread evenly."""
     fold = [0] * len(labels)

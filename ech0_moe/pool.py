@@ -21,6 +21,7 @@ from typing import Any
 from ech0_moe.backends import Backend, LoadedModel, make_backend
 from ech0_moe.backends.base import Message
 from ech0_moe.backends.chat_models import Deadline, Reply
+from ech0_moe.choices import LETTERS, Choice, choose_by_letter
 from ech0_moe.config import ExpertSpec, PoolConfig, format_size
 from ech0_moe.errors import BudgetError
 
@@ -339,6 +340,21 @@ class ExpertPool:
                 )
             acquired = Acquired(name, True, reloaded, served_by=spec.device)
         return reply, acquired
+
+    def choose(
+        self, name: str, messages: list[Message], n_choices: int, timeout: float | None = None
+    ) -> tuple[Choice, Reply, Acquired]:
+        """Answer a multiple-choice question (`messages` list the lettered options) with expert
+        `name`: by the letters' log-probabilities where the runtime gives them, else by reading
+        the letter of a short answer (`choices`)."""
+        spec = self.specs[name]
+        with self.use(name) as (model, acquired), model.lock:
+            scores = self.backend(spec.backend).score_letters(spec, model.handle, messages, LETTERS[:n_choices])
+        if scores is not None:
+            best = max(range(n_choices), key=lambda i: scores[i])
+            return Choice(best, tuple(scores), "loglik"), Reply(""), acquired
+        choice, reply = choose_by_letter(lambda m, n: self.chat(name, m, n, timeout)[0], messages, n_choices)
+        return choice, reply, acquired
 
     def unload(self, name: str) -> None:
         """Unload expert `name`'s model as soon as no answer is using it (nothing if not resident)."""

@@ -122,7 +122,7 @@ class ServiceRegistry:
         key = resolve_experts_file(experts_file).resolve()
         with self._lock:
             if key not in self._pools:
-                self._pools[key] = Services.create(load_config(key), kb=_no_kb, backends=self.backends)
+                self._pools[key] = Services.create(load_config(key), kb=no_kb, backends=self.backends)
             return self._pools[key]
 
     def kb(self, kb_dir: str | Path) -> KnowledgeBase:
@@ -138,7 +138,8 @@ class ServiceRegistry:
         return self.services(experts_file).with_kb(lambda: self.kb(kb_dir))
 
 
-def _no_kb() -> KnowledgeBase:
+def no_kb() -> KnowledgeBase:
+    """The knowledge base of services whose runs bring their own (`with_kb`, `for_run`)."""
     raise Ech0Error("no knowledge base: use ServiceRegistry.for_run")
 
 

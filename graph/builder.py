@@ -65,6 +65,7 @@ def after_compress(state: State, runtime: Runtime[Context]) -> Literal["answer",
                 size=len(state.candidates),
                 ensemble_id=state.ensemble_id,
                 route_score=state.route_scores.get(name, 0.0),
+                choices=state.choices,
             ),
         )
         for i, name in enumerate(state.candidates)

@@ -38,6 +38,10 @@ class InputState:
         default="",
         metadata={"description": "Force this expert (the router still reports its scores); empty = route."},
     )
+    choices: list[str] = field(
+        default_factory=list,
+        metadata={"description": "Multiple choice: the options; the expert picks one (empty = an open question)."},
+    )
 
 
 @dataclass(kw_only=True)
@@ -67,6 +71,13 @@ class OutputState:
         default_factory=list, metadata={"description": "Retrieved passages: text, source, kind, score, id."}
     )
     truncated: bool = field(default=False, metadata={"description": "The answer stopped at the token cap."})
+    choice: int = field(default=-1, metadata={"description": "Multiple choice: the picked option's index (-1: none)."})
+    choice_scores: list[float] = field(
+        default_factory=list, metadata={"description": "Multiple choice: each option's log-probability (loglik)."}
+    )
+    choice_method: str = field(
+        default="", metadata={"description": "Multiple choice: loglik (log-probabilities) or letter (read from text)."}
+    )
     tokens: Annotated[dict[str, int], merge_timings] = field(
         default_factory=dict,
         metadata={
@@ -117,3 +128,4 @@ class ExpertTask:
     size: int
     ensemble_id: str
     route_score: float = 0.0
+    choices: list[str] = field(default_factory=list)

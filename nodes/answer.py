@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from langgraph.errors import NodeError
@@ -10,6 +11,7 @@ from langgraph.types import RetryPolicy
 
 from ech0_moe.backends.base import Message
 from ech0_moe.backends.chat_models import Reply
+from ech0_moe.choices import choices_prompt
 from ech0_moe.errors import BackendError
 from ech0_moe.graph.context import Context
 from ech0_moe.graph.state import State
@@ -19,16 +21,24 @@ from ech0_moe.services import ServiceProvider, Services
 from ech0_moe.text import count_tokens
 
 
-def ask_expert(svc: Services, expert: str, prompt: str, ctx: Context) -> tuple[Reply, Acquired]:
-    """Chat with one expert (through a LangChain chat model, so its tokens stream): its system
-    prompt plus the (compressed) prompt. Returns the reply and what getting the expert cost
-    (a load if it had to be (re)loaded) and where it ran."""
+def ask_expert(
+    svc: Services, expert: str, prompt: str, ctx: Context, choices: list[str]
+) -> tuple[Reply, Acquired, dict[str, Any]]:
+    """Ask one expert: its system prompt plus the (compressed) prompt. An open question is
+    answered through a LangChain chat model (so its tokens stream); a multiple-choice one is
+    answered by the option the expert picks (`choices`). Returns the reply, what getting the
+    expert cost (a load if it had to be (re)loaded) and where it ran, and the choice fields."""
     spec = svc.pool.specs[expert]
     messages: list[Message] = [
         {"role": "system", "content": spec.system_prompt},
-        {"role": "user", "content": prompt},
+        {"role": "user", "content": choices_prompt(prompt, choices) if choices else prompt},
     ]
-    return svc.pool.chat(expert, messages, ctx.max_tokens or None, timeout=ctx.answer_timeout)
+    if not choices:
+        reply, acquired = svc.pool.chat(expert, messages, ctx.max_tokens or None, timeout=ctx.answer_timeout)
+        return reply, acquired, {}
+    choice, reply, acquired = svc.pool.choose(expert, messages, len(choices), timeout=ctx.answer_timeout)
+    fields = {"choice": choice.index, "choice_scores": list(choice.scores), "choice_method": choice.method}
+    return replace(reply, text=choice.text(choices)), acquired, fields
 
 
 @timed("answer")
@@ -39,12 +49,12 @@ def answer(state: State, runtime: Runtime[Context], services: ServiceProvider) -
         return {}
     svc = run_services(runtime, services)
     prompt = state.prompt or state.query
-    reply, acquired = ask_expert(svc, state.expert_used, prompt, context(runtime))
+    reply, acquired, choice = ask_expert(svc, state.expert_used, prompt, context(runtime), state.choices)
     tokens = {"prompt": reply.prompt_tokens, "completion": reply.completion_tokens}
     if "prompt_after_compression" not in state.tokens:  # basic: nothing was compressed
         tokens.update(prompt_before_compression=count_tokens(prompt), prompt_after_compression=count_tokens(prompt))
     update: dict[str, Any] = {"solution": reply.text, "truncated": reply.truncated, "tokens": tokens}
-    update["served_by"] = acquired.served_by
+    update.update(choice, served_by=acquired.served_by)
     if acquired.swapped:  # evicted by a concurrent run between swap_load and answer: reloaded here
         update.update(swapped=True, load_seconds=round(state.load_seconds + acquired.load_seconds, 4))
     return update

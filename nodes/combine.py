@@ -25,4 +25,7 @@ def combine(state: State) -> dict[str, Any]:
         "tokens": {"completion": sum(r["completion_tokens"] for r in responses)},
         "swapped": any(r["swapped"] for r in responses),
         "load_seconds": round(sum(r["load_seconds"] for r in responses), 4),
+        "choice": winner["choice"] if winner else -1,
+        "choice_scores": winner.get("choice_scores", []) if winner else [],
+        "choice_method": winner.get("choice_method", "") if winner else "",
     }

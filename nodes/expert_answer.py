@@ -21,7 +21,7 @@ def response(task: ExpertTask, **fields: Any) -> dict[str, Any]:
     """One entry of the ensemble's `responses`: the expert, its route score and what happened."""
     entry: dict[str, Any] = {"expert": task.expert, "route_score": task.route_score, "order": task.order}
     entry.update(solution="", vote_key="", swapped=False, load_seconds=0.0, skipped=False, error="")
-    entry.update(truncated=False, completion_tokens=0, served_by="")
+    entry.update(truncated=False, completion_tokens=0, served_by="", choice=-1)
     return {**entry, **fields}
 
 
@@ -33,7 +33,9 @@ def expert_answer(task: ExpertTask, runtime: Runtime[Context], services: Service
         if run.majority_reached():
             return {"responses": [response(task, skipped=True)]}
         t0 = time.perf_counter()
-        reply, acquired = ask_expert(svc, task.expert, task.prompt or task.query, context(runtime))
+        reply, acquired, choice = ask_expert(
+            svc, task.expert, task.prompt or task.query, context(runtime), task.choices
+        )
         key = normalise(reply.text)
         run.answers.append(key)
         elapsed = round(time.perf_counter() - t0, 4)
@@ -44,6 +46,7 @@ def expert_answer(task: ExpertTask, runtime: Runtime[Context], services: Service
         swapped=acquired.swapped,
         load_seconds=round(acquired.load_seconds, 4),
         served_by=acquired.served_by,
+        **choice,
         truncated=reply.truncated,
         completion_tokens=reply.completion_tokens,
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from ech0_moe.choices import check_choices
 from ech0_moe.errors import InputError
 from ech0_moe.graph.context import MODES, Context
 from ech0_moe.graph.state import OutputState, State
@@ -26,10 +27,12 @@ def resolve_mode(mode: object, ctx: Context) -> str:
 def prepare(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Reject empty or huge queries and unknown modes; reset every per-run field."""
     check_query(state.query)
+    choices = check_choices(state.choices)
     mode = resolve_mode(state.mode, context(runtime))
     fresh = asdict(OutputState())
     fresh.update(
         mode=mode,
+        choices=choices,
         timings=None,
         tokens=None,
         responses=None,

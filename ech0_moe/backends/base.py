@@ -41,6 +41,11 @@ class Backend(Protocol):
         """Answer through a LangChain chat model (so LangGraph can stream its tokens), within `deadline`."""
         ...
 
+    def score_letters(self, spec: ExpertSpec, handle: Any, messages: list[Message], letters: str) -> list[float] | None:
+        """Log-probability of each letter as the first token of the answer to `messages`; None
+        when the runtime cannot tell (the pool then reads a letter from a short answer)."""
+        ...
+
     def estimate_size(self, spec: ExpertSpec) -> int:
         """Bytes the model will need, when experts.yaml gives no size."""
         ...

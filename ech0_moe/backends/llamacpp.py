@@ -123,6 +123,34 @@ class LlamaCppBackend:
     def adopt(self, spec: ExpertSpec) -> Any:
         raise NotImplementedError("in-process models are never loaded by anyone else")
 
+    def score_letters(self, spec: ExpertSpec, handle: Any, messages: list[Message], letters: str) -> list[float]:
+        """One forward pass over the chat-formatted prompt (the model's own template, ending where
+        the assistant's answer starts); the letters' log-softmax at the next position."""
+        import llama_cpp
+        import numpy as np
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = handle.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise BackendError(f"expert {spec.name!r}: {spec.model} has no chat template to score choices with")
+        model = handle._model  # llama-cpp-python's own way to read a special token's text
+        formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=model.token_get_text(handle.token_eos()),
+            bos_token=model.token_get_text(handle.token_bos()),
+        )
+        prompt = formatter(messages=messages).prompt
+        tokens = handle.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        if len(tokens) >= handle.n_ctx():
+            raise BackendError(f"expert {spec.name!r}: the question and its choices exceed n_ctx {handle.n_ctx()}")
+        handle.reset()
+        handle.eval(tokens)
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(handle.ctx, -1), shape=(handle.n_vocab(),))
+        top = float(logits.max())
+        log_total = top + float(np.log(np.exp(logits - top).sum()))
+        ids = [handle.tokenize(letter.encode(), add_bos=False, special=False)[0] for letter in letters]
+        return [round(float(logits[i]) - log_total, 4) for i in ids]
+
     def chat(
         self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int, deadline: Deadline | None
     ) -> Reply:

@@ -96,6 +96,9 @@ class OllamaBackend:
         models = self._request(spec, "GET", "/api/ps").get("models", [])
         return {model_name(m.get("name") or m.get("model", "")): int(m.get("size", 0)) for m in models}
 
+    def score_letters(self, spec: ExpertSpec, handle: Any, messages: list[Message], letters: str) -> None:
+        return None  # /api/chat gives no log-probabilities of a prompt's next token here: letters are read
+
     def adopt(self, spec: ExpertSpec) -> OllamaHandle:
         return OllamaHandle(spec.host, model_name(spec.model))
 

@@ -45,6 +45,8 @@ class FakeBackend:
         self.prompts: list[tuple[str, str]] = []
         self.fail: list[BackendError] = []  # raised by the next chats, one each
         self.reply: Callable[[ExpertSpec, str], str] = lambda spec, prompt: f"{spec.name}: {prompt.split()[-1]}"
+        # multiple choice: each option's log-probability per expert; None = no log-probabilities (read a letter)
+        self.letter_scores: Callable[[ExpertSpec, int], list[float]] | None = None
 
     def load(self, spec: ExpertSpec) -> tuple[Any, int]:
         self.loads.append(spec.name)
@@ -66,6 +68,9 @@ class FakeBackend:
         answer = AIMessage(" ".join(kept), response_metadata={"finish_reason": finish}, usage_metadata=usage)
         # a LangChain chat model, as the real backends use: LangGraph streams its tokens
         return reply_of(GenericFakeChatModel(messages=iter([answer])).invoke(prompt, config=run_config(deadline)))
+
+    def score_letters(self, spec: ExpertSpec, handle: Any, messages: list[Message], letters: str) -> list[float] | None:
+        return self.letter_scores(spec, len(letters)) if self.letter_scores else None
 
     def estimate_size(self, spec: ExpertSpec) -> int:
         return spec.size_bytes
