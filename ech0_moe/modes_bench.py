@@ -181,9 +181,12 @@ def benchmark(
     learning: bool = True,
     progress: bool = True,
     plot: str | Path | None = None,
+    kb_root: str | Path | None = None,
 ) -> dict[str, Any]:
     """Compare `modes` (and the single-expert baseline, the domain oracle, a learning pass) on
-    `questions` (rows as in `questions_of`, or `Question`s). Returns one JSON-ready dict."""
+    `questions` (rows as in `questions_of`, or `Question`s). Each run's knowledge base is a
+    folder of `kb_root` named after it (default: a temporary folder, removed). Returns one
+    JSON-ready dict."""
     asked = [q if isinstance(q, Question) else questions_of([q])[0] for q in questions]
     for mode in modes:
         if mode not in MODES:
@@ -194,7 +197,7 @@ def benchmark(
     passes = len(modes) + bool(baseline) + bool(oracle) + bool(learning) * (1 + ("optimized" not in modes))
     bar = tqdm(total=passes * len(asked), desc="bench modes", unit="q", file=sys.stderr, disable=not progress)
     with tempfile.TemporaryDirectory(prefix="ech0-bench-modes-") as tmp:
-        runner = _Runner(services or _services(context), context, Path(tmp), bar)
+        runner = _Runner(services or _services(context), context, Path(kb_root or tmp), bar)
         config = runner.base.config
         multiple = [q for q in asked if q.choices]
         chance = sum(1 / len(q.choices) for q in multiple) / len(multiple) if multiple else 0.0

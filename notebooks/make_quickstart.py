@@ -59,6 +59,30 @@ CELLS = [
         "plt.barh(list(t), list(t.values()))\n"
         "plt.xlabel('seconds'); plt.title('optimized path, per node'); plt.tight_layout()"
     ),
+    new_markdown_cell(
+        "## Modes compared on answers\n\n`ech0_moe.benchmark` (the CLI: `ech0-moe bench modes --data FILE`) runs "
+        "each mode cold on the same questions, beside the general expert alone and each question's domain "
+        "expert, then a second optimized pass on what the first one learned. Multiple-choice answers are "
+        "the option the expert finds most likely. SmolLM2-135M is near chance on exam questions: this "
+        "shows the method, not a result."
+    ),
+    new_code_cell(
+        "import ech0_moe\n"
+        "from IPython.display import Image\n"
+        "questions = [\n"
+        "    {'question': 'What is 7 times 8?', 'choices': ['54', '56', '58', '64'], 'answer': 'B', "
+        "'domain': 'mathematics'},\n"
+        "    {'question': 'Which organ pumps blood around the body?', 'choices': ['Liver', 'Lung', 'Heart', "
+        "'Kidney'], 'answer': 'C', 'domain': 'biology'},\n"
+        "    {'question': 'What is the SI unit of force?', 'choices': ['Joule', 'Newton', 'Watt', 'Pascal'], "
+        "'answer': 'B', 'domain': 'physics'},\n"
+        "]\n"
+        "png = os.path.join(tempfile.mkdtemp(), 'modes.png')\n"
+        "report = ech0_moe.benchmark(questions, modes=['basic', 'optimized'], context=ctx, services=svc, "
+        "baseline='single', oracle=True, plot=png, progress=False)\n"
+        "print({m: r['accuracy'] for m, r in report['modes'].items()}, report['by_domain'])\n"
+        "Image(png)"
+    ),
 ]
 
 if __name__ == "__main__":
