@@ -77,6 +77,17 @@ def test_graph_answers_through_chatollama_and_swaps_via_the_api(
     assert done["truncated"] is True and done["tokens"]["completion"] == 8 and done["tokens"]["prompt"] > 5
 
 
+def test_multiple_choice_reads_the_letter_ollama_answers_with(
+    fake: str, tmp_path: Path, ollama_config, registry
+) -> None:
+    ctx = Context(experts_file=str(ollama_config([fake])), kb_dir=str(tmp_path / "kb"))
+    out = build_graph(services=registry).invoke(
+        {"query": "What is 2 + 2?", "choices": ["3", "4", "5"], "mode": "basic", "expert": "a"}, context=ctx
+    )
+    assert out["choice_method"] == "letter" and out["choice_scores"] == [] and out["error"] == ""
+    assert out["choice"] in (-1, 0, 1, 2) and out["tokens"]["completion"] <= 8  # a short answer, then read
+
+
 def test_reconciles_with_other_clients(write_config, fake: str, ollama_config) -> None:
     pool = ExpertPool(load_config(ollama_config([fake])))
     # another client loaded our model b: adopted, no swap needed

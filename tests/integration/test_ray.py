@@ -232,3 +232,36 @@ def test_bench_ray_compares_stream_burst_and_affinity(deployed: Path, tmp_path: 
         assert out[name]["questions"] == 8 and out[name]["errors"] == 0, out[name]
         assert out[name]["p95_seconds"] >= out[name]["p50_seconds"] > 0 and out[name]["questions_per_minute"] > 0
     assert out["ray_default_max_ongoing_requests"] == 5 and out["affinity_batched_within_bound"], out
+
+
+def test_replicas_can_proxy_to_a_node_local_ollama(
+    ray_head: str, deployed: Path, tmp_path: Path, model_a: Path, model_b: Path
+) -> None:
+    """runtime: ollama - each replica talks to the Ollama server on its own node (here the
+    Ollama-protocol stand-in on this machine's loopback)."""
+    from tests.integration.fake_ollama import FakeOllamaServer
+
+    server = FakeOllamaServer({"smollm2:135m": model_a, "smollm2-b:135m": model_b})
+    url = server.start()
+    body = f"""\
+memory_budget: 150MB
+ray: {{address: '{ray_head}', app: ech0-ollama, replicas: 1, num_cpus: 0.5}}
+defaults: {{backend: ray, runtime: ollama, host: '{url}', system_prompt: Be brief., max_tokens: 8}}
+experts:
+  - {{name: a, domain: mathematics, model: 'smollm2:135m', description: Mathematics.}}
+  - {{name: b, domain: general, model: 'smollm2-b:135m', description: Anything else.}}
+"""
+    config = tmp_path / "experts.yaml"
+    config.write_text(body)
+    try:
+        assert _cli("--experts", str(config), "serve").returncode == 0
+        services = Services.create(load_config(config), kb=lambda: KnowledgeBase(tmp_path / "kb"))
+        graph = build_graph(services=services)
+        ctx = _context(config, tmp_path)
+        first = graph.invoke({"query": "What is 2 + 2?", "mode": "basic", "expert": "a"}, context=ctx)
+        second = graph.invoke({"query": "Say hello.", "mode": "basic", "expert": "b"}, context=ctx)
+    finally:
+        _cli("--experts", str(config), "serve", "--delete")
+        server.stop()
+    assert first["solution"] and first["swapped"] and first["served_by"].startswith("ray:")
+    assert second["solution"] and second["swapped"] and second["served_by"] == first["served_by"]
