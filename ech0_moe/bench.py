@@ -275,51 +275,105 @@ def _recall(ranks: list[int], k: int) -> dict[str, float]:
     }
 
 
-def bench_rag(rows: list[dict[str, Any]], kb_dir: Path, k: int = 4, max_distance: float = 0.65) -> dict[str, Any]:
-    """Retrieval quality on a fresh knowledge base in `kb_dir`:
-    documents (is a chunk holding the answer retrieved?) for original and paraphrased
-    questions, then learned answers (after learning each question, does its paraphrase
-    bring the learned entry back?)."""
-    from ech0_moe.kb import KnowledgeBase
+def rag_rows(rows: list[dict[str, Any]], folder: Path, source: str = "data") -> list[dict[str, Any]]:
+    """Rows of `{question, answers (or answer), passages}` as benchmark rows; their passages
+    (each once) become text files in `folder`, to be ingested like any document."""
+    out = []
+    passages: dict[str, Path] = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, row in enumerate(rows, 1):
+        answers = row.get("answers") or ([row["answer"]] if isinstance(row.get("answer"), str) else [])
+        if not isinstance(row.get("question"), str) or not answers or not all(isinstance(a, str) for a in answers):
+            raise Ech0Error(f"{source}: row {n}: needs a 'question' and 'answers' (strings)")
+        for text in row.get("passages") or []:
+            if isinstance(text, str) and text.strip() and text not in passages:
+                passages[text] = folder / f"passage-{len(passages):05d}.txt"
+                passages[text].write_text(text, encoding="utf-8")
+        out.append({"question": row["question"], "answers": answers, "paraphrase": row.get("paraphrase", "")})
+    return out
+
+
+def _pad(kb: Any, n: int, seed: int = 0) -> None:
+    """Add `n` filler chunks (shuffled words of the stored documents, random unit vectors) so
+    search time is measured at that size; fillers never hold an answer's exact wording."""
+    rng = np.random.default_rng(seed)
+    words = " ".join(p.text for p in kb.search("the", k=50, max_distance=2.0, method="lexical")).split()
+    for start in tqdm(range(0, n, 500), desc="pad", unit="x500", file=sys.stderr, leave=False):
+        size = min(500, n - start)
+        vectors = rng.normal(size=(size, 384)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        texts = [" ".join(rng.choice(words, 60)) for _ in range(size)]
+        ids = [f"pad-{start + i}" for i in range(size)]
+        kb.upsert(ids, texts, [{"kind": "document", "source": "pad", "domain": ""}] * size, embeddings=vectors)
+
+
+def bench_rag(
+    rows: list[dict[str, Any]],
+    kb_dir: Path,
+    k: int = 4,
+    max_distance: float = 0.65,
+    docs: Path = BENCH_DIR / "docs",
+    pad: int = 0,
+) -> dict[str, Any]:
+    """Retrieval quality on a fresh knowledge base in `kb_dir` holding `docs` (+ `pad` fillers):
+    for dense, lexical and fused search, is a chunk holding the answer retrieved (recall@1,
+    recall@k, MRR, median ms) for the questions and their paraphrases; then learned answers
+    (after learning each question, does its paraphrase bring the learned entry back?), measured
+    after the document figures so learned entries never count as documents."""
+    from ech0_moe.kb import SEARCH_METHODS, KnowledgeBase
 
     kb = KnowledgeBase(kb_dir)
     t0 = time.perf_counter()
-    ingested = kb.add_paths([BENCH_DIR / "docs"], progress=False)
+    ingested = kb.add_paths([docs], progress=False)
     ingest_seconds = time.perf_counter() - t0
-
-    def search(q: str) -> list[Any]:
-        return kb.search(q, k=k, max_distance=max_distance)
+    if pad:
+        _pad(kb, pad)
 
     def holds_answer(r: dict[str, Any]) -> Callable[[Any], bool]:
-        return lambda c: _norm(r["answer"]) in _norm(c.text)
+        answers = [_norm(a).lower() for a in r.get("answers") or [r["answer"]]]
+        return lambda c: any(a in _norm(c.text).lower() for a in answers)
 
-    times: list[float] = []
-
-    def timed_search(q: str) -> list[Any]:
-        t0 = time.perf_counter()
-        hits = search(q)
-        times.append(time.perf_counter() - t0)
-        return hits
-
-    doc_orig = [_rank(timed_search(r["question"]), holds_answer(r)) for r in rows]
-    doc_para = [_rank(timed_search(r["paraphrase"]), holds_answer(r)) for r in rows]
-    learned_ids = {}
-    for r in tqdm(rows, desc="learn", unit="q", file=sys.stderr, leave=False):
-        learned_ids[r["question"]] = kb.learn(
-            r["question"], f"The answer is {r['answer']}.", expert="general", domain="general", mode="bench"
-        )
-    learned = [_rank(timed_search(r["paraphrase"]), lambda c, r=r: c.id == learned_ids[r["question"]]) for r in rows]
-    return {
+    out: dict[str, Any] = {
         "n": len(rows),
         "k": k,
         "max_distance": max_distance,
         "chunks": kb.stats()["by_kind"].get("document", 0),
         "ingest_chunks_per_second": round(ingested["chunks"] / ingest_seconds, 1),
-        "learned_paraphrase": _recall(learned, k),
-        "documents_original": _recall(doc_orig, k),
-        "documents_paraphrase": _recall(doc_para, k),
-        "median_search_ms": round(statistics.median(times) * 1000, 3),
+        "documents": {},
     }
+    questions = [("original", "question"), ("paraphrase", "paraphrase")]
+    for method in SEARCH_METHODS:
+        times: list[float] = []
+        figures: dict[str, Any] = {}
+        for label, key in questions:
+            asked = [r for r in rows if r.get(key)]
+            ranks = []
+            for r in tqdm(asked, desc=f"rag {method} {label}", unit="q", file=sys.stderr, leave=False):
+                t1 = time.perf_counter()
+                hits = kb.search(r[key], k=k, max_distance=max_distance, kind="document", method=method)
+                times.append(time.perf_counter() - t1)
+                ranks.append(_rank(hits, holds_answer(r)))
+            if ranks:
+                figures[label] = _recall(ranks, k)
+        figures["median_search_ms"] = round(statistics.median(times) * 1000, 3)
+        out["documents"][method] = figures
+    learned_ids = {}
+    for r in tqdm(rows, desc="learn", unit="q", file=sys.stderr, leave=False):
+        answer = (r.get("answers") or [r.get("answer")])[0]
+        learned_ids[r["question"]] = kb.learn(
+            r["question"], f"The answer is {answer}.", expert="general", domain="general", mode="bench"
+        )
+    asked = [r for r in rows if r.get("paraphrase")]
+    learned = [
+        _rank(
+            kb.search(r["paraphrase"], k=k, max_distance=max_distance),
+            lambda c, r=r: c.id == learned_ids[r["question"]],
+        )
+        for r in asked
+    ]
+    if learned:
+        out["learned_paraphrase"] = _recall(learned, k)
+    return out
 
 
 STARTUP_QUESTION = "Balance the equation for burning propane."

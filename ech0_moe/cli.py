@@ -379,7 +379,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = bench_swap(ctx, process_registry().for_run(ctx.experts_file, ctx.kb_dir))
     elif args.what == "rag":
         with tempfile.TemporaryDirectory(prefix="ech0-bench-rag-") as tmp:
-            result = bench.bench_rag(datasets.load_qa(), Path(tmp))
+            docs, rows = bench.BENCH_DIR / "docs", datasets.load_qa()
+            if args.data:  # {question, answers, passages}; or {question, answers} over --docs
+                passages = Path(tmp) / "passages"
+                rows = bench.rag_rows(datasets.load_jsonl(args.data, ("question",)), passages, args.data)
+                docs = Path(args.docs) if args.docs else passages
+            result = bench.bench_rag(rows, Path(tmp) / "kb", docs=docs, pad=args.pad)
     elif args.what == "modes":
         from ech0_moe.modes_bench import MODES, benchmark, questions_of
 
@@ -577,6 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--runs", type=int, default=10, metavar="N", help="startup: how many `route` processes (default 10)")
     p.add_argument("--questions", type=int, default=32, metavar="N", help="ray: mixed questions per run (default 32)")
+    p.add_argument("--docs", metavar="DIR", help="rag: a folder to ingest, for --data rows without passages")
+    p.add_argument("--pad", type=int, default=0, metavar="N", help="rag: add N filler chunks to time search at size")
     p.add_argument("--modes", metavar="LIST", help="modes: which, comma-separated (default: all four)")
     p.add_argument("--limit", type=int, metavar="N", help="modes: N rows of --data, balanced over domains (seeded)")
     p.add_argument("--seed", type=int, default=0, help="modes: the sample's seed (default 0)")

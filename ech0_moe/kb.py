@@ -1,8 +1,11 @@
-"""The knowledge base: documents and learned answers in a persistent Chroma collection.
+"""The knowledge base: documents and learned answers in a persistent Chroma collection,
+with a BM25 index of the same entries beside it (`lexical.py`).
 
 Chroma runs embedded (`PersistentClient`, telemetry off) with cosine distance
 and our offline MiniLM embedding function. Every write is committed by Chroma
-before the call returns, so a crash later loses nothing already written.
+(then by the lexical index) before the call returns, so a crash later loses nothing
+already written. Search fuses both rankings (reciprocal rank fusion), then picks
+diverse passages (Maximal Marginal Relevance).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 
 from ech0_moe.embeddings import MODEL_NAME, embed
 from ech0_moe.errors import Ech0Error
+from ech0_moe.lexical import LexicalIndex
 from ech0_moe.text import chunk_text
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
@@ -34,6 +38,16 @@ COLLECTION = "ech0_memory"
 MAX_FILE_BYTES = 20_000_000  # `kb add` skips larger files unless asked (--max-file-mb)
 TEXT_SUFFIXES = frozenset({".md", ".markdown", ".txt", ".rst", ".text"})
 _NUMBERS = re.compile(r"\d+(?:\.\d+)?")
+SEARCH_METHODS = ("fused", "dense", "lexical")
+RRF_K = 60  # reciprocal rank fusion: 1 / (RRF_K + rank), summed over the rankings that hold a passage
+# a passage the lexical index finds may be this much further (cosine, as a multiple of max_distance)
+# than the dense threshold: its words matched where the embedding did not (names, numbers, rare terms)
+LEXICAL_REACH = 1.4
+LEXICAL_WEIGHT = 1.0  # the BM25 ranking's weight in the fusion (the dense ranking's is 1)
+# MMR's relevance: this share from the fused ranks (spread over [0, 1]), the rest from the cosine
+# similarity (a learned answer to the same question is much closer than any document; ranks alone
+# would hide that)
+RANK_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,18 @@ class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
 
     def default_space(self) -> str:  # type: ignore[override]
         return "cosine"
+
+
+def _where(domain: str | None, kind: str | None) -> dict[str, Any] | None:
+    """Chroma's filter for passages of `domain` (or of every domain) and of one `kind`."""
+    clauses: list[dict[str, Any]] = []
+    if domain:
+        clauses.append({"domain": {"$in": [domain, ""]}})
+    if kind:
+        clauses.append({"kind": kind})
+    if len(clauses) > 1:
+        return {"$and": clauses}
+    return clauses[0] if clauses else None
 
 
 def content_id(text: str, source: str = "") -> str:
@@ -123,6 +149,7 @@ class KnowledgeBase:
         self._depth = 0
         self._lock_fd: int | None = None
         self._seen = -1  # the store generation this process's Chroma client reflects
+        self.lexical: LexicalIndex | None = None
         _one_line(self, self._open)
 
     def _open(self) -> None:
@@ -154,6 +181,28 @@ class KnowledgeBase:
             configuration={"hnsw": {"space": "cosine"}},
         )
         self._seen = self._generation()
+        if self.lexical is None:
+            self.lexical = LexicalIndex(self.path)
+        self._align()
+
+    def _align(self) -> None:
+        """Make the lexical index hold exactly Chroma's entries (a kill between the two writes, or
+        a store made before the index existed, leaves them apart; Chroma is the reference)."""
+        lexical = self._lexical
+        if lexical.count() == self.col.count():
+            return
+        ours, theirs = set(self.col.get(include=[])["ids"]), lexical.ids()
+        if theirs - ours:
+            lexical.delete(theirs - ours)
+        missing = sorted(ours - theirs)
+        for start in range(0, len(missing), 1000):
+            got = self.col.get(ids=missing[start : start + 1000], include=["documents", "metadatas"])
+            lexical.upsert(got["ids"], got["documents"] or [], got["metadatas"] or [])  # type: ignore[arg-type]
+
+    @property
+    def _lexical(self) -> LexicalIndex:
+        assert self.lexical is not None, "opened in _connect"
+        return self.lexical
 
     # ---- one store, many processes ---------------------------------------------------------
     # Chroma's embedded store keeps index state in memory: two processes writing one folder lose
@@ -202,9 +251,10 @@ class KnowledgeBase:
         metadatas: list[dict[str, Any]],
         embeddings: np.ndarray | None = None,
     ) -> None:
-        """Write entries (committed when this returns); embeddings default to the texts'."""
+        """Write entries to both indexes (committed when this returns); embeddings default to the texts'."""
         if ids:
             self.col.upsert(ids=ids, documents=texts, metadatas=metadatas, embeddings=embeddings)  # type: ignore[arg-type]
+            self._lexical.upsert(ids, texts, metadatas)
 
     @store_op(writes=False)
     def search(
@@ -216,32 +266,33 @@ class KnowledgeBase:
         domain: str | None = None,
         kind: str | None = None,
         diversity: float = 0.3,
+        method: str = "fused",
     ) -> list[Passage]:
-        """Top-k passages within `max_distance` (cosine), optionally only those for `domain`
-        (or for every domain) and of one `kind`; Maximal Marginal Relevance with weight
-        `diversity` drops near-duplicates in favour of passages that add something."""
+        """Top-k passages, optionally only those for `domain` (or for every domain) and of one
+        `kind`. `fused` (default): the dense ranking (cosine within `max_distance`) and the BM25
+        ranking (within `max_distance` x LEXICAL_REACH) merged by reciprocal rank fusion - BM25
+        brings up passages whose names, numbers or rare terms match although the embedding ranks
+        them low;
+        `dense` or `lexical`: one ranking alone. Maximal Marginal Relevance with weight
+        `diversity` then drops near-duplicates in favour of passages that add something."""
+        if method not in SEARCH_METHODS:
+            raise Ech0Error(f"unknown search method {method!r}; use {', '.join(SEARCH_METHODS)}")
         n = self.count()
         if n == 0 or not query.strip():
             return []
-        clauses: list[dict[str, Any]] = []
-        if domain:
-            clauses.append({"domain": {"$in": [domain, ""]}})
-        if kind:
-            clauses.append({"kind": kind})
-        where: dict[str, Any] | None = None
-        if len(clauses) == 1:
-            where = clauses[0]
-        elif clauses:
-            where = {"$and": clauses}
-        res = self.col.query(
-            query_texts=[query],
-            n_results=min(max(k * 4, 8), n),
-            where=where,  # type: ignore[arg-type]
-            include=["documents", "metadatas", "distances", "embeddings"],
-        )
-        pool = [
-            (cid, doc or "", meta or {}, float(dist), np.asarray(emb, dtype=np.float32))
-            for cid, doc, meta, dist, emb in zip(
+        depth = min(max(k * 5, 20), n)
+        vector = embed([query])[0]
+        found: dict[str, tuple[str, dict[str, Any], float, np.ndarray]] = {}  # id -> doc, meta, distance, vector
+        fusion: dict[str, float] = {}
+        if method != "lexical":
+            where = _where(domain, kind)
+            res = self.col.query(
+                query_embeddings=[vector],
+                n_results=depth,
+                where=where,  # type: ignore[arg-type]
+                include=["documents", "metadatas", "distances", "embeddings"],
+            )
+            rows = zip(
                 res["ids"][0],
                 res["documents"][0],  # type: ignore[index]
                 res["metadatas"][0],  # type: ignore[index]
@@ -249,14 +300,41 @@ class KnowledgeBase:
                 res["embeddings"][0],  # type: ignore[index]
                 strict=True,
             )
-            if dist <= max_distance
+            dense = [(cid, doc, meta, float(dist), emb) for cid, doc, meta, dist, emb in rows if dist <= max_distance]
+            for rank, (cid, doc, meta, dist, emb) in enumerate(dense):
+                found[cid] = (doc or "", meta or {}, dist, np.asarray(emb, dtype=np.float32))
+                fusion[cid] = fusion.get(cid, 0.0) + 1.0 / (RRF_K + rank + 1)
+        if method != "dense":
+            hits = [cid for cid, _ in self._lexical.search(query, depth, domain=domain, kind=kind)]
+            new = [cid for cid in hits if cid not in found]
+            if new:
+                got = self.col.get(ids=new, include=["documents", "metadatas", "embeddings"])
+                columns = (got["ids"], got["documents"], got["metadatas"], got["embeddings"])
+                for cid, doc, meta, emb in zip(*columns, strict=True):  # type: ignore[call-overload]
+                    emb = np.asarray(emb, dtype=np.float32)
+                    found[cid] = (doc or "", meta or {}, 1.0 - float(vector @ emb), emb)
+            limit = float("inf") if method == "lexical" else max_distance * LEXICAL_REACH
+            weight = 1.0 if method == "lexical" else LEXICAL_WEIGHT
+            for rank, cid in enumerate(c for c in hits if c in found and found[c][2] <= limit):
+                fusion[cid] = fusion.get(cid, 0.0) + weight / (RRF_K + rank + 1)
+        # raw RRF scores differ by too little for relevance to outweigh redundancy: spread them
+        low, high = min(fusion.values(), default=0.0), max(fusion.values(), default=1.0)
+        spread = (high - low) or 1.0
+        pool = [
+            (
+                cid,
+                *found[cid][:3],
+                found[cid][3],
+                RANK_SHARE * (fusion[cid] - low) / spread + (1 - RANK_SHARE) * (1 - found[cid][2]),
+            )
+            for cid in fusion
         ]
-        chosen: list[tuple[str, str, dict[str, Any], float, np.ndarray]] = []
+        chosen: list[tuple[str, str, dict[str, Any], float, np.ndarray, float]] = []
         while pool and len(chosen) < k:
 
-            def mmr(item: tuple[str, str, dict[str, Any], float, np.ndarray]) -> float:
+            def mmr(item: tuple[str, str, dict[str, Any], float, np.ndarray, float]) -> float:
                 redundancy = max((float(item[4] @ c[4]) for c in chosen), default=0.0)
-                return (1 - diversity) * (1 - item[3]) - diversity * redundancy
+                return (1 - diversity) * item[5] - diversity * redundancy
 
             best = max(pool, key=mmr)
             pool.remove(best)
@@ -272,7 +350,7 @@ class KnowledgeBase:
                 score=round(1.0 - dist, 4),
                 domain=str(meta.get("domain", "")),
             )
-            for cid, doc, meta, dist, _ in chosen
+            for cid, doc, meta, dist, _, _ in chosen
         ]
 
     @store_op(writes=True)
@@ -431,6 +509,7 @@ class KnowledgeBase:
         existing = set(self.col.get(ids=sorted(targets))["ids"]) if targets else set()
         if existing:
             self.col.delete(ids=sorted(existing))
+            self._lexical.delete(existing)
         return len(existing)
 
     def find_duplicate(self, question: str, vector: np.ndarray, min_similarity: float) -> str | None:

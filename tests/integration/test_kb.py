@@ -122,12 +122,43 @@ def test_sigkill_during_ingest_loses_nothing_committed(tmp_path: Path) -> None:
 
     kb = KnowledgeBase(kb_dir)  # opens cleanly after the kill
     assert kb.stats()["sources"] >= done  # every file reported done is there
+    assert kb.lexical is not None and kb.lexical.count() == kb.count()  # the BM25 index holds the same entries
     assert kb.search("What does FFI stand for?", k=1)
     report = kb.add_paths([docs], progress=False)  # resuming finishes the rest, redoing nothing committed
     assert report["unchanged"] >= done and report["added"] + report["unchanged"] == 28
     fresh = KnowledgeBase(tmp_path / "fresh")
     fresh.add_paths([docs], progress=False)
-    assert kb.count() == fresh.count()
+    assert kb.count() == fresh.count() == kb.lexical.count()
+
+
+def test_names_and_numbers_are_found_by_the_lexical_index(kb: KnowledgeBase, tmp_path: Path) -> None:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "parts.md").write_text(
+        "# Parts\n\nThe pump uses gasket QX-4471 rated for 90 degrees. The valve is brass.\n\n"
+        "# Staff\n\nMaintenance is done by Ingrid Oyelaran-Sato every Tuesday.\n"
+    )
+    kb.add_paths([DOCS, notes], progress=False)
+    for question, needle in (("Which part is QX-4471?", "QX-4471"), ("Who is Oyelaran-Sato?", "Oyelaran")):
+        lexical = kb.search(question, k=1, method="lexical")
+        fused = kb.search(question, k=4)
+        assert lexical and needle in lexical[0].text
+        assert any(needle in p.text for p in fused)
+
+
+def test_forget_removes_from_both_indexes_and_a_lost_index_is_rebuilt(kb: KnowledgeBase, tmp_path: Path) -> None:
+    kb.add_paths([DOCS], progress=False)
+    entry = kb.learn("What colour is the launch button?", "It is teal.", expert="general", domain="general", mode="t")
+    assert kb.lexical is not None and kb.lexical.count() == kb.count()
+    assert kb.search("launch button colour teal", k=1, method="lexical")[0].id == entry
+    assert kb.forget(ids=[entry]) == 1
+    assert entry not in kb.lexical.ids() and kb.lexical.count() == kb.count()
+    # a write that reached Chroma but not the lexical index (killed in between), and a deleted index
+    kb.col.upsert(ids=["orphan"], documents=["A note about the zeppelin hangar."], metadatas=[{"kind": "document"}])
+    assert KnowledgeBase(kb.path).search("zeppelin hangar", k=1, method="lexical")[0].id == "orphan"
+    (kb.path / "lexical.sqlite3").unlink()
+    again = KnowledgeBase(kb.path)
+    assert again.lexical is not None and again.lexical.count() == again.count() > 100
 
 
 def test_a_damaged_store_is_one_line_and_the_graph_still_answers(

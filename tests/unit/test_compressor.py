@@ -61,3 +61,9 @@ def test_llm_compression_falls_back_when_a_fact_is_dropped() -> None:
     faithful = LLMCompressor(lambda messages, n: messages[1]["content"].split("\n\n", 1)[1])
     c = faithful.compress("When was the Hubble Space Telescope launched?", [DOC], target=0.3)
     assert c.method == "llm" and "1990" in c.context
+
+
+def test_lexical_query_terms_drop_stopwords_and_repeats() -> None:
+    from ech0_moe.lexical import query_terms
+
+    assert query_terms("What is the QX-4471 gasket, and what is it for?") == ["qx", "4471", "gasket"]

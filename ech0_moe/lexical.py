@@ -1,0 +1,104 @@
+"""The knowledge base's lexical index: BM25 over every entry's text, beside Chroma's vectors.
+
+SQLite's FTS5 (in Python's standard library; Porter stemming over unicode61 tokens) in one
+file, `lexical.sqlite3`, in the knowledge-base folder: transactional like Chroma's own SQLite,
+so a kill mid-ingest leaves it whole, and `KnowledgeBase` re-aligns it with Chroma when the
+two disagree (an entry written to one and not yet to the other). Names, numbers and rare terms
+find their passage here even when the embedding does not.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+FILE = "lexical.sqlite3"
+_WORD = re.compile(r"\w+", re.UNICODE)
+# words too common to say which passage a question is about (FTS5 ranks them low anyway; dropping
+# them keeps the OR query short)
+STOPWORDS = frozenset(
+    "a an and are as at be by can did do does for from had has have how i if in into is it its of on or "
+    "that the their there these this to was were what when where which who whom whose why will with "
+    "would you your".split()
+)
+
+
+def query_terms(text: str) -> list[str]:
+    """The question's searchable words, lower-case, in order, without repeats or stopwords."""
+    seen: dict[str, None] = {}
+    for word in _WORD.findall(text.lower()):
+        if word not in STOPWORDS:
+            seen.setdefault(word, None)
+    return list(seen)
+
+
+class LexicalIndex:
+    """BM25 search over (id, text, domain, kind) rows in an FTS5 table."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / FILE
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS entries USING fts5("
+                "id UNINDEXED, text, domain UNINDEXED, kind UNINDEXED, tokenize='porter unicode61')"
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0])
+
+    def ids(self) -> set[str]:
+        with self._lock:
+            return {row[0] for row in self._db.execute("SELECT id FROM entries")}
+
+    def upsert(self, ids: Sequence[str], texts: Sequence[str], metadatas: Sequence[dict[str, Any]]) -> None:
+        """Write (or replace) entries in one transaction."""
+        rows = [
+            (i, t, str(m.get("domain", "")), str(m.get("kind", "document")))
+            for i, t, m in zip(ids, texts, metadatas, strict=True)
+        ]
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("DELETE FROM entries WHERE id = ?", [(i,) for i in ids])
+                self._db.executemany("INSERT INTO entries (id, text, domain, kind) VALUES (?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def delete(self, ids: Iterable[str]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM entries WHERE id = ?", [(i,) for i in ids])
+            self._db.execute("COMMIT")
+
+    def search(
+        self, query: str, n: int, *, domain: str | None = None, kind: str | None = None
+    ) -> list[tuple[str, float]]:
+        """Up to `n` (id, BM25 score; higher is better) for entries sharing a word with `query`."""
+        terms = query_terms(query)
+        if not terms:
+            return []
+        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        sql = "SELECT id, bm25(entries) AS rank FROM entries WHERE entries MATCH ?"
+        params: list[Any] = [match]
+        if domain:
+            sql += " AND domain IN (?, '')"
+            params.append(domain)
+        if kind:
+            sql += " AND kind = ?"
+            params.append(kind)
+        sql += " ORDER BY rank LIMIT ?"
+        params.append(n)
+        with self._lock:
+            return [(row[0], -float(row[1])) for row in self._db.execute(sql, params)]
