@@ -297,7 +297,7 @@ def _pad(kb: Any, n: int, seed: int = 0) -> None:
     """Add `n` filler chunks (shuffled words of the stored documents, random unit vectors) so
     search time is measured at that size; fillers never hold an answer's exact wording."""
     rng = np.random.default_rng(seed)
-    words = " ".join(p.text for p in kb.search("the", k=50, max_distance=2.0, method="lexical")).split()
+    words = " ".join(kb.col.get(limit=200, include=["documents"])["documents"] or ["filler"]).split()
     for start in tqdm(range(0, n, 500), desc="pad", unit="x500", file=sys.stderr, leave=False):
         size = min(500, n - start)
         vectors = rng.normal(size=(size, 384)).astype(np.float32)

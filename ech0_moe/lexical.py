@@ -90,15 +90,13 @@ class LexicalIndex:
         if not terms:
             return []
         match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-        sql = "SELECT id, bm25(entries) AS rank FROM entries WHERE entries MATCH ?"
-        params: list[Any] = [match]
-        if domain:
-            sql += " AND domain IN (?, '')"
-            params.append(domain)
-        if kind:
-            sql += " AND kind = ?"
-            params.append(kind)
-        sql += " ORDER BY rank LIMIT ?"
-        params.append(n)
+        # filtered while reading the top of the ranking: a filter in SQL makes FTS5 rank every match
+        sql = "SELECT id, bm25(entries) AS rank, domain, kind FROM entries WHERE entries MATCH ? ORDER BY rank LIMIT ?"
+        out: list[tuple[str, float]] = []
         with self._lock:
-            return [(row[0], -float(row[1])) for row in self._db.execute(sql, params)]
+            for cid, rank, row_domain, row_kind in self._db.execute(sql, [match, n * (4 if domain or kind else 1)]):
+                if (not domain or row_domain in (domain, "")) and (not kind or row_kind == kind):
+                    out.append((cid, -float(rank)))
+                    if len(out) == n:
+                        break
+        return out
