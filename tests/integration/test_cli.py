@@ -96,8 +96,35 @@ def test_bench_compress_and_rag_meet_their_goals(run_cli) -> None:
     proc = run_cli("bench", "rag", "--json")
     assert proc.returncode == 0, proc.stderr
     rag = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert rag["learned_paraphrase"]["recall@4"] >= 0.9 and rag["documents_original"]["recall@4"] >= 0.8
-    assert rag["ingest_chunks_per_second"] > 0
+    fused, dense = rag["documents"]["fused"], rag["documents"]["dense"]
+    assert rag["learned_paraphrase"]["recall@4"] >= 0.9 and fused["original"]["recall@4"] >= 0.95
+    assert fused["original"]["mrr"] >= dense["original"]["mrr"] and set(rag["documents"]) == {
+        "fused",
+        "dense",
+        "lexical",
+    }
+    assert rag["ingest_chunks_per_second"] > 0 and fused["median_search_ms"] > 0
+
+
+def test_bench_rag_on_any_question_passage_file(run_cli, tmp_path: Path) -> None:
+    rows = [
+        {
+            "question": "Which gasket does the pump use?",
+            "answers": ["QX-4471"],
+            "passages": ["The pump uses gasket QX-4471, rated for 90 degrees.", "The valve body is cast brass."],
+        },
+        {
+            "question": "What is the valve body made of?",
+            "answers": ["brass"],
+            "passages": ["The valve body is cast brass."],
+        },
+    ]
+    data = tmp_path / "rag.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    proc = run_cli("bench", "rag", "--data", str(data), "--json")
+    assert proc.returncode == 0, proc.stderr
+    rag = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert rag["n"] == 2 and rag["chunks"] == 2 and rag["documents"]["fused"]["original"]["recall@4"] == 1.0
 
 
 def test_kb_commands(tmp_path: Path, run_cli, assert_one_line_error) -> None:
