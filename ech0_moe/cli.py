@@ -334,7 +334,9 @@ def cmd_kb(args: argparse.Namespace) -> int:
     elif args.action == "search":
         if len(args.items) != 1 or not args.items[0].strip():
             raise Ech0Error('kb search needs one query: ech0-moe kb search "QUESTION"')
-        hits = kb.search(args.items[0], k=args.k, max_distance=args.max_distance, domain=args.domain)
+        hits = kb.search(
+            args.items[0], k=args.k, max_distance=args.max_distance, domain=args.domain, method=args.method
+        )
         result = [h.as_dict() for h in hits]
         if not args.json:
             for h in hits:
@@ -614,6 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.65,
         metavar="D",
         help="search: cosine distance above which a passage is dropped (default 0.65)",
+    )
+    p.add_argument(
+        "--method",
+        choices=("fused", "dense", "lexical"),
+        default="fused",
+        help="search: fused (BM25 + embeddings, default), dense or lexical alone",
     )
     p.add_argument("--source", help="forget: every entry of this file path or 'learned:<expert>'")
     p.add_argument(
