@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from typing import Any
@@ -35,7 +36,8 @@ def swap_load(state: State, runtime: Runtime[Context], services: ServiceProvider
             while not done.wait(HEARTBEAT_S):
                 write({"event": "loading", "expert": expert, "elapsed": round(time.perf_counter() - t0, 1)})
 
-        beat = threading.Thread(target=heartbeat, daemon=True)
+        # in this run's context: the stream writer finds the run's config through context variables
+        beat = threading.Thread(target=contextvars.copy_context().run, args=(heartbeat,), daemon=True)
         beat.start()
         try:
             acquired = pool.ensure_loaded(expert)

@@ -110,3 +110,25 @@ def test_text_that_reads_as_instructions_is_never_learned(services: Services, ct
     assert result["warnings"] == ["not learned: the question or answer reads as instructions to the model"]
     innocent = build_graph(services=services).invoke({"query": BIO}, context=ctx)  # poisoning chain: nothing to find
     assert innocent["retrieved_contexts"] == [] and len(kb.entries) == 1
+
+
+def test_a_slow_load_sends_heartbeats_from_its_own_thread(
+    services: Services, ctx: Context, fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+    import threading
+    import time
+
+    monkeypatch.setattr(importlib.import_module("ech0_moe.nodes.swap_load"), "HEARTBEAT_S", 0.05)
+    load = fake.load
+    monkeypatch.setattr(fake, "load", lambda spec: (time.sleep(0.3), load(spec))[1])
+    failures: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    events = [
+        e
+        for e in build_graph(services=services).stream(
+            {"query": BIO, "mode": "basic"}, context=ctx, stream_mode="custom"
+        )
+        if e.get("event") == "loading"
+    ]
+    assert not failures and len(events) >= 3 and events[-1]["elapsed"] > 0
