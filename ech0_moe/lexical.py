@@ -91,7 +91,7 @@ class LexicalIndex:
             return []
         match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
         # filtered while reading the top of the ranking: a filter in SQL makes FTS5 rank every match
-        sql = "SELECT id, bm25(entries) AS rank, domain, kind FROM entries WHERE entries MATCH ? ORDER BY rank LIMIT ?"
+        sql = "SELECT id, rank, domain, kind FROM entries WHERE entries MATCH ? ORDER BY rank LIMIT ?"
         out: list[tuple[str, float]] = []
         with self._lock:
             for cid, rank, row_domain, row_kind in self._db.execute(sql, [match, n * (4 if domain or kind else 1)]):
