@@ -272,7 +272,7 @@ class KnowledgeBase:
         `diversity` then drops near-duplicates in favour of passages that add something."""
         if method not in SEARCH_METHODS:
             raise Ech0Error(f"unknown search method {method!r}; use {', '.join(SEARCH_METHODS)}")
-        n = self.count()
+        n = self.col.count()  # already under this operation's lock
         if n == 0 or not query.strip():
             return []
         depth = min(max(k * 5, 20), n)
