@@ -34,7 +34,7 @@ def plan(services: Services, queries: Sequence[str], order: Order = "affinity") 
     return services.pool.serving_order(experts), experts
 
 
-def lanes_of(services: Services, serve: list[int], experts: list[str], order: Order) -> list[list[int]]:
+def groups_of(services: Services, serve: list[int], experts: list[str], order: Order) -> list[list[int]]:
     """The serving order cut into groups, one per model (`fifo`: one per query); each group is
     served by one lane, so an expert stays resident while its group is answered."""
     if order == "fifo":
@@ -71,7 +71,7 @@ def solve_batch(
     graph = build_graph(services=services)
     svc = services.for_run(context.experts_file, context.kb_dir)
     serve, experts = plan(svc, queries, order)
-    groups = iter(lanes_of(svc, serve, experts, order))
+    groups = iter(groups_of(svc, serve, experts, order))
     lanes = max(1, min(svc.pool.lanes if order == "affinity" else 1, len(queries)))
     depth = svc.pool.queue_depth if lanes > 1 else 1
     loaded = [threading.Event() for _ in range(lanes)]

@@ -219,6 +219,15 @@ def bench_routing(
     }
 
 
+def latency(seconds: Sequence[float]) -> dict[str, float]:
+    """p50 and p95 of per-question seconds (the benchmarks' common figures)."""
+    ordered = sorted(seconds)
+    if not ordered:
+        return {"p50_seconds": 0.0, "p95_seconds": 0.0}
+    p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+    return {"p50_seconds": round(statistics.median(ordered), 3), "p95_seconds": round(p95, 3)}
+
+
 def _median_ms(seconds: list[float]) -> float:
     return round(statistics.median(seconds) * 1000, 3)
 

@@ -389,15 +389,7 @@ class RayPool:
         model = RayChatModel(handle=self.handle(), expert=name, max_tokens=cap, timeout=timeout)
         deadline = Deadline(timeout) if timeout else None
         message = model.invoke([(m["role"], m["content"]) for m in messages], config=run_config(deadline))
-        meta = message.response_metadata
-        acquired = Acquired(
-            name,
-            bool(meta.get("swapped")),
-            float(meta.get("load_seconds", 0.0)),
-            tuple(meta.get("evicted", ())),
-            served_by=str(meta.get("served_by", "")),
-        )
-        return reply_of(message), self._record(acquired)
+        return reply_of(message), self._record(_acquired(message.response_metadata))
 
     def choose(
         self, name: str, messages: list[Message], n_choices: int, timeout: float | None = None
@@ -422,6 +414,7 @@ class RayPool:
 
 
 def _acquired(data: dict[str, Any]) -> Acquired:
+    """What a replica reported getting the expert cost (`serve_app`: `asdict(Acquired)`)."""
     return Acquired(
         data["expert"], data["swapped"], data["load_seconds"], tuple(data["evicted"]), served_by=data["served_by"]
     )

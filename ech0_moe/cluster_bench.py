@@ -13,7 +13,6 @@ p50/p95 seconds per question (the graph's own node timings) and questions per mi
 from __future__ import annotations
 
 import random
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from typing import Any
 from tqdm import tqdm
 
 from ech0_moe.batch import solve_batch
+from ech0_moe.bench import latency
 from ech0_moe.cluster import RayPool, deploy
 from ech0_moe.config import PoolConfig
 from ech0_moe.errors import Ech0Error
@@ -46,11 +46,6 @@ def mixed_questions(config: PoolConfig, n: int, seed: int = 0) -> list[str]:
     return questions
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3) if ordered else 0.0
-
-
 def _summary(results: list[dict[str, Any]], pool: RayPool, wall: float) -> dict[str, Any]:
     seconds = [sum(r["timings"].values()) for r in results]
     return {
@@ -60,8 +55,7 @@ def _summary(results: list[dict[str, Any]], pool: RayPool, wall: float) -> dict[
         "loads": pool.swaps,
         "swaps": sum(bool(e.evicted) for e in pool.events),
         "replicas_used": len({r["served_by"] for r in results if r["served_by"]}),
-        "p50_seconds": round(statistics.median(seconds), 3) if seconds else 0.0,
-        "p95_seconds": _percentile(seconds, 0.95),
+        **latency(seconds),
         "wall_seconds": round(wall, 2),
         "questions_per_minute": round(60 * len(results) / wall, 1) if wall else 0.0,
     }

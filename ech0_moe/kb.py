@@ -300,7 +300,7 @@ class KnowledgeBase:
                 found[cid] = (doc or "", meta or {}, float(dist), np.asarray(emb, dtype=np.float32))
                 fusion[cid] = fusion.get(cid, 0.0) + 1.0 / (RRF_K + rank + 1)
         if method != "dense":
-            hits = [cid for cid, _ in self._lexical.search(query, depth, domain=domain, kind=kind)]
+            hits = [cid for cid, _ in self._lexical.search(query, depth, wanted if domain or kind else None)]
             new = [cid for cid in hits if cid not in found]
             if new:
                 got = self.col.get(ids=new, include=["documents", "metadatas", "embeddings"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +83,10 @@ class LexicalIndex:
             self._db.execute("COMMIT")
 
     def search(
-        self, query: str, n: int, *, domain: str | None = None, kind: str | None = None
+        self, query: str, n: int, keep: Callable[[dict[str, str]], bool] | None = None
     ) -> list[tuple[str, float]]:
-        """Up to `n` (id, BM25 score; higher is better) for entries sharing a word with `query`."""
+        """Up to `n` (id, BM25 score; higher is better) for entries sharing a word with `query`
+        whose domain and kind `keep` accepts (all when None)."""
         terms = query_terms(query)
         if not terms:
             return []
@@ -94,8 +95,8 @@ class LexicalIndex:
         sql = "SELECT id, rank, domain, kind FROM entries WHERE entries MATCH ? ORDER BY rank LIMIT ?"
         out: list[tuple[str, float]] = []
         with self._lock:
-            for cid, rank, row_domain, row_kind in self._db.execute(sql, [match, n * (4 if domain or kind else 1)]):
-                if (not domain or row_domain in (domain, "")) and (not kind or row_kind == kind):
+            for cid, rank, domain, kind in self._db.execute(sql, [match, n * (4 if keep else 1)]):
+                if keep is None or keep({"domain": domain, "kind": kind}):
                     out.append((cid, -float(rank)))
                     if len(out) == n:
                         break

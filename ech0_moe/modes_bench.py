@@ -16,7 +16,6 @@ reference `answer` text count as right when the answer contains it (case and pun
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ech0_moe.bench import latency
 from ech0_moe.choices import LETTERS, check_choices
 from ech0_moe.config import PoolConfig
 from ech0_moe.errors import InputError
@@ -93,11 +93,6 @@ def _option_index(answer: object, choices: list[str]) -> int | None:
     return None
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3) if ordered else 0.0
-
-
 def summarise(questions: Sequence[Question], results: Sequence[dict[str, Any]], seconds: list[float]) -> dict:
     """Accuracy (overall and per domain), tokens, loads and per-question seconds of one run."""
     right = [q.is_right(r) for q, r in zip(questions, results, strict=True)]
@@ -121,8 +116,7 @@ def summarise(questions: Sequence[Question], results: Sequence[dict[str, Any]], 
         "completion_tokens": tokens["completion"],
         "loads": sum(bool(r["swapped"]) for r in results),
         "load_seconds": round(sum(r["load_seconds"] for r in results), 3),
-        "p50_seconds": round(statistics.median(seconds), 3),
-        "p95_seconds": _percentile(seconds, 0.95),
+        **latency(seconds),
         "total_seconds": round(sum(seconds), 2),
         "retrieved_learned": sum(any(c["kind"] == "learned" for c in r["retrieved_contexts"]) for r in results),
     }

@@ -130,11 +130,7 @@ class ExpertPool:
     def swaps(self) -> int:
         return len(self.events)
 
-    @property
-    def lanes(self) -> int:
-        """How many experts `batch` serves at once: one in process (one budget, one CPU/GPU)."""
-        return 1
-
+    lanes = 1  # experts `batch` serves at once: one in process (one budget, one CPU/GPU)
     queue_depth = 1  # questions `batch` keeps in flight per lane (see `RayPool.queue_depth`)
 
     def stats(self) -> dict[str, Any]:

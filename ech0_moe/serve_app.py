@@ -30,6 +30,7 @@ from ray import serve
 
 from ech0_moe.backends.base import Backend
 from ech0_moe.backends.llamacpp import LlamaCppBackend
+from ech0_moe.cluster import settings_of
 from ech0_moe.config import PoolConfig, resolve_model_ref
 from ech0_moe.errors import BackendError, BudgetError, Ech0Error
 from ech0_moe.pool import Acquired, ExpertPool
@@ -117,8 +118,8 @@ class ExpertReplica:
     def __init__(self, config: PoolConfig, residency: Any) -> None:
         import ray
 
-        settings = config.ray
-        threads = (settings.threads if settings else 0) or max(1, int(settings.num_cpus if settings else 1))
+        settings = settings_of(config)
+        threads = settings.threads or max(1, int(settings.num_cpus))
         backends: dict[str, Backend] = {"llamacpp": LlamaCppBackend(n_threads=threads)}
         self.pool = ExpertPool(replica_config(config), backends)
         context = serve.get_replica_context()
@@ -239,9 +240,7 @@ def _failure(exc: Ech0Error, node: str) -> _Failed:
 
 def build_app(config: PoolConfig) -> Any:
     """The Serve application for `config` (its `ray:` settings size and place the replicas)."""
-    settings = config.ray
-    if settings is None:
-        raise Ech0Error(f"{config.path}: no `ray:` settings (and no expert uses backend ray)")
+    settings = settings_of(config)
     experts = ExpertReplica.options(
         num_replicas=settings.replicas,
         max_ongoing_requests=settings.max_ongoing_requests,
