@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -153,9 +154,8 @@ class KnowledgeBase:
 
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
+            with tempfile.TemporaryFile(dir=self.path):  # a name of its own: processes open a folder at once
+                pass
         except OSError as exc:
             raise Ech0Error(f"knowledge base folder {self.path} is not writable: {exc.strerror}") from None
         database = self.path / "chroma.sqlite3"
