@@ -16,6 +16,7 @@ import functools
 import hashlib
 import os
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -102,6 +103,17 @@ def content_id(text: str, source: str = "") -> str:
     return hashlib.sha256(f"{source}\x00{text}".encode()).hexdigest()[:32]
 
 
+_UNWRITABLE = re.compile(r"readonly database|disk is full|[Rr]ead-only file system|No space left on device")
+
+
+def _drop_client(folder: Path) -> None:
+    """Forget Chroma's per-folder client after a failed open (it caches the half-started one)."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    SharedSystemClient._identifier_to_system.pop(str(folder), None)
+    SharedSystemClient._identifier_to_refcount.pop(str(folder), None)
+
+
 class KnowledgeBaseError(Ech0Error):
     """The store cannot be read or written (damaged files, full disk): the graph answers without it."""
 
@@ -146,29 +158,47 @@ class KnowledgeBase:
         self._lock_fd: int | None = None
         self._seen = -1  # the store generation this process's Chroma client reflects
         self.lexical: LexicalIndex | None = None
+        self.read_only = ""  # why the folder cannot be written; "" when it can
+        self.store = self.path  # the folder Chroma and the lexical index open (a snapshot when read-only)
         _one_line(self, self._open)
 
     def _open(self) -> None:
         import chromadb
         from chromadb.config import Settings
 
+        database = self.path / "chroma.sqlite3"
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=self.path):  # a name of its own: processes open a folder at once
                 pass
         except OSError as exc:
-            raise Ech0Error(f"knowledge base folder {self.path} is not writable: {exc.strerror}") from None
-        database = self.path / "chroma.sqlite3"
+            if not database.is_file():
+                raise KnowledgeBaseError(f"knowledge base folder {self.path} is not writable: {exc.strerror}") from None
+            self.read_only = exc.strerror or "not writable"
         if database.exists() and database.stat().st_size == 0:  # Chroma would silently start a new, empty store
             raise KnowledgeBaseError(
                 f"knowledge base {self.path}: chroma.sqlite3 is empty (0 bytes), not a store; "
                 "move the folder away to start a new one"
             )
+        settings = Settings(anonymized_telemetry=False, allow_reset=False)
         with self._exclusive(writes=False, fresh=False):
-            self._connect(chromadb.PersistentClient, Settings(anonymized_telemetry=False, allow_reset=False))
+            if not self.read_only:
+                try:
+                    return self._connect(chromadb.PersistentClient, settings)
+                except Exception as exc:
+                    _drop_client(self.store)
+                    if not (found := _UNWRITABLE.search(str(exc))):
+                        raise
+                    self.read_only, self.lexical = found.group(0), None
+            # Chroma cannot open a store it may not write (read-only folder, full disk): searches
+            # read a private copy, and writes are refused with one line
+            self._snapshot = tempfile.TemporaryDirectory(prefix="ech0-kb-read-only-")
+            self.store = Path(self._snapshot.name) / "kb"
+            shutil.copytree(self.path, self.store, ignore=shutil.ignore_patterns(".ech0*"))
+            self._connect(chromadb.PersistentClient, settings)
 
     def _connect(self, client: Callable[..., Any], settings: Any) -> None:
-        self._client = client(path=str(self.path), settings=settings)
+        self._client = client(path=str(self.store), settings=settings)
         self._factory, self._settings = client, settings
         self.col = self._client.get_or_create_collection(
             self.collection,
@@ -177,7 +207,7 @@ class KnowledgeBase:
         )
         self._seen = self._generation()
         if self.lexical is None:
-            self.lexical = LexicalIndex(self.path)
+            self.lexical = LexicalIndex(self.store)
         self._align()
 
     def _align(self) -> None:
@@ -210,23 +240,35 @@ class KnowledgeBase:
         except (OSError, ValueError):
             return 0
 
+    def _bump_generation(self) -> None:
+        tmp = self.path / f".ech0-generation.{os.getpid()}"
+        tmp.write_text(str(self._seen))
+        tmp.replace(self.path / ".ech0-generation")
+
     @contextlib.contextmanager
     def _exclusive(self, writes: bool, fresh: bool = True) -> Iterator[None]:
         with self._thread_lock:
             if self._depth == 0:
-                self._lock_fd = os.open(self.path / ".ech0.lock", os.O_RDWR | os.O_CREAT, 0o644)
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+                if self.read_only:  # a reader of a folder it cannot write waits for the folder's writers
+                    if writes:
+                        raise KnowledgeBaseError(
+                            f"knowledge base {self.path} cannot be written ({self.read_only}): nothing was stored"
+                        )
+                    with contextlib.suppress(OSError):
+                        self._lock_fd = os.open(self.path / ".ech0.lock", os.O_RDONLY)
+                else:
+                    self._lock_fd = os.open(self.path / ".ech0.lock", os.O_RDWR | os.O_CREAT, 0o644)
+                if self._lock_fd is not None:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_SH if self.read_only else fcntl.LOCK_EX)
             self._depth += 1
             try:
-                if fresh and self._depth == 1 and self._generation() != self._seen:
+                if fresh and self._depth == 1 and not self.read_only and self._generation() != self._seen:
                     self._client.close()  # another process wrote: read the store anew
                     self._connect(self._factory, self._settings)
                 yield
                 if writes:
                     self._seen = self._generation() + 1
-                    tmp = self.path / f".ech0-generation.{os.getpid()}"
-                    tmp.write_text(str(self._seen))
-                    tmp.replace(self.path / ".ech0-generation")
+                    _one_line(self, self._bump_generation)
             finally:
                 self._depth -= 1
                 if self._depth == 0 and self._lock_fd is not None:
@@ -534,4 +576,5 @@ class KnowledgeBase:
         for meta in got["metadatas"] or []:
             kinds[str(meta.get("kind", "document"))] = kinds.get(str(meta.get("kind", "document")), 0) + 1
             sources.add(str(meta.get("source", "")))
-        return {"path": str(self.path), "entries": self.count(), "by_kind": kinds, "sources": len(sources)}
+        report = {"path": str(self.path), "entries": self.count(), "by_kind": kinds, "sources": len(sources)}
+        return report | ({"read_only": self.read_only} if self.read_only else {})

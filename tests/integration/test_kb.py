@@ -244,3 +244,85 @@ def test_add_skips_files_over_the_size_limit_and_reports_throughput(kb: Knowledg
     assert report["added"] == 1 and report["chunks_per_second"] > 0
     assert report["skipped"] == [f"{folder / 'big.md'}: larger than 0.002MB (raise the limit with --max-file-mb)"]
     assert kb.add_paths([folder], progress=False, max_bytes=10_000)["added"] == 1  # raised: now it goes in
+
+
+def _in_private_mounts(script: str) -> None:
+    """Run a bash script in a mount namespace of its own, where a read-only bind mount or a small
+    tmpfs is a real read-only folder or full disk (as root, chmod does not stop writes)."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        pytest.skip("needs `unshare -m` (a mount namespace of its own) for a read-only folder or a full disk")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PY": sys.executable}
+    proc = subprocess.run(["unshare", "-m", "bash", "-euc", script], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr
+
+
+ASK = '"$PY" -m ech0_moe.cli ask --json --max-tokens 48 --mode optimized "Name one French city." --kb'
+
+
+def _survived(out: Path) -> dict:
+    """The answer of `ASK` (written to `out`): answered from what was stored, and nothing learned."""
+    import json
+
+    result = json.loads(out.read_text())
+    assert result["solution"].strip() and result["error"] == "" and not result["truncated"]
+    assert [c["source"] for c in result["retrieved_contexts"]] == ["learned:general"]  # searched all the same
+    return result
+
+
+def test_a_read_only_store_is_searched_and_never_written(tmp_path: Path, assert_one_line_error) -> None:
+    kb = KnowledgeBase(tmp_path / "kb")
+    kb.learn("What is the capital of France?", "Paris is.", expert="general", domain="general", mode="x")
+    del kb
+    before = {p.name: p.read_bytes() for p in (tmp_path / "kb").iterdir() if p.is_file()}
+    kb_dir, out = tmp_path / "kb", tmp_path / "out"
+    _in_private_mounts(
+        f"mount --bind {kb_dir} {kb_dir} && mount -o remount,bind,ro {kb_dir}\n"
+        f"{ASK} {kb_dir} > {out}.ask\n"
+        f'"$PY" -m ech0_moe.cli kb add README.md --kb {kb_dir} 2> {out}.add || echo $? > {out}.rc\n'
+        f'"$PY" -m ech0_moe.cli kb stats --kb {kb_dir} > {out}.stats\n'
+    )
+    result = _survived(Path(f"{out}.ask"))
+    assert result["warnings"] == [
+        f"not learned: knowledge base {kb_dir} cannot be written (Read-only file system): nothing was stored"
+    ]
+    add = subprocess.CompletedProcess([], int(Path(f"{out}.rc").read_text()), "", Path(f"{out}.add").read_text())
+    assert_one_line_error(add, "cannot be written (Read-only file system): nothing was stored")
+    assert '"read_only": "Read-only file system"' in Path(f"{out}.stats").read_text()
+    assert {p.name: p.read_bytes() for p in kb_dir.iterdir() if p.is_file()} == before  # not one byte rewritten
+
+
+def test_a_full_disk_keeps_the_answer_and_every_stored_entry(tmp_path: Path) -> None:
+    disk, out = tmp_path / "disk", tmp_path / "out"
+    disk.mkdir()
+    fill_then_learn = tmp_path / "fill.py"  # the disk fills up under a process that has the store open
+    fill_then_learn.write_text(
+        "import sys\n"
+        "from ech0_moe.kb import KnowledgeBase, KnowledgeBaseError\n"
+        f"kb = KnowledgeBase({str(disk / 'kb')!r})\n"
+        "kb.learn('What is the capital of France?', 'Paris is.', expert='general', domain='general', mode='x')\n"
+        f"with open({str(disk / 'filler')!r}, 'wb') as filler:\n"
+        "    try:\n"
+        "        while True:\n"
+        "            filler.write(bytes(1 << 16))\n"
+        "            filler.flush()\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "try:\n"
+        "    kb.learn('What is the capital of Spain?', 'Madrid.', expert='general', domain='general', mode='x')\n"
+        "except KnowledgeBaseError as exc:\n"
+        "    print(exc)\n"
+    )
+    _in_private_mounts(
+        f"mount -t tmpfs -o size=4m tmpfs {disk}\n"
+        f'"$PY" {fill_then_learn} > {out}.learn\n'
+        f"{ASK} {disk}/kb > {out}.ask\n"  # a new process, the disk still full
+        f"rm {disk}/filler\n"
+        f'"$PY" -m ech0_moe.cli kb stats --kb {disk}/kb > {out}.stats\n'
+    )
+    said = Path(f"{out}.learn").read_text().strip()  # one line, not a traceback
+    assert said.startswith(f"knowledge base {disk}/kb: ") and said.endswith("database or disk is full"), said
+    result = _survived(Path(f"{out}.ask"))
+    assert result["warnings"] == [
+        f"not learned: knowledge base {disk}/kb cannot be written (disk is full): nothing was stored"
+    ]
+    assert '"entries": 1' in Path(f"{out}.stats").read_text()  # the entry stored before is still there
