@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from ech0_moe.errors import ConfigError
+from ech0_moe.gguf import loaded_bytes
 from ech0_moe.paths import cache_dir
 
 BACKENDS: tuple[str, ...] = ("llamacpp", "ollama", "ray")
@@ -315,7 +316,7 @@ class _Reader:
                 self.add(f"{where}.model: model file not found: {path}")
             elif path is not None:
                 model = str(path.resolve())
-                size_bytes = path.stat().st_size if size in (None, "auto") else self.size(size, f"{where}.size")
+                size_bytes = -1 if size in (None, "auto") else self.size(size, f"{where}.size")
         elif backend in ("ollama", "ray") and model:
             runtime = self.text(merged, "runtime", where, required=False) or "llamacpp"
             if backend == "ray" and runtime not in RUNTIMES:
@@ -329,6 +330,11 @@ class _Reader:
             # resolved and checked there (`serve_app.replica_config`), not on this machine
             size_bytes = 0 if size in (None, "auto") else self.size(size, f"{where}.size")
         numbers = {k: self.number(merged, k, where, DEFAULTS[k], LIMITS[k]) for k in DEFAULTS}
+        if size_bytes == -1:  # a GGUF's loaded footprint (weights, KV cache at its n_ctx, compute buffer)
+            try:
+                size_bytes = loaded_bytes(model, int(numbers["n_ctx"]))
+            except ValueError:  # a damaged file: not known (0), and loading it says what is wrong
+                size_bytes = 0
         spec = ExpertSpec(
             name=name,
             domain=domain,

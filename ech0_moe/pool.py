@@ -280,7 +280,7 @@ class ExpertPool:
                 del self._reserved[key]
                 self._cond.notify_all()
             raise BudgetError(
-                f"expert {name!r} takes {format_size(size)} once loaded (weights and KV cache), "
+                f"expert {name!r} takes {format_size(size)} once loaded (weights, KV cache and compute buffer), "
                 f"more than the budget {format_size(budget)} of {device}"
             )
         with self._cond:

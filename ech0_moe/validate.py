@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ech0_moe.backends.llamacpp import GGUF_MAGIC
 from ech0_moe.backends.ollama import OllamaBackend
 from ech0_moe.config import PoolConfig, check_config
 from ech0_moe.errors import BackendError, Ech0Error
+from ech0_moe.gguf import GGUF_MAGIC
 
 HOST_TIMEOUT_S = 3.0
 

@@ -10,8 +10,8 @@ from ech0_moe.backends.base import Message
 from ech0_moe.backends.chat_models import Deadline, LlamaCppChatModel, Reply, reply_of, run_config
 from ech0_moe.config import ExpertSpec
 from ech0_moe.errors import BackendError
+from ech0_moe.gguf import N_BATCH, N_UBATCH, loaded_bytes
 
-GGUF_MAGIC = b"GGUF"
 # `make install` builds llama.cpp for x86-64-v3 (AVX2) without AMX: ggml's AMX matmul
 # segfaults on the first batched decode on Sapphire Rapids CPUs (ggml-org/llama.cpp#20824).
 
@@ -30,23 +30,6 @@ def release_freed_memory() -> None:
     trim = getattr(_libc(), "malloc_trim", None)
     if trim is not None:
         trim(0)
-
-
-def kv_cache_bytes(metadata: dict[str, str], n_ctx: int) -> int:
-    """Bytes of llama.cpp's f16 KV cache: n_ctx x layers x (K and V) x the KV heads' width x 2 bytes.
-    It is allocated at load, beside the mmapped weights (measured: SmolLM2-135M at n_ctx 2048
-    raised RSS by 143.8 MB for a 98.4 MB file; file + cache = 145.6 MB)."""
-    arch = metadata.get("general.architecture", "llama")
-
-    def number(key: str, default: int) -> int:
-        try:
-            return int(metadata.get(f"{arch}.{key}", default))
-        except ValueError:
-            return default
-
-    heads = number("attention.head_count", 1) or 1
-    width = number("embedding_length", 0) // heads * number("attention.head_count_kv", heads)
-    return n_ctx * number("block_count", 0) * 2 * width * 2
 
 
 def amx_problem(system_info: str, allow: bool = False) -> str | None:
@@ -85,13 +68,7 @@ class LlamaCppBackend:
         self.n_threads = n_threads or int(os.environ.get("ECH0_THREADS", "0")) or (os.cpu_count() or 2)
 
     def load(self, spec: ExpertSpec) -> tuple[Any, int]:
-        try:
-            with open(spec.model, "rb") as fh:
-                magic = fh.read(4)
-        except OSError as exc:
-            raise _unreadable(spec, exc) from None
-        if magic != GGUF_MAGIC:
-            raise BackendError(f"expert {spec.name!r}: {spec.model} is not a GGUF file (corrupt or wrong format)")
+        size = self.estimate_size(spec)  # a damaged file is refused here, before llama.cpp reads it
         check_build()
         from llama_cpp import Llama
 
@@ -100,22 +77,29 @@ class LlamaCppBackend:
                 model_path=spec.model,
                 n_ctx=spec.n_ctx,
                 n_threads=self.n_threads,
-                n_batch=512,
+                n_batch=N_BATCH,
+                n_ubatch=N_UBATCH,
                 verbose=False,
             )
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"expert {spec.name!r}: llama.cpp could not load {spec.model}: {exc}") from None
-        return llm, os.path.getsize(spec.model) + kv_cache_bytes(llm.metadata, llm.n_ctx())
+        return llm, size
 
     def unload(self, spec: ExpertSpec, handle: Any) -> None:
         handle.close()
         release_freed_memory()
 
     def estimate_size(self, spec: ExpertSpec) -> int:
+        """The loaded footprint (`footprint_bytes`), from the file's header: known before the pool
+        evicts anything for it, so two models that do not fit together are never both admitted."""
         try:
-            return os.path.getsize(spec.model)
+            return loaded_bytes(spec.model, spec.n_ctx)
         except OSError as exc:
             raise _unreadable(spec, exc) from None
+        except ValueError as exc:
+            raise BackendError(
+                f"expert {spec.name!r}: {spec.model} is not a GGUF file (corrupt or wrong format: {exc})"
+            ) from None
 
     def resident(self, spec: ExpertSpec) -> None:
         return None  # in-process: the pool's own books are the truth

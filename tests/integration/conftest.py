@@ -75,7 +75,7 @@ def expert_yaml() -> Callable[..., str]:
 @pytest.fixture
 def two_file_config(write_config: Callable[..., Path], model_a: Path, model_b: Path) -> Path:
     """Three experts over two files; the budget holds one file only."""
-    body = "memory_budget: 150MB\nexperts:\n"
+    body = "memory_budget: 200MB\nexperts:\n"
     body += _expert_yaml("alpha", "mathematics", model_a)
     body += _expert_yaml("beta", "physics", model_a)
     body += _expert_yaml("gamma", "general", model_b)

@@ -28,7 +28,7 @@ def test_experts_and_route_load_no_model(run_cli) -> None:
     proc = run_cli("experts", "--json")
     assert proc.returncode == 0, proc.stderr
     listing = json.loads(proc.stdout)
-    assert len(listing["experts"]) == 8 and listing["memory_budget"] == 150_000_000
+    assert len(listing["experts"]) == 8 and listing["memory_budget"] == 200_000_000
     proc = run_cli("route", "Balance the equation for burning propane.", "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -41,7 +41,7 @@ def test_demo_shows_routing_swaps_and_timings(tmp_path: Path, run_cli) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "SWAP" in proc.stdout and "no swap" in proc.stdout
     assert "timings: " in proc.stdout and "-> biology" in proc.stdout
-    assert "peak loaded 145.5MB of 150.0MB budget" in proc.stdout  # weights + KV cache
+    assert "peak loaded 171.8MB of 200.0MB budget" in proc.stdout  # weights + KV cache + compute buffer
 
 
 def test_bad_inputs_get_one_line(tmp_path: Path, model_a: Path, run_cli, assert_one_line_error, expert_yaml) -> None:
@@ -172,7 +172,7 @@ def test_validate_lists_every_problem_one_line_each(tmp_path: Path, run_cli, mod
     text = "\n".join(lines)
     assert "sytem_prompt: unknown setting (did you mean 'system_prompt'?)" in text
     assert "(a).system_prompt: missing" in text and "(b).model: model file not found" in text
-    assert "expert 'a' needs 98.4MB, more than memory_budget 50.0MB" in text
+    assert "expert 'a' needs 171.8MB, more than memory_budget 50.0MB" in text
     out = json.loads(proc.stdout)
     assert out["valid"] is False and len(out["problems"]) == len(lines) == 4
     assert run_cli("validate").returncode == 0  # the shipped pool

@@ -49,7 +49,7 @@ def test_top_level_errors(write_config, body: str, message: str) -> None:
 def test_expert_field_errors(write_config, model_a: Path, expert_yaml) -> None:
     def check(expert: str, message: str) -> None:
         with pytest.raises(ConfigError, match=message) as info:
-            load_config(write_config("memory_budget: 150MB\nexperts:\n" + expert))
+            load_config(write_config("memory_budget: 200MB\nexperts:\n" + expert))
         assert "\n" not in str(info.value)
 
     check(

@@ -117,7 +117,7 @@ def test_ensemble_serves_loaded_expert_first_within_budget(two_file_config: Path
     ],
 )
 def test_stays_on_loaded_expert_within_margin(write_config, tmp_path: Path, rule: str, saves: str, registry) -> None:
-    body = (ROOT / "experts.yaml").read_text().replace("memory_budget: 150MB", f"memory_budget: 150MB\nrouter: {rule}")
+    body = (ROOT / "experts.yaml").read_text().replace("memory_budget: 200MB", f"memory_budget: 200MB\nrouter: {rule}")
     cfg = write_config(body.replace("model: models/", f"model: {ROOT}/models/"))
     ctx = Context(experts_file=str(cfg), kb_dir=str(tmp_path / "kb"), max_tokens=8)
     graph = build_graph(services=registry)

