@@ -385,6 +385,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             if args.data:  # {question, answers, passages}; or {question, answers} over --docs
                 passages = Path(tmp) / "passages"
                 rows = bench.rag_rows(datasets.load_jsonl(args.data, ("question",)), passages, args.data)
+                if not args.docs and not any(passages.iterdir()):
+                    raise Ech0Error(
+                        f"bench rag: the rows of {args.data} carry no passages; name the folder of "
+                        "documents they ask about with --docs DIR"
+                    )
                 docs = Path(args.docs) if args.docs else passages
             result = bench.bench_rag(rows, Path(tmp) / "kb", docs=docs, pad=args.pad)
     elif args.what == "modes":

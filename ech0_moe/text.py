@@ -14,6 +14,7 @@ MAX_QUERY_CHARS = 32_000
 _BLOCK_SPLIT = re.compile(r"\n\s*\n")
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[`])")
 _SETEXT = re.compile(r"[=\-]{3,}")
+_HEADING = re.compile(r"#{1,6}(?:\s|$)")  # "# Title"; not "#define" or "#!/bin/sh"
 _LINE_UNIT = re.compile(r"^(?:\s*(?:[|#>]|[*+\-]\s|\d+[.)]\s|```)|\s{4})")
 
 
@@ -104,12 +105,14 @@ def chunk_text(text: str, max_tokens: int = 160, overlap: int = 1) -> list[tuple
         current = current[-overlap:] if keep_overlap and overlap else []
         fresh = 0
 
+    in_code = False  # inside a ``` fence: `#define`, `# comment` are code, not headings
     for unit in split_blocks(text):
-        if unit.startswith("#") or _SETEXT.fullmatch(unit):
+        if not in_code and (_HEADING.match(unit) or _SETEXT.fullmatch(unit)):
             flush(keep_overlap=False)
             if unit.startswith("#"):
                 heading = unit.lstrip("#").strip()
             continue
+        in_code ^= unit.count("```") % 2 == 1
         for sentence in _SENT.split(unit):
             if fresh and count_tokens(" ".join(current)) + count_tokens(sentence) > max_tokens:
                 flush(keep_overlap=True)
