@@ -317,14 +317,14 @@ class KnowledgeBase:
         `diversity` then drops near-duplicates in favour of passages that add something."""
         if method not in SEARCH_METHODS:
             raise Ech0Error(f"unknown search method {method!r}; use {', '.join(SEARCH_METHODS)}")
-        n = self.col.count()  # already under this operation's lock
+        n = self._lexical.count()  # the two indexes hold the same entries (`_align`); this count is cheaper
         if n == 0 or not query.strip():
             return []
         depth = min(max(k * 5, 20), n)
+        wanted = _wanted(domain, kind)
         vector = embed([query])[0]
         found: dict[str, tuple[str, dict[str, Any], float, np.ndarray]] = {}  # id -> doc, meta, distance, vector
         fusion: dict[str, float] = {}
-        wanted = _wanted(domain, kind)
         if method != "lexical":
             # filtered here, not by Chroma: its metadata pre-filter scans SQLite (40 ms at 10k entries)
             res = self.col.query(

@@ -37,49 +37,66 @@ def query_terms(text: str) -> list[str]:
 
 
 class LexicalIndex:
-    """BM25 search over (id, text, domain, kind) rows in an FTS5 table."""
+    """BM25 search over (id, text, domain, kind) rows: an FTS5 table keyed by rowid, and a table
+    from entry id to that rowid (FTS5 finds a row by rowid at once; by an unindexed id column it
+    reads every row, which made each upsert cost a scan of the whole index)."""
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / FILE
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         with self._lock:
+            self._db.execute("BEGIN")
+            # the first layout (one FTS5 table with an id column) is dropped: KnowledgeBase refills
+            # the index from Chroma when their counts differ
+            self._db.execute("DROP TABLE IF EXISTS entries")
+            self._db.execute("CREATE TABLE IF NOT EXISTS keys (rid INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL)")
             self._db.execute(
-                "CREATE VIRTUAL TABLE IF NOT EXISTS entries USING fts5("
-                "id UNINDEXED, text, domain UNINDEXED, kind UNINDEXED, tokenize='porter unicode61')"
+                "CREATE VIRTUAL TABLE IF NOT EXISTS passages USING fts5("
+                "text, domain UNINDEXED, kind UNINDEXED, tokenize='porter unicode61')"
             )
+            self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
 
     def count(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0])
+            return int(self._db.execute("SELECT count(*) FROM keys").fetchone()[0])
 
     def ids(self) -> set[str]:
         with self._lock:
-            return {row[0] for row in self._db.execute("SELECT id FROM entries")}
+            return {row[0] for row in self._db.execute("SELECT id FROM keys")}
+
+    def _rids(self, ids: Iterable[str]) -> list[int]:
+        found = (self._db.execute("SELECT rid FROM keys WHERE id = ?", (i,)).fetchone() for i in ids)
+        return [row[0] for row in found if row is not None]
 
     def upsert(self, ids: Sequence[str], texts: Sequence[str], metadatas: Sequence[dict[str, Any]]) -> None:
         """Write (or replace) entries in one transaction."""
-        rows = [
-            (i, t, str(m.get("domain", "")), str(m.get("kind", "document")))
-            for i, t, m in zip(ids, texts, metadatas, strict=True)
-        ]
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                self._db.executemany("DELETE FROM entries WHERE id = ?", [(i,) for i in ids])
-                self._db.executemany("INSERT INTO entries (id, text, domain, kind) VALUES (?, ?, ?, ?)", rows)
+                self._db.executemany("DELETE FROM passages WHERE rowid = ?", [(r,) for r in self._rids(ids)])
+                self._db.executemany("INSERT OR IGNORE INTO keys (id) VALUES (?)", [(i,) for i in ids])
+                self._db.executemany(
+                    "INSERT INTO passages (rowid, text, domain, kind) VALUES (?, ?, ?, ?)",
+                    [
+                        (rid, t, str(m.get("domain", "")), str(m.get("kind", "document")))
+                        for rid, t, m in zip(self._rids(ids), texts, metadatas, strict=True)
+                    ],
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
 
     def delete(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.executemany("DELETE FROM entries WHERE id = ?", [(i,) for i in ids])
+            self._db.executemany("DELETE FROM passages WHERE rowid = ?", [(r,) for r in self._rids(ids)])
+            self._db.executemany("DELETE FROM keys WHERE id = ?", [(i,) for i in ids])
             self._db.execute("COMMIT")
 
     def search(
@@ -91,13 +108,18 @@ class LexicalIndex:
         if not terms:
             return []
         match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-        # filtered while reading the top of the ranking: a filter in SQL makes FTS5 rank every match
-        sql = "SELECT id, rank, domain, kind FROM entries WHERE entries MATCH ? ORDER BY rank LIMIT ?"
-        out: list[tuple[str, float]] = []
+        out: list[tuple[int, float]] = []
         with self._lock:
-            for cid, rank, domain, kind in self._db.execute(sql, [match, n * (4 if keep else 1)]):
+            # filtered while reading the top of the ranking: a filter in SQL makes FTS5 rank every match
+            sql = "SELECT rowid, rank, domain, kind FROM passages WHERE passages MATCH ? ORDER BY rank LIMIT ?"
+            for rid, rank, domain, kind in self._db.execute(sql, [match, n * (4 if keep else 1)]):
                 if keep is None or keep({"domain": domain, "kind": kind}):
-                    out.append((cid, -float(rank)))
+                    out.append((rid, -float(rank)))
                     if len(out) == n:
                         break
-        return out
+            names = dict(
+                self._db.execute(
+                    f"SELECT rid, id FROM keys WHERE rid IN ({','.join('?' * len(out))})", [r for r, _ in out]
+                )
+            )
+        return [(names[rid], score) for rid, score in out if rid in names]

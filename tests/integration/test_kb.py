@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -159,6 +160,14 @@ def test_forget_removes_from_both_indexes_and_a_lost_index_is_rebuilt(kb: Knowle
     (kb.path / "lexical.sqlite3").unlink()
     again = KnowledgeBase(kb.path)
     assert again.lexical is not None and again.lexical.count() == again.count() > 100
+    # an index in the first layout (one FTS5 table with an id column, whose deletes scanned it all)
+    (kb.path / "lexical.sqlite3").unlink()
+    with sqlite3.connect(kb.path / "lexical.sqlite3") as old:
+        old.execute("CREATE VIRTUAL TABLE entries USING fts5(id UNINDEXED, text, domain UNINDEXED, kind UNINDEXED)")
+        old.execute("INSERT INTO entries VALUES ('orphan', 'A note about the zeppelin hangar.', '', 'document')")
+    moved = KnowledgeBase(kb.path)
+    assert moved.lexical is not None and moved.lexical.count() == moved.count() > 100
+    assert moved.search("zeppelin hangar", k=1, method="lexical")[0].id == "orphan"
 
 
 def test_a_damaged_store_is_one_line_and_the_graph_still_answers(
