@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -187,6 +188,34 @@ def test_a_damaged_store_is_one_line_and_the_graph_still_answers(
     assert result["solution"] and result["error"] == "" and result["retrieved_contexts"] == []
     assert [w.split(":")[0] for w in result["warnings"]] == ["retrieve skipped"]  # truncated: nothing to learn
     assert database.read_bytes() == b"this is not a database" * 200  # nothing stored was rewritten
+
+
+def _rows(database: Path) -> list[tuple]:
+    with sqlite3.connect(database) as db:
+        return db.execute("SELECT * FROM embedding_metadata ORDER BY id, key").fetchall()
+
+
+def test_a_missing_index_segment_is_one_line_and_the_graph_still_answers(tmp_path: Path, run_cli) -> None:
+    from ech0_moe.bench import _pad
+
+    kb = KnowledgeBase(tmp_path / "kb")
+    kb.add_paths([DOCS], progress=False)
+    _pad(kb, 1200)  # past Chroma's sync threshold: the vectors now live in the HNSW segment on disk
+    del kb
+    (segment,) = [d for d in (tmp_path / "kb").iterdir() if d.is_dir()]
+    shutil.rmtree(segment)
+    database = _rows(tmp_path / "kb" / "chroma.sqlite3")
+    proc = run_cli("kb", "search", "Which RFC documents the Zstandard format?", kb=tmp_path / "kb")
+    assert proc.returncode == 2 and proc.stderr.startswith(f"ech0-moe: error: knowledge base {tmp_path / 'kb'}: ")
+    # a new process (this one's Chroma client still holds the index in memory)
+    proc = run_cli(
+        "ask", "--json", "--max-tokens", "8", "--mode", "optimized", "Which RFC documents zstd?", kb=tmp_path / "kb"
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["solution"] and result["error"] == "" and result["retrieved_contexts"] == []
+    assert [w.split(":")[0] for w in result["warnings"]] == ["retrieve skipped"]
+    assert _rows(tmp_path / "kb" / "chroma.sqlite3") == database  # no entry lost or rewritten
 
 
 def test_an_empty_database_file_is_not_silently_replaced(tmp_path: Path) -> None:
