@@ -97,7 +97,7 @@ def swap_tradeoff(
             chosen, _, _ = decide(
                 scored[i],
                 general=router.general_expert,
-                min_confidence=router.settings.min_confidence,
+                min_confidence=router.config.confidence_floor,
                 loaded=loaded,
                 stay_margin=margin,
             )
@@ -149,8 +149,7 @@ def _scores(model: RouterModel, vectors: np.ndarray) -> list[dict[str, float]]:
 
 def _evaluate(config: PoolConfig, scored: list[dict[str, float]], gold: list[str]) -> dict[str, Any]:
     """Accuracy after the confidence fallback, calibration of the top score, and how often it abstained."""
-    settings = config.router
-    chosen = [decide(s, general=config.general_expert, min_confidence=settings.min_confidence)[0] for s in scored]
+    chosen = [decide(s, general=config.general_expert, min_confidence=config.confidence_floor)[0] for s in scored]
     top = [max(s, key=s.__getitem__) for s in scored]
     hits = [t == g for t, g in zip(top, gold, strict=True)]
     return {
@@ -213,7 +212,7 @@ def bench_routing(
         "fit_seconds": round(fit_seconds, 3),
         "median_ms": _median_ms(seconds),
         "p95_ms": round(float(np.percentile(seconds, 95)) * 1000, 3),
-        "min_confidence": config.router.min_confidence,
+        "min_confidence": config.confidence_floor,
         "keyword_baseline": {**_accuracy(gold, kw_chosen), "median_ms": _median_ms(kw_seconds)},
         "swap_tradeoff": swap_tradeoff(router, scored, gold),
     }

@@ -237,7 +237,7 @@ def decide(
     best = max(scores, key=lambda n: (scores[n], n == general))
     chosen, reason = best, f"best score {scores[best]:.2f}"
     if scores[best] < min_confidence and best != general:
-        chosen, reason = general, f"confidence {scores[best]:.2f} < {min_confidence}: general expert"
+        chosen, reason = general, f"confidence {scores[best]:.2f} < {min_confidence:.3g}: general expert"
     resident = [n for n in loaded if n in scores]
     if resident and chosen not in resident:
         stay = max(resident, key=lambda n: scores[n])
@@ -308,7 +308,7 @@ class Router:
         chosen, reason, stayed = decide(
             scores,
             general=self.general_expert,
-            min_confidence=self.settings.min_confidence,
+            min_confidence=self.config.confidence_floor,
             loaded=loaded,
             stay_margin=self.settings.stay_margin if stay_margin is None else stay_margin,
             stay_per_second=self.settings.stay_per_second,
