@@ -37,6 +37,7 @@ from ech0_moe.text import chunk_text
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 COLLECTION = "ech0_memory"
+READ_ONLY_COPY_BYTES = 1_000_000_000  # a store that cannot be written is searched from a copy up to this size
 MAX_FILE_BYTES = 20_000_000  # `kb add` skips larger files unless asked (--max-file-mb)
 TEXT_SUFFIXES = frozenset({".md", ".markdown", ".txt", ".rst", ".text"})
 _NUMBERS = re.compile(r"\d+(?:\.\d+)?")
@@ -195,6 +196,13 @@ class KnowledgeBase:
                     self.read_only, self.lexical = found.group(0), None
             # Chroma cannot open a store it may not write (read-only folder, full disk): searches
             # read a private copy, and writes are refused with one line
+            size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+            room = shutil.disk_usage(tempfile.gettempdir()).free
+            if size > min(READ_ONLY_COPY_BYTES, room // 2):
+                raise KnowledgeBaseError(
+                    f"knowledge base {self.path} cannot be written ({self.read_only}), and at "
+                    f"{size / 1e6:.0f}MB it is too large to search from a copy in {tempfile.gettempdir()}"
+                )
             self._snapshot = tempfile.TemporaryDirectory(prefix="ech0-kb-read-only-")
             self.store = Path(self._snapshot.name) / "kb"
             shutil.copytree(self.path, self.store, ignore=shutil.ignore_patterns(".ech0*"))
