@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import functools
+import mmap
 import os
 import struct
-from typing import IO, Any
+from typing import Any
 
 GGUF_MAGIC = b"GGUF"
 N_BATCH = 512  # tokens per llama_decode call
 N_UBATCH = 128  # tokens per compute pass: its buffer is a quarter of 512's, and prompts ran faster here
 
 
+_LENGTH = struct.Struct("<Q")
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 
 
@@ -19,54 +21,79 @@ def read_gguf_metadata(path: str) -> dict[str, Any]:
     """A GGUF file's key/value header without loading it: scalars and strings as they are, an
     array as its length (so `tokenizer.ggml.tokens` gives the vocabulary size). Raises ValueError
     for a file that is not GGUF, or is cut short in its header or before its last tensor. Read once
-    per file version (0.15 s for SmolLM2's 100k tokenizer strings)."""
+    per file version: 11 ms for SmolLM2 (its 100k tokenizer strings are skipped by length)."""
     stat = os.stat(path)
     return _read_gguf_metadata(path, stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=256)
 def _read_gguf_metadata(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
-
-    def take(fh: IO[bytes], fmt: str) -> Any:
-        raw = fh.read(struct.calcsize(fmt))
-        if len(raw) != struct.calcsize(fmt):
-            raise ValueError("the header is cut short")
-        return struct.unpack("<" + fmt, raw)[0]
-
-    def string(fh: IO[bytes]) -> str:
-        size = take(fh, "Q")
-        if size > 1 << 24:
-            raise ValueError("the header is damaged")
-        return fh.read(size).decode("utf-8", errors="replace")
-
-    def value(fh: IO[bytes], kind: int) -> Any:
-        if kind in _SCALARS:
-            return take(fh, _SCALARS[kind])
-        if kind == 8:
-            return string(fh)
-        if kind == 9:
-            item, count = take(fh, "I"), take(fh, "Q")
-            if item in _SCALARS:
-                fh.seek(count * struct.calcsize(_SCALARS[item]), os.SEEK_CUR)
-            else:
-                for _ in range(count):
-                    value(fh, item)
-            return count
-        raise ValueError(f"unknown value type {kind}")
-
     with open(path, "rb") as fh:
-        if fh.read(4) != GGUF_MAGIC:
+        if size < 24 or fh.read(4) != GGUF_MAGIC:
             raise ValueError("not a GGUF file")
-        take(fh, "I")  # version
-        tensors = take(fh, "Q")
-        metadata = {string(fh): value(fh, take(fh, "I")) for _ in range(take(fh, "Q"))}
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            return _Header(buf, size).read()
+
+
+class _Header:
+    """A cursor over the mapped file; every read is bounds-checked (a cut header is a ValueError)."""
+
+    def __init__(self, buf: mmap.mmap, size: int) -> None:
+        self.buf, self.size, self.at = buf, size, 4
+
+    def take(self, fmt: str) -> Any:
+        width = struct.calcsize("<" + fmt)
+        if self.at + width > self.size:
+            raise ValueError("the header is cut short")
+        (got,) = struct.unpack_from("<" + fmt, self.buf, self.at)
+        self.at += width
+        return got
+
+    def skip(self, width: int) -> None:
+        if self.at + width > self.size:
+            raise ValueError("the header is cut short")
+        self.at += width
+
+    def string(self) -> str:
+        length = self.take("Q")
+        start = self.at
+        self.skip(length)
+        return self.buf[start : self.at].decode("utf-8", errors="replace")
+
+    def value(self, kind: int) -> Any:
+        if kind in _SCALARS:
+            return self.take(_SCALARS[kind])
+        if kind == 8:
+            return self.string()
+        if kind != 9:
+            raise ValueError(f"unknown value type {kind}")
+        item, count = self.take("I"), self.take("Q")
+        if item in _SCALARS:
+            self.skip(count * struct.calcsize(_SCALARS[item]))
+        elif item == 8:  # a vocabulary: 100k strings, skipped by their lengths alone (a tight loop)
+            at, length = self.at, _LENGTH.unpack_from
+            try:
+                for _ in range(count):
+                    at += 8 + length(self.buf, at)[0]
+            except struct.error:
+                raise ValueError("the header is cut short") from None
+            self.skip(at - self.at)
+        else:
+            for _ in range(count):
+                self.value(item)
+        return count
+
+    def read(self) -> dict[str, Any]:
+        self.take("I")  # version
+        tensors = self.take("Q")
+        metadata = {self.string(): self.value(self.take("I")) for _ in range(self.take("Q"))}
         last = 0  # where the last tensor's data starts: a file cut short ends before it
         for _ in range(tensors):
-            string(fh)  # name
-            fh.seek(take(fh, "I") * 8 + 4, os.SEEK_CUR)  # dimensions, type
-            last = max(last, take(fh, "Q"))
+            self.skip(self.take("Q"))  # name
+            self.skip(self.take("I") * 8 + 4)  # dimensions, type
+            last = max(last, self.take("Q"))
         align = int(metadata.get("general.alignment", 32)) or 32
-        if tensors and -(-fh.tell() // align) * align + last >= size:
+        if tensors and -(-self.at // align) * align + last >= self.size:
             raise ValueError("the file is cut short: its tensor data ends early")
         return metadata
 
@@ -95,7 +122,4 @@ def footprint_bytes(file_bytes: int, metadata: dict[str, Any], n_ctx: int, n_uba
 
 def loaded_bytes(path: str, n_ctx: int) -> int:
     """`footprint_bytes` of the GGUF at `path`; ValueError when its header cannot be read."""
-    try:
-        return footprint_bytes(os.path.getsize(path), read_gguf_metadata(path), n_ctx)
-    except (UnicodeDecodeError, struct.error) as exc:
-        raise ValueError(str(exc)) from None
+    return footprint_bytes(os.path.getsize(path), read_gguf_metadata(path), n_ctx)
