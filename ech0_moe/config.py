@@ -317,6 +317,7 @@ class _Reader:
         model = self.text(merged, "model", where)
         host, size_bytes = "", 0
         size = merged.get("size", "auto")
+        numbers = {k: self.number(merged, k, where, DEFAULTS[k], LIMITS[k]) for k in DEFAULTS}
         if backend == "llamacpp" and model:
             try:
                 path = resolve_model_ref(model, base_dir)
@@ -327,7 +328,11 @@ class _Reader:
                 self.add(f"{where}.model: model file not found: {path}")
             elif path is not None:
                 model = str(path.resolve())
-                size_bytes = -1 if size in (None, "auto") else self.size(size, f"{where}.size")
+                size_bytes = (
+                    self._footprint(model, int(numbers["n_ctx"]))
+                    if size in (None, "auto")
+                    else self.size(size, f"{where}.size")
+                )
         elif backend in ("ollama", "ray") and model:
             runtime = self.text(merged, "runtime", where, required=False) or "llamacpp"
             if backend == "ray" and runtime not in RUNTIMES:
@@ -340,12 +345,6 @@ class _Reader:
             # backend ray: the model file (or node-local Ollama) is on the replicas' nodes and is
             # resolved and checked there (`serve_app.replica_config`), not on this machine
             size_bytes = 0 if size in (None, "auto") else self.size(size, f"{where}.size")
-        numbers = {k: self.number(merged, k, where, DEFAULTS[k], LIMITS[k]) for k in DEFAULTS}
-        if size_bytes == -1:  # a GGUF's loaded footprint (weights, KV cache at its n_ctx, compute buffer)
-            try:
-                size_bytes = loaded_bytes(model, int(numbers["n_ctx"]))
-            except ValueError:  # a damaged file: not known (0), and loading it says what is wrong
-                size_bytes = 0
         spec = ExpertSpec(
             name=name,
             domain=domain,
@@ -434,6 +433,15 @@ class _Reader:
             stay_margin=self.number(raw, "stay_margin", where, RouterSettings.stay_margin, (0, 1)),
             stay_per_second=self.number(raw, "stay_per_second", where, RouterSettings.stay_per_second, (0, 1e6)),
         )
+
+    @staticmethod
+    def _footprint(model: str, n_ctx: int) -> int:
+        """A GGUF's loaded footprint (weights, KV cache at its n_ctx, compute buffer); 0 (not
+        known) for a damaged file, whose load then says what is wrong."""
+        try:
+            return loaded_bytes(model, n_ctx)
+        except ValueError:
+            return 0
 
     def read(self, p: Path) -> PoolConfig | None:
         fname = self.fname
