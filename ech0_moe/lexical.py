@@ -9,10 +9,11 @@ find their passage here even when the embedding does not.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,7 @@ class LexicalIndex:
         self.path = folder / FILE
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._write():
             # the first layout (one FTS5 table with an id column) is dropped: KnowledgeBase refills
             # the index from Chroma when their counts differ
             self._db.execute("DROP TABLE IF EXISTS entries")
@@ -55,6 +55,17 @@ class LexicalIndex:
                 "CREATE VIRTUAL TABLE IF NOT EXISTS passages USING fts5("
                 "text, domain UNINDEXED, kind UNINDEXED, tokenize='porter unicode61')"
             )
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """One transaction under the lock: committed whole, or rolled back whole."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._db.execute("COMMIT")
 
     def close(self) -> None:
@@ -74,30 +85,23 @@ class LexicalIndex:
 
     def upsert(self, ids: Sequence[str], texts: Sequence[str], metadatas: Sequence[dict[str, Any]]) -> None:
         """Write (or replace) entries in one transaction."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany("DELETE FROM passages WHERE rowid = ?", [(r,) for r in self._rids(ids)])
-                self._db.executemany("INSERT OR IGNORE INTO keys (id) VALUES (?)", [(i,) for i in ids])
-                self._db.executemany(
-                    "INSERT INTO passages (rowid, text, domain, kind) VALUES (?, ?, ?, ?)",
-                    [
-                        (rid, t, str(m.get("domain", "")), str(m.get("kind", "document")))
-                        for rid, t, m in zip(self._rids(ids), texts, metadatas, strict=True)
-                    ],
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write():
+            self._db.executemany("INSERT OR IGNORE INTO keys (id) VALUES (?)", [(i,) for i in ids])
+            rids = self._rids(ids)
+            self._db.executemany("DELETE FROM passages WHERE rowid = ?", [(r,) for r in rids])  # replaced ones
+            self._db.executemany(
+                "INSERT INTO passages (rowid, text, domain, kind) VALUES (?, ?, ?, ?)",
+                [
+                    (rid, t, str(m.get("domain", "")), str(m.get("kind", "document")))
+                    for rid, t, m in zip(rids, texts, metadatas, strict=True)
+                ],
+            )
 
     def delete(self, ids: Iterable[str]) -> None:
         ids = list(ids)
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._write():
             self._db.executemany("DELETE FROM passages WHERE rowid = ?", [(r,) for r in self._rids(ids)])
             self._db.executemany("DELETE FROM keys WHERE id = ?", [(i,) for i in ids])
-            self._db.execute("COMMIT")
 
     def search(
         self, query: str, n: int, keep: Callable[[dict[str, str]], bool] | None = None
