@@ -193,6 +193,8 @@ class KnowledgeBase:
                     _drop_client(self.store)
                     if not (found := _UNWRITABLE.search(str(exc))):
                         raise
+                    if self.lexical is not None:  # opened in the folder before the failure
+                        self.lexical.close()
                     self.read_only, self.lexical = found.group(0), None
             # Chroma cannot open a store it may not write (read-only folder, full disk): searches
             # read a private copy, and writes are refused with one line
