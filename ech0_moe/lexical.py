@@ -5,11 +5,19 @@ file, `lexical.sqlite3`, in the knowledge-base folder: transactional like Chroma
 so a kill mid-ingest leaves it whole, and `KnowledgeBase` re-aligns it with Chroma when the
 two disagree (an entry written to one and not yet to the other). Names, numbers and rare terms
 find their passage here even when the embedding does not.
+
+Searches score FTS5's own tokens (read back through `fts5vocab`) with FTS5's BM25 formula in
+numpy, from postings held in memory: FTS5's `ORDER BY rank` calls `bm25()` once per matching
+row, 9 ms at 10k entries when the question's words are common, against well under 1 ms here.
+The postings are read from the file on the first search (0.5 s per 10k entries), follow this
+process's own writes, and are read anew when another process has written the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import math
 import re
 import sqlite3
 import threading
@@ -17,15 +25,21 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 FILE = "lexical.sqlite3"
+TOKENIZER = "porter unicode61"
+K1, B = 1.2, 0.75  # FTS5 bm25()'s constants
 _WORD = re.compile(r"\w+", re.UNICODE)
-# words too common to say which passage a question is about (FTS5 ranks them low anyway; dropping
-# them keeps the OR query short)
+# words too common to say which passage a question is about (BM25 ranks them low anyway; dropping
+# them keeps the query short)
 STOPWORDS = frozenset(
     "a an and are as at be by can did do does for from had has have how i if in into is it its of on or "
     "that the their there these this to was were what when where which who whom whose why will with "
     "would you your".split()
 )
+
+Keep = Callable[[dict[str, str]], bool]
 
 
 def query_terms(text: str) -> list[str]:
@@ -37,6 +51,117 @@ def query_terms(text: str) -> list[str]:
     return list(seen)
 
 
+Groups = list[tuple[str, str]]  # (term, the keys of the rows holding each instance of it, space-separated)
+GROUP_TOKENS = "SELECT term, group_concat(doc, ' ') FROM {} GROUP BY term"  # one row per term, not per token
+
+
+class Tokenizer:
+    """FTS5's tokenizer on texts that are not stored: an in-memory FTS5 table written and rolled
+    back, its tokens read through `fts5vocab`; the very terms the stored index holds."""
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        self._db.execute(f"CREATE VIRTUAL TABLE scratch USING fts5(text, tokenize='{TOKENIZER}')")
+        self._db.execute("CREATE VIRTUAL TABLE scratch_tokens USING fts5vocab(scratch, instance)")
+        self._lock = threading.Lock()
+
+    def __call__(self, texts: Sequence[str]) -> Groups:
+        """The tokens of `texts`, keyed by each text's index."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT INTO scratch (rowid, text) VALUES (?, ?)", enumerate(texts))
+                return self._db.execute(GROUP_TOKENS.format("scratch_tokens")).fetchall()
+            finally:
+                self._db.execute("ROLLBACK")
+
+
+class Postings:
+    """BM25 over entries held in memory: for each term the slots holding it and how often. An
+    entry written again gets a new slot and its old one dies; dead slots are skipped until
+    `worn` says a rebuild would pay."""
+
+    def __init__(self) -> None:
+        self.terms: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # term -> (slots, frequencies)
+        self.ids: list[str] = []  # slot -> entry id
+        self.slot: dict[str, int] = {}  # entry id -> its live slot
+        self.labels: dict[tuple[str, str], int] = {}  # (domain, kind) -> label number
+        self.length = np.zeros(0, np.float32)  # tokens per slot
+        self.alive = np.zeros(0, bool)
+        self.label = np.zeros(0, np.int32)
+        self.tokens = 0.0  # tokens of the live slots
+
+    @property
+    def worn(self) -> bool:
+        return len(self.ids) > 2 * len(self.slot) + 1000
+
+    def remove(self, ids: Iterable[str]) -> None:
+        for i in ids:
+            if (s := self.slot.pop(i, None)) is not None:
+                self.alive[s] = False
+                self.tokens -= float(self.length[s])
+
+    def add(self, ids: Sequence[str], labels: Sequence[tuple[str, str]], keys: np.ndarray, groups: Groups) -> None:
+        """Entries `ids` (replacing any live ones), which `groups` knows by `keys` (ascending, one
+        per entry; a token of a row with no entry here is skipped)."""
+        self.remove(ids)
+        base, n = len(self.ids), len(ids)
+        self.ids.extend(ids)
+        self.slot.update((i, base + j) for j, i in enumerate(ids))
+        if len(self.ids) > len(self.alive):  # grow by doubling
+            grow = max(len(self.ids), 2 * len(self.alive)) - len(self.alive)
+            self.length, self.alive, self.label = (
+                np.concatenate([a, np.zeros(grow, a.dtype)]) for a in (self.length, self.alive, self.label)
+            )
+        if not n:
+            return
+        # every token at once: (term, entry) pairs counted, then cut into one run per term
+        counts = np.fromiter((h.count(" ") + 1 for _, h in groups), np.int64, len(groups))
+        rows = np.fromstring(" ".join(h for _, h in groups), dtype=np.int64, sep=" ") if groups else counts
+        term = np.repeat(np.arange(len(groups)), counts)
+        where = np.minimum(np.searchsorted(keys, rows), n - 1)
+        held = keys[where] == rows
+        pairs, freq = np.unique(term[held] * n + where[held], return_counts=True)
+        term, entry = pairs // n, pairs % n
+        length = np.bincount(entry, weights=freq, minlength=n).astype(np.float32)
+        cuts = [0, *(np.flatnonzero(np.diff(term)) + 1).tolist(), len(pairs)] if len(pairs) else []
+        for start, end in itertools.pairwise(cuts):
+            name = groups[int(term[start])][0]
+            slots, often = (entry[start:end] + base).astype(np.int32), freq[start:end].astype(np.float32)
+            if (old := self.terms.get(name)) is not None:
+                slots, often = np.concatenate([old[0], slots]), np.concatenate([old[1], often])
+            self.terms[name] = (slots, often)
+        self.length[base : base + n] = length
+        self.alive[base : base + n] = True
+        self.label[base : base + n] = [self.labels.setdefault(tuple(x), len(self.labels)) for x in labels]
+        self.tokens += float(length.sum())
+
+    def search(self, terms: Iterable[str], n: int, keep: Keep | None = None) -> list[tuple[str, float]]:
+        """The `n` best (id, BM25 score) of the live entries holding any of `terms` (each counted as
+        often as it is given, like FTS5's phrases) whose domain and kind `keep` accepts."""
+        rows = len(self.slot)
+        if not rows:
+            return []
+        average = self.tokens / rows
+        score = np.zeros(len(self.ids), np.float32)
+        for t in terms:
+            if (found := self.terms.get(t)) is None:
+                continue
+            live = self.alive[found[0]]
+            slots, freq = found[0][live], found[1][live]
+            if hits := len(slots):
+                idf = max(math.log((rows - hits + 0.5) / (hits + 0.5)), 1e-6)
+                score[slots] += idf * freq * (K1 + 1) / (freq + K1 * (1 - B + B * self.length[slots] / average))
+        if keep is not None:
+            allowed = np.array([keep({"domain": d, "kind": k}) for d, k in self.labels], bool)
+            score[~allowed[self.label[: len(self.ids)]]] = 0.0
+        hit = np.flatnonzero(score)
+        if len(hit) > n:
+            hit = hit[np.argpartition(-score[hit], n - 1)[:n]]
+        hit = hit[np.argsort(-score[hit], kind="stable")]
+        return [(self.ids[s], float(score[s])) for s in hit]
+
+
 class LexicalIndex:
     """BM25 search over (id, text, domain, kind) rows: an FTS5 table keyed by rowid, and a table
     from entry id to that rowid (FTS5 finds a row by rowid at once; by an unindexed id column it
@@ -46,6 +171,9 @@ class LexicalIndex:
         self.path = folder / FILE
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
+        self._tokenize = Tokenizer()
+        self._postings: Postings | None = None  # read on the first search
+        self._version = -1  # the file's data_version the postings reflect
         with self._write():
             # the first layout (one FTS5 table with an id column) is dropped: KnowledgeBase refills
             # the index from Chroma when their counts differ
@@ -53,18 +181,21 @@ class LexicalIndex:
             self._db.execute("CREATE TABLE IF NOT EXISTS keys (rid INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL)")
             self._db.execute(
                 "CREATE VIRTUAL TABLE IF NOT EXISTS passages USING fts5("
-                "text, domain UNINDEXED, kind UNINDEXED, tokenize='porter unicode61')"
+                f"text, domain UNINDEXED, kind UNINDEXED, tokenize='{TOKENIZER}')"
             )
+        self._db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.tokens USING fts5vocab(main, passages, instance)")
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
-        """One transaction under the lock: committed whole, or rolled back whole."""
+        """One transaction under the lock: committed whole, or rolled back whole (and the postings,
+        which may already hold the change, read anew)."""
         with self._lock:
             self._db.execute("BEGIN")
             try:
                 yield
             except BaseException:
                 self._db.execute("ROLLBACK")
+                self._postings = None
                 raise
             self._db.execute("COMMIT")
 
@@ -85,45 +216,50 @@ class LexicalIndex:
 
     def upsert(self, ids: Sequence[str], texts: Sequence[str], metadatas: Sequence[dict[str, Any]]) -> None:
         """Write (or replace) entries in one transaction."""
+        labels = [(str(m.get("domain", "")), str(m.get("kind", "document"))) for m in metadatas]
         with self._write():
             self._db.executemany("INSERT OR IGNORE INTO keys (id) VALUES (?)", [(i,) for i in ids])
             rids = self._rids(ids)
             self._db.executemany("DELETE FROM passages WHERE rowid = ?", [(r,) for r in rids])  # replaced ones
             self._db.executemany(
                 "INSERT INTO passages (rowid, text, domain, kind) VALUES (?, ?, ?, ?)",
-                [
-                    (rid, t, str(m.get("domain", "")), str(m.get("kind", "document")))
-                    for rid, t, m in zip(rids, texts, metadatas, strict=True)
-                ],
+                [(rid, t, *label) for rid, t, label in zip(rids, texts, labels, strict=True)],
             )
+            if self._postings is not None:
+                self._postings.add(ids, labels, np.arange(len(ids)), self._tokenize(texts))
 
     def delete(self, ids: Iterable[str]) -> None:
         ids = list(ids)
         with self._write():
             self._db.executemany("DELETE FROM passages WHERE rowid = ?", [(r,) for r in self._rids(ids)])
             self._db.executemany("DELETE FROM keys WHERE id = ?", [(i,) for i in ids])
+            if self._postings is not None:
+                self._postings.remove(ids)
 
-    def search(
-        self, query: str, n: int, keep: Callable[[dict[str, str]], bool] | None = None
-    ) -> list[tuple[str, float]]:
+    def _fresh_postings(self) -> Postings:
+        """The postings, read from the file when there are none yet, when another process has
+        written it since, or when dead slots outnumber live ones."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if self._postings is None or version != self._version or self._postings.worn:
+            entries = self._db.execute(
+                "SELECT k.rid, k.id, p.domain, p.kind FROM keys k JOIN passages p ON p.rowid = k.rid ORDER BY k.rid"
+            ).fetchall()
+            self._postings = Postings()
+            self._postings.add(
+                [e[1] for e in entries],
+                [(e[2], e[3]) for e in entries],
+                np.array([e[0] for e in entries], np.int64),
+                self._db.execute(GROUP_TOKENS.format("temp.tokens")).fetchall(),
+            )
+            self._version = version
+        return self._postings
+
+    def search(self, query: str, n: int, keep: Keep | None = None) -> list[tuple[str, float]]:
         """Up to `n` (id, BM25 score; higher is better) for entries sharing a word with `query`
         whose domain and kind `keep` accepts (all when None)."""
         terms = query_terms(query)
         if not terms:
             return []
-        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-        out: list[tuple[int, float]] = []
+        tokens = [t for t, holders in self._tokenize([" ".join(terms)]) for _ in holders.split()]
         with self._lock:
-            # filtered while reading the top of the ranking: a filter in SQL makes FTS5 rank every match
-            sql = "SELECT rowid, rank, domain, kind FROM passages WHERE passages MATCH ? ORDER BY rank LIMIT ?"
-            for rid, rank, domain, kind in self._db.execute(sql, [match, n * (4 if keep else 1)]):
-                if keep is None or keep({"domain": domain, "kind": kind}):
-                    out.append((rid, -float(rank)))
-                    if len(out) == n:
-                        break
-            names = dict(
-                self._db.execute(
-                    f"SELECT rid, id FROM keys WHERE rid IN ({','.join('?' * len(out))})", [r for r, _ in out]
-                )
-            )
-        return [(names[rid], score) for rid, score in out if rid in names]
+            return self._fresh_postings().search(tokens, n, keep)

@@ -1,0 +1,93 @@
+"""The lexical index on real SQLite files: BM25 in memory over FTS5's tokens, kept in step with
+this process's writes and with other processes' (no model needed)."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from ech0_moe.lexical import FILE, LexicalIndex, query_terms
+
+WORDS = (
+    "gasket valve pump seal torque flange bolt pressure boiler turbine rotor stator winding copper "
+    "insulation coolant radiator piston crank bearing shaft gear clutch brake caliper rotor drum"
+).split()
+
+
+def corpus(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 40))) for _ in range(n)]
+
+
+def fill(index: LexicalIndex, texts: list[str], prefix: str = "e", kind: str = "document") -> list[str]:
+    ids = [f"{prefix}{i}" for i in range(len(texts))]
+    index.upsert(ids, texts, [{"domain": "engineering", "kind": kind}] * len(texts))
+    return ids
+
+
+def fts5_ranking(folder: Path, query: str, n: int) -> list[tuple[str, float]]:
+    """FTS5's own bm25() ranking of the same file, the reference."""
+    match = " OR ".join(f'"{t}"' for t in query_terms(query))
+    with sqlite3.connect(folder / FILE) as db:
+        sql = (
+            "SELECT k.id, -rank FROM passages p JOIN keys k ON k.rid = p.rowid "
+            "WHERE passages MATCH ? ORDER BY rank LIMIT ?"
+        )
+        return db.execute(sql, [match, n]).fetchall()
+
+
+@pytest.mark.parametrize("query", ["gasket torque", "seal pressure boiler", "coolant", "copper winding stator bolts"])
+def test_scores_match_fts5_bm25(tmp_path: Path, query: str) -> None:
+    index = LexicalIndex(tmp_path)
+    fill(index, corpus(300))
+    got = index.search(query, 10)
+    want = fts5_ranking(tmp_path, query, 10)
+    assert [round(s, 3) for _, s in got] == [round(s, 3) for _, s in want]  # ids may differ only among ties
+
+
+def test_follows_its_own_writes_replacements_and_deletions(tmp_path: Path) -> None:
+    index = LexicalIndex(tmp_path)
+    fill(index, corpus(50))
+    assert index.search("xylophone", 5) == []  # the postings are now in memory
+    index.upsert(["new"], ["a xylophone gasket"], [{"domain": "music", "kind": "learned"}])
+    assert [i for i, _ in index.search("xylophone", 5)] == ["new"]
+    index.upsert(["new"], ["a marimba now"], [{"domain": "music", "kind": "learned"}])  # replaced
+    assert index.search("xylophone", 5) == [] and [i for i, _ in index.search("marimba", 5)] == ["new"]
+    index.delete(["new"])
+    assert index.search("marimba", 5) == []
+    assert [round(s, 3) for _, s in index.search("gasket", 5)] == [
+        round(s, 3) for _, s in fts5_ranking(tmp_path, "gasket", 5)
+    ]
+
+
+def test_keep_filters_by_domain_and_kind(tmp_path: Path) -> None:
+    index = LexicalIndex(tmp_path)
+    fill(index, corpus(40))
+    fill(index, ["the gasket answer"] * 3, prefix="learned", kind="learned")
+    only_learned = index.search("gasket", 10, keep=lambda m: m["kind"] == "learned")
+    assert {i for i, _ in only_learned} == {"learned0", "learned1", "learned2"}
+    assert index.search("gasket", 10, keep=lambda m: m["domain"] == "law") == []
+
+
+def test_sees_another_process_write(tmp_path: Path) -> None:
+    index, other = LexicalIndex(tmp_path), LexicalIndex(tmp_path)
+    fill(index, corpus(20))
+    assert index.search("zeppelin", 3) == []
+    other.upsert(["z"], ["zeppelin gasket"], [{"domain": "", "kind": "document"}])
+    assert [i for i, _ in index.search("zeppelin", 3)] == ["z"]
+    other.delete(["z"])
+    assert index.search("zeppelin", 3) == []
+
+
+def test_many_rewrites_rebuild_instead_of_growing(tmp_path: Path) -> None:
+    index = LexicalIndex(tmp_path)
+    texts = corpus(10)
+    index.search("gasket", 1)
+    for _ in range(300):
+        fill(index, texts)
+    assert index.count() == 10 and len(index.search("gasket", 20)) <= 10
+    postings = index._postings
+    assert postings is not None and len(postings.ids) == 10  # read anew once dead slots outnumbered live ones
