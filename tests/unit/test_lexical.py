@@ -91,3 +91,31 @@ def test_many_rewrites_rebuild_instead_of_growing(tmp_path: Path) -> None:
     assert index.count() == 10 and len(index.search("gasket", 20)) <= 10
     postings = index._postings
     assert postings is not None and len(postings.ids) == 10  # read anew once dead slots outnumbered live ones
+
+
+class _FailingCommit:
+    """The index's connection, except that COMMIT fails the way a full disk makes it fail."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.db, name)
+
+
+def test_a_failed_commit_rolls_back_and_the_postings_forget_the_write(tmp_path: Path) -> None:
+    index = LexicalIndex(tmp_path)
+    fill(index, corpus(20))
+    assert index.search("zeppelin", 3) == []  # the postings are in memory
+    real = index._db
+    index._db = _FailingCommit(real)  # type: ignore[assignment]
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        index.upsert(["z"], ["zeppelin gasket"], [{"domain": "", "kind": "document"}])
+    index._db = real
+    assert not real.in_transaction and index.count() == 20
+    assert index.search("zeppelin", 3) == []  # neither the file nor memory holds the failed write
