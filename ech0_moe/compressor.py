@@ -24,19 +24,11 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ech0_moe.errors import Ech0Error
-from ech0_moe.text import count_tokens, split_sentences
+from ech0_moe.text import STOPWORDS, count_tokens, split_sentences
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_\-']*|\d")
 _NUMBER = re.compile(r"\d")
 _FORMULA = re.compile(r"[=+\-*/^<>≤≥∑∫√]|\b[a-z]\(|\d[a-z]\b")
-STOPWORDS = frozenset(
-    """a an the and or but if then so of to in on at by for with from as is are was were be been being
-    it its this that these those there here which who whom whose what when where why how than too very
-    can could should would may might must will shall do does did done have has had having not no nor
-    just also only such into onto over under about above below up down out off again further once
-    i me my we our you your he him his she her they them their all any both each few more most other
-    some same own s t don now""".split()
-)
 FILLERS = (
     "it is worth noting that",
     "it should be noted that",

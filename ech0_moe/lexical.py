@@ -27,17 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from ech0_moe.text import STOPWORDS
+
 FILE = "lexical.sqlite3"
 TOKENIZER = "porter unicode61"
 K1, B = 1.2, 0.75  # FTS5 bm25()'s constants
 _WORD = re.compile(r"\w+", re.UNICODE)
-# words too common to say which passage a question is about (BM25 ranks them low anyway; dropping
-# them keeps the query short)
-STOPWORDS = frozenset(
-    "a an and are as at be by can did do does for from had has have how i if in into is it its of on or "
-    "that the their there these this to was were what when where which who whom whose why will with "
-    "would you your".split()
-)
 
 Keep = Callable[[dict[str, str]], bool]
 

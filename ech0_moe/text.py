@@ -11,6 +11,15 @@ import re
 from ech0_moe.errors import InputError
 
 MAX_QUERY_CHARS = 32_000
+# words too common to say what a sentence or passage is about (the compressor and BM25 skip them)
+STOPWORDS = frozenset(
+    """a an the and or but if then so of to in on at by for with from as is are was were be been being
+    it its this that these those there here which who whom whose what when where why how than too very
+    can could should would may might must will shall do does did done have has had having not no nor
+    just also only such into onto over under about above below up down out off again further once
+    i me my we our you your he him his she her they them their all any both each few more most other
+    some same own s t don now""".split()
+)
 _BLOCK_SPLIT = re.compile(r"\n\s*\n")
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[`])")
 _SETEXT = re.compile(r"[=\-]{3,}")
