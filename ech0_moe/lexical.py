@@ -112,7 +112,7 @@ class Postings:
             return
         # every token at once: (term, entry) pairs counted, then cut into one run per term
         counts = np.fromiter((h.count(" ") + 1 for _, h in groups), np.int64, len(groups))
-        rows = np.fromstring(" ".join(h for _, h in groups), dtype=np.int64, sep=" ") if groups else counts
+        rows = np.fromstring(" ".join(h for _, h in groups), dtype=np.int64, sep=" ")  # empty when no tokens
         term = np.repeat(np.arange(len(groups)), counts)
         where = np.minimum(np.searchsorted(keys, rows), n - 1)
         held = keys[where] == rows
