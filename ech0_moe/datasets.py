@@ -103,7 +103,8 @@ def fold_of(labels: Sequence[str], folds: int, seed: int = 0) -> list[int]:
     return fold
 
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"  # in a clone (benchmarks ship with the source)
+ROUTING_DEV = BENCH_DIR / "routing-dev.jsonl"  # 1,387 MMLU questions (MIT); benchmarks/SOURCES.md
 
 
 def load_qa(folder: Path = BENCH_DIR) -> list[dict[str, Any]]:

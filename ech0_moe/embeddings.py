@@ -28,13 +28,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ech0_moe.config import package_dir
 from ech0_moe.errors import Ech0Error
-from ech0_moe.paths import cache_dir
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from ech0_moe.paths import cache_dir, package_dir
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIM = 384

@@ -9,8 +9,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+
+from ech0_moe.errors import ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGED_POOL = PACKAGE_DIR / "data" / "experts.yaml"
@@ -40,3 +43,34 @@ def cache_dir() -> Path:
         return Path(os.environ["ECH0_HOME"]) / "models"
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "ech0-moe"
+
+
+def package_dir(package: str) -> Path | None:
+    """Folder of an installed package, found without importing it (some need tools we lack)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def resolve_model_ref(ref: str, base_dir: Path) -> Path:
+    """Resolve ``pkg:PACKAGE/FILE`` (a file shipped inside an installed package, located
+    without importing it), ``cache:FILE`` (ECH0's model cache, see `paths.cache_dir`) or a
+    path relative to ``experts.yaml``. ``pkg:`` and ``cache:`` paths cannot leave their folder."""
+    for scheme in ("pkg:", "cache:"):
+        if not ref.startswith(scheme):
+            continue
+        if scheme == "pkg:":
+            package, _, rel = ref[4:].partition("/")
+            found = package_dir(package)
+            if found is None:
+                raise ConfigError(f"package {package!r} for model {ref!r} is not installed")
+            folder = found
+        else:
+            folder, rel = cache_dir(), ref[6:]
+        path = Path(os.path.normpath(folder.absolute() / rel))  # lexical: a symlink placed inside may point out
+        if not path.is_relative_to(folder.absolute()):
+            raise ConfigError(f"model {ref!r} points outside {folder}")
+        return path
+    path = Path(os.path.expanduser(ref))
+    return path if path.is_absolute() else (base_dir / path)

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ech0_moe.cluster import RayPool
 from ech0_moe.compressor import (
     COMPRESSION_METHODS,
     Compressor,
@@ -29,13 +28,13 @@ from ech0_moe.config import PoolConfig, load_config
 from ech0_moe.errors import Ech0Error
 from ech0_moe.paths import experts_file as resolve_experts_file
 from ech0_moe.paths import kb_dir as resolve_kb_dir
-from ech0_moe.pool import ExpertPool
-from ech0_moe.router import Router
+from ech0_moe.pool import Pool, make_pool
+from ech0_moe.routing.router import Router
 from ech0_moe.turns import TurnRegistry
 
 if TYPE_CHECKING:
     from ech0_moe.backends import Backend
-    from ech0_moe.kb import KnowledgeBase
+    from ech0_moe.memory.kb import KnowledgeBase
 
 
 class Services:
@@ -44,7 +43,7 @@ class Services:
     def __init__(
         self,
         config: PoolConfig,
-        pool: ExpertPool | RayPool,
+        pool: Pool,
         router: Router,
         kb: KnowledgeBase | Callable[[], KnowledgeBase],
         *,
@@ -71,8 +70,7 @@ class Services:
         """Services for `config`: a new pool (with these backends, e.g. a fake; `backend: ray`: the
         Ray Serve application's), the router (keyword routing if given none and the embedder is
         missing) and `kb`."""
-        pool = RayPool(config) if config.ray is not None else ExpertPool(config, backends)
-        return cls(config, pool, router or Router(config), kb)
+        return cls(config, make_pool(config, backends), router or Router(config), kb)
 
     @property
     def kb(self) -> KnowledgeBase:
@@ -114,6 +112,7 @@ class ServiceRegistry:
         self.backends = backends
         self._pools: dict[Path, Services] = {}
         self._kbs: dict[Path, KnowledgeBase] = {}
+        self._runs: dict[tuple[Path, Path], Services] = {}
         self._lock = threading.Lock()
 
     def services(self, experts_file: str | Path) -> Services:
@@ -126,7 +125,7 @@ class ServiceRegistry:
             return self._pools[key]
 
     def kb(self, kb_dir: str | Path) -> KnowledgeBase:
-        from ech0_moe.kb import KnowledgeBase
+        from ech0_moe.memory.kb import KnowledgeBase
 
         key = resolve_kb_dir(kb_dir).resolve()
         with self._lock:
@@ -135,7 +134,16 @@ class ServiceRegistry:
             return self._kbs[key]
 
     def for_run(self, experts_file: str | Path, kb_dir: str | Path) -> Services:
-        return self.services(experts_file).with_kb(lambda: self.kb(kb_dir))
+        """The services of a run's files, built once per (experts file, knowledge-base folder):
+        every node of every run on the same files gets the same object."""
+        key = (resolve_experts_file(experts_file).resolve(), resolve_kb_dir(kb_dir).resolve())
+        with self._lock:
+            found = self._runs.get(key)
+        if found is None:
+            found = self.services(key[0]).with_kb(lambda: self.kb(key[1]))
+            with self._lock:
+                found = self._runs.setdefault(key, found)
+        return found
 
 
 def no_kb() -> KnowledgeBase:

@@ -8,8 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ech0_moe.config import package_dir
-from ech0_moe.paths import cache_dir
+from ech0_moe.paths import cache_dir, package_dir
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SECOND_COPY_NAME = "smollm2-135m-instruct-b.gguf"  # `cache:smollm2-135m-instruct-b.gguf` in experts.yaml

@@ -44,7 +44,7 @@ def _model_problems(config: PoolConfig) -> tuple[list[str], list[str]]:
 
 def _router_problems(config: PoolConfig) -> list[str]:
     from ech0_moe.embeddings import get_embedder
-    from ech0_moe.router import Router
+    from ech0_moe.routing.router import Router
 
     try:
         get_embedder("router")

@@ -75,6 +75,13 @@ class Context:
         },
     )
 
+    @classmethod
+    def of(cls, **options: Any) -> Context:
+        """A context from whichever of `options` are its fields and not None (command-line
+        arguments, a form); the rest fall back as usual."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in options.items() if k in names and v is not None})
+
     def __post_init__(self) -> None:
         for f in fields(self):
             env = os.environ.get(f"ECH0_{f.name.upper()}")

@@ -1,7 +1,7 @@
 """A loopback server speaking Ollama's HTTP API, answering with real GGUF models via llama.cpp.
 
-Ollama cannot be installed here, so the Ollama backend is tested against this.
-It implements the endpoints ECH0 MoE uses, with the shapes of Ollama's API docs:
+Ollama cannot be installed here, so the Ollama backend is tested against this: the endpoints
+ECH0 MoE uses, with the shapes of Ollama's API docs:
 
 - POST /api/chat       (streamed NDJSON by default, or one object with "stream": false;
                         empty "messages" loads, or unloads with keep_alive 0)
@@ -12,17 +12,15 @@ It implements the endpoints ECH0 MoE uses, with the shapes of Ollama's API docs:
 - GET  /api/tags       (available models with on-disk size)
 - GET  /api/version, GET /
 
-keep_alive: default 5m; a number is seconds, a string a duration ("30s", "10m",
-"1h"); 0 unloads after the request; a negative value keeps the model forever.
-Expired models are unloaded by a background sweep.
+keep_alive: default 5m; a number is seconds, a string a duration ("30s", "10m", "1h"); 0 unloads
+after the request; a negative value keeps it forever. A background sweep unloads expired models.
 
-Limits (see README): no GPU (size_vram is 0, size is the file size, not memory in
-use); /api/generate applies the model's chat template rather than a Modelfile
-TEMPLATE; only the options num_predict, temperature, seed and num_ctx are honoured;
-no images, tools, "format", "raw" or "context"; digests are synthetic; it does not
-evict models for memory of its own (real Ollama may). `crash_next` injects the
-error line a crashed runner sends mid-stream, and unloads the model; `cut_next`
-ends a stream after three tokens without its final `done` record (a dropped connection).
+Limits (see README): no GPU (size_vram is 0, size is the file size, not memory in use);
+/api/generate applies the model's chat template rather than a Modelfile TEMPLATE; only the options
+num_predict, temperature, seed and num_ctx are honoured; no images, tools, "format", "raw" or
+"context"; digests are synthetic; it does not evict models for memory of its own (real Ollama
+may). `crash_next` injects the error line a crashed runner sends mid-stream, and unloads the
+model; `cut_next` ends a stream after three tokens without its final `done` record.
 
 Run: python tests/integration/fake_ollama.py --port 11435 --model smollm2:135m=/path/model.gguf
 """
@@ -30,6 +28,7 @@ Run: python tests/integration/fake_ollama.py --port 11435 --model smollm2:135m=/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -382,10 +381,9 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=[], help="NAME=PATH.gguf (repeatable)")
     args = parser.parse_args()
     models = {}
-    for item in args.model:
-        name, _, path = item.partition("=")
+    for name, _, path in (item.partition("=") for item in args.model):
         if not path or not os.path.isfile(path):
-            parser.error(f"--model {item!r}: expected NAME=PATH to an existing GGUF file")
+            parser.error(f"--model {name}={path}: expected NAME=PATH to an existing GGUF file")
         models[name] = Path(path)
     if not models:
         from ech0_moe.setup_models import packaged_smollm2, second_copy
@@ -393,10 +391,9 @@ def main() -> None:
         models = {"smollm2:135m": packaged_smollm2(), "smollm2-b:135m": second_copy()}
     server = FakeOllamaServer(models, args.host, args.port)
     print(f"fake Ollama on {server.start()} serving {', '.join(server.state.models)}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         threading.Event().wait()
-    except KeyboardInterrupt:
-        server.stop()
+    server.stop()
 
 
 if __name__ == "__main__":

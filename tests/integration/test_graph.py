@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ech0_moe.graph import Context, build_graph
-from ech0_moe.kb import KnowledgeBase
+from ech0_moe.memory.kb import KnowledgeBase
 
 ROOT = Path(__file__).resolve().parents[2]
 

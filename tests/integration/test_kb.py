@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ech0_moe.errors import Ech0Error
-from ech0_moe.kb import KnowledgeBase
+from ech0_moe.memory.kb import KnowledgeBase
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -196,7 +196,7 @@ def _rows(database: Path) -> list[tuple]:
 
 
 def test_a_missing_index_segment_is_one_line_and_the_graph_still_answers(tmp_path: Path, run_cli) -> None:
-    from ech0_moe.bench import _pad
+    from ech0_moe.bench.rag import _pad
 
     kb = KnowledgeBase(tmp_path / "kb")
     kb.add_paths([DOCS], progress=False)
@@ -246,7 +246,7 @@ def test_add_skips_symlinks_out_of_the_folder_and_binary_files(kb: KnowledgeBase
 
 WRITER = """
 import sys
-from ech0_moe.kb import KnowledgeBase
+from ech0_moe.memory.kb import KnowledgeBase
 
 kb, tag, failed = KnowledgeBase(sys.argv[1]), int(sys.argv[2]), 0
 for i in range(40):
@@ -335,7 +335,7 @@ def test_a_full_disk_keeps_the_answer_and_every_stored_entry(tmp_path: Path) -> 
     fill_then_learn = tmp_path / "fill.py"  # the disk fills up under a process that has the store open
     fill_then_learn.write_text(
         "import sys\n"
-        "from ech0_moe.kb import KnowledgeBase, KnowledgeBaseError\n"
+        "from ech0_moe.memory.kb import KnowledgeBase, KnowledgeBaseError\n"
         f"kb = KnowledgeBase({str(disk / 'kb')!r})\n"
         "kb.learn('What is the capital of France?', 'Paris is.', expert='general', domain='general', mode='x')\n"
         f"with open({str(disk / 'filler')!r}, 'wb') as filler:\n"

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from ech0_moe.batch import solve_batch
-from ech0_moe.cluster import RayPool
+from ech0_moe.serving.pool import RayPool
 from ech0_moe.config import load_config
 from ech0_moe.graph import Context, build_graph
-from ech0_moe.kb import KnowledgeBase
+from ech0_moe.memory.kb import KnowledgeBase
 from ech0_moe.services import Services
 
 pytestmark = pytest.mark.timeout(600)
@@ -224,7 +224,7 @@ def test_budget_and_missing_file_on_the_node_are_one_line(ray_head: str, deploye
 
 
 def test_bench_ray_compares_stream_burst_and_affinity(deployed: Path, tmp_path: Path) -> None:
-    from ech0_moe.cluster_bench import bench_ray
+    from ech0_moe.bench.ray_serve import bench_ray
 
     out = bench_ray(load_config(deployed), _context(deployed, tmp_path, max_tokens=4), questions=8, progress=False)
     runs = ("stream_shuffled", "burst_ray_defaults", "burst", "affinity_batched")

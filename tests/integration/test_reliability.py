@@ -13,7 +13,7 @@ import pytest
 
 from ech0_moe.config import load_config
 from ech0_moe.graph import Context, build_graph
-from ech0_moe.kb import KnowledgeBase
+from ech0_moe.memory.kb import KnowledgeBase
 from tests.integration.fake_ollama import FakeOllamaServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,7 +195,7 @@ def test_sigkill_during_learn_keeps_every_committed_entry(tmp_path: Path) -> Non
     kb_dir = tmp_path / "kb"
     script = (
         "import sys\n"
-        "from ech0_moe.kb import KnowledgeBase\n"
+        "from ech0_moe.memory.kb import KnowledgeBase\n"
         f"kb = KnowledgeBase({str(kb_dir)!r})\n"
         "for i in range(10_000):\n"
         "    kb.learn(f'What is {i} times {i + 7}?', f'It is {i * (i + 7)}.', expert='math', domain='mathematics',"

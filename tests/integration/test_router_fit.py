@@ -9,7 +9,7 @@ import pytest
 
 from ech0_moe.config import load_config
 from ech0_moe.errors import ConfigError
-from ech0_moe.router import Router
+from ech0_moe.routing.router import Router
 
 ROOT = Path(__file__).resolve().parents[2]
 ANEMIA = "What are the symptoms of anemia?"

@@ -64,6 +64,6 @@ def test_llm_compression_falls_back_when_a_fact_is_dropped() -> None:
 
 
 def test_lexical_query_terms_drop_stopwords_and_repeats() -> None:
-    from ech0_moe.lexical import query_terms
+    from ech0_moe.memory.lexical import query_terms
 
     assert query_terms("What is the QX-4471 gasket, and what is it for?") == ["qx", "4471", "gasket"]

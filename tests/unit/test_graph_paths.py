@@ -13,7 +13,7 @@ from langgraph.graph import END, START, StateGraph
 
 from ech0_moe.errors import BackendError, InputError
 from ech0_moe.graph import Context, build_graph
-from ech0_moe.kb import KnowledgeBaseError
+from ech0_moe.memory.kb import KnowledgeBaseError
 from ech0_moe.services import Services
 
 MATH = "Solve the equation 3x = 9"

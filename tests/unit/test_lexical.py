@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ech0_moe.lexical import FILE, LexicalIndex, query_terms
+from ech0_moe.memory.lexical import FILE, LexicalIndex, query_terms
 
 WORDS = (
     "gasket valve pump seal torque flange bolt pressure boiler turbine rotor stator winding copper "

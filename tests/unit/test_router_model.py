@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ech0_moe.bench import calibration_error
+from ech0_moe.bench.common import calibration_error
 from ech0_moe.datasets import fold_of
-from ech0_moe.router import RouterModel, decide
+from ech0_moe.routing.model import RouterModel
+from ech0_moe.routing.router import decide
 
 
 def test_decide_falls_back_and_stays() -> None:

@@ -35,9 +35,9 @@ import yaml
 from ech0_moe.config import PoolConfig
 from ech0_moe.errors import ConfigError
 from ech0_moe.paths import cache_dir
-from ech0_moe.router import PACKAGED_MODEL, RouterModel, question_id
+from ech0_moe.routing.model import PACKAGED_MODEL, RouterModel, question_id
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 EXAMPLES_FILE = DATA_DIR / "router_examples.yaml"
 FIT_VERSION = "experts-as-classes/minilm-int8-mean+max/1"  # part of every pool hash: bump to refit all
 

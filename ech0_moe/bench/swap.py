@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import statistics
@@ -15,7 +16,7 @@ from tqdm import tqdm
 from ech0_moe.batch import solve_batch
 from ech0_moe.graph import Context, build_graph
 from ech0_moe.pool import ExpertPool
-from ech0_moe.services import Services
+from ech0_moe.services import Services, process_registry
 
 SWAP_QUESTIONS = (  # our own mixed questions: both weights files of the default pool
     "What is the derivative of x^2?",
@@ -169,3 +170,15 @@ def bench_swap(context: Context, svc: Services, repeats: int = 5) -> dict[str, A
         },
         "prefetch": prefetch,
     }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-tokens", dest="max_tokens", type=int, metavar="N", help="answer length cap in tokens"
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Load and swap costs on the configured pool, driving the real graph."""
+    ctx = Context.of(**vars(args))
+    return bench_swap(ctx, process_registry().for_run(ctx.experts_file, ctx.kb_dir))

@@ -4,7 +4,7 @@ The router encodes the raw query with the offline MiniLM (int8 ONNX, mean+max
 pooled: `embeddings.route_features`) and scores every expert of the pool with
 `RouterModel`: a class-balanced linear model mixed with a vote of the nearest
 fitted examples. The experts are the classes, whatever their number and domains;
-`router_fit` fits the model to a pool (its descriptions, examples and labelled data)
+`fit.py` fits the model to a pool (its descriptions, examples and labelled data)
 when the pool changes and caches it. A model records which questions it saw, so
 `bench routing` never scores a question the model was fitted on.
 
@@ -34,14 +34,10 @@ from threadpoolctl import ThreadpoolController
 
 from ech0_moe.config import ExpertSpec, PoolConfig
 from ech0_moe.errors import ConfigError, Ech0Error
+from ech0_moe.routing.fit import load_or_fit
+from ech0_moe.routing.model import RouterModel
 
-PACKAGED_MODEL = Path(__file__).resolve().parent / "data" / "router-model.npz"
 _WORD = re.compile(r"[a-z][a-z0-9_+\-]*")
-
-
-def question_id(text: str) -> str:
-    """Stable id of a question (whitespace- and case-insensitive)."""
-    return hashlib.sha1(" ".join(text.lower().split()).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -61,141 +57,6 @@ class RouteDecision:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@functools.cache
-def _blas() -> ThreadpoolController:
-    return ThreadpoolController()
-
-
-class RouterModel:
-    """Domain probabilities for unit-length routing features x (`route_features`).
-
-    Two views of the same fitted examples, mixed:
-    - linear: softmax(W x + b), class-balanced logistic regression;
-    - memory: the k nearest fitted examples vote with weight exp(sim / temperature),
-      each vote divided by its class's share of the examples (so the 1,000
-      `general` questions do not outvote the 14 `engineering` ones).
-    The memory keeps the fine structure a linear boundary loses (a `general`
-    nutrition question sits next to other nutrition questions, not next to
-    biology); measured +2 to +3 points of macro accuracy (README, Benchmarks).
-    """
-
-    def __init__(
-        self,
-        classes: Sequence[str],
-        weights: np.ndarray,
-        bias: np.ndarray,
-        trained_ids: Iterable[str] = (),
-        memory: np.ndarray | None = None,
-        memory_labels: np.ndarray | None = None,
-        *,
-        k: int = 20,
-        mix: float = 0.6,
-        temperature: float = 0.1,
-        sharpness: float = 1.0,
-        pool_hash: str = "",
-    ):
-        self.pool_hash = pool_hash  # `router_fit.pool_fingerprint` of the pool it was fitted for
-        self.classes = list(classes)
-        self.weights = weights.astype(np.float32)
-        self.bias = bias.astype(np.float32)
-        self.trained_ids = frozenset(trained_ids)
-        self.memory = np.zeros((0, self.weights.shape[1]), np.float32) if memory is None else memory.astype(np.float32)
-        self.memory_labels = np.zeros(0, np.int64) if memory_labels is None else memory_labels.astype(np.int64)
-        self.k, self.mix, self.temperature = k, mix, temperature
-        self.sharpness = sharpness  # probabilities are raised to this power and renormalised (calibration)
-        counts = np.bincount(self.memory_labels, minlength=len(self.classes)).astype(np.float32)
-        self._inverse_share = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
-
-    def proba(self, x: np.ndarray) -> np.ndarray:
-        # one BLAS thread: for products this small, OpenBLAS's helper threads only spin
-        # afterwards and slow the next encoder run (measured: 10 ms per route instead of 6)
-        with _blas().limit(limits=1, user_api="blas"):
-            return self._proba(x)
-
-    def _proba(self, x: np.ndarray) -> np.ndarray:
-        z = x @ self.weights.T + self.bias
-        z = z - z.max(axis=-1, keepdims=True)
-        e = np.exp(z)
-        linear = e / e.sum(axis=-1, keepdims=True)
-        mixed = linear if not len(self.memory) or self.mix == 0 else (1 - self.mix) * linear + self.mix * self._vote(x)
-        if self.sharpness == 1.0:
-            return mixed
-        sharp = mixed**self.sharpness
-        return sharp / sharp.sum(axis=-1, keepdims=True)
-
-    def _vote(self, x: np.ndarray) -> np.ndarray:
-        sims = x @ self.memory.T
-        k = min(self.k, sims.shape[1])
-        near = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        votes = np.zeros((len(x), len(self.classes)), np.float32)
-        for row, idx in enumerate(near):
-            w = np.exp((sims[row, idx] - sims[row, idx].max()) / self.temperature)
-            np.add.at(votes[row], self.memory_labels[idx], w)
-        votes *= self._inverse_share
-        return votes / votes.sum(axis=1, keepdims=True)
-
-    @classmethod
-    def fit(
-        cls,
-        vectors: np.ndarray,
-        labels: Sequence[str],
-        trained_ids: Iterable[str] = (),
-        *,
-        classes: Sequence[str] = (),
-        c: float = 3.0,
-    ) -> RouterModel:
-        """Class-balanced logistic regression (scikit-learn, fit time only) plus the example memory.
-        `classes` fixes the order (and includes classes without rows, which then score 0)."""
-        from sklearn.linear_model import LogisticRegression
-
-        order = list(classes) or sorted(set(labels))
-        index = np.array([order.index(y) for y in labels])
-        weights = np.zeros((len(order), vectors.shape[1]), np.float32)
-        bias = np.full(len(order), -1e4, np.float32)  # a class without rows is never chosen
-        present = sorted(set(index.tolist()))
-        if len(present) == 1:
-            bias[present[0]] = 0.0
-        else:
-            clf = LogisticRegression(C=c, max_iter=3000, class_weight="balanced").fit(vectors, index)
-            weights[clf.classes_] = clf.coef_
-            bias[clf.classes_] = clf.intercept_
-        return cls(order, weights, bias, trained_ids, vectors.astype(np.float16), index)
-
-    def save(self, path: Path) -> None:
-        np.savez_compressed(
-            path,
-            classes=np.array(self.classes),
-            weights=self.weights,
-            bias=self.bias,
-            trained_ids=np.array(sorted(self.trained_ids)),
-            memory=self.memory.astype(np.float16),
-            memory_labels=self.memory_labels.astype(np.int16),
-            knobs=np.array([self.k, self.mix, self.temperature, self.sharpness], np.float64),
-            pool_hash=np.array(self.pool_hash),
-        )
-
-    @classmethod
-    def load(cls, path: Path) -> RouterModel:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                k, mix, temperature, sharpness = [*z["knobs"].tolist(), 1.0][:4] if "knobs" in z else (20, 0, 0.1, 1)
-                return cls(
-                    [str(c) for c in z["classes"]],
-                    z["weights"],
-                    z["bias"],
-                    [str(i) for i in z["trained_ids"]],
-                    z.get("memory"),
-                    z.get("memory_labels"),
-                    k=int(k),
-                    mix=float(mix),
-                    temperature=float(temperature),
-                    sharpness=float(sharpness),
-                    pool_hash=str(z["pool_hash"]) if "pool_hash" in z else "",
-                )
-        except (OSError, KeyError, ValueError) as exc:
-            raise ConfigError(f"router model {path} is unreadable: {exc}") from None
 
 
 class KeywordRouter:
@@ -273,8 +134,6 @@ class Router:
                 print(f"ech0-moe: warning: embedding router unavailable ({exc}); routing by keywords", file=sys.stderr)
                 self.method = "keyword"
         if model is None and self.method != "keyword":
-            from ech0_moe.router_fit import load_or_fit
-
             model = load_or_fit(config)
             if model.weights.shape[1] != features:
                 raise ConfigError(

@@ -1,4 +1,4 @@
-"""Load and validate `experts.yaml`.
+"""Read and check `experts.yaml` into a `PoolConfig`.
 
 Every problem is one line naming the file, the expert and the field, e.g.
 ``experts.yaml: experts[2] (physics).backend: unknown backend 'vllm' (use llamacpp, ollama or ray)``.
@@ -9,204 +9,27 @@ Every problem is one line naming the file, the expert and the field, e.g.
 from __future__ import annotations
 
 import difflib
-import importlib.util
-import math
 import os
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ech0_moe.config.schema import (
+    BACKENDS,
+    DEFAULT_OLLAMA_HOST,
+    RUNTIMES,
+    ExpertSpec,
+    PoolConfig,
+    RaySettings,
+    RouterSettings,
+    format_size,
+    ollama_model_name,
+    parse_size,
+)
 from ech0_moe.errors import ConfigError
 from ech0_moe.gguf import loaded_bytes
-from ech0_moe.paths import cache_dir
-
-BACKENDS: tuple[str, ...] = ("llamacpp", "ollama", "ray")
-RUNTIMES: tuple[str, ...] = ("llamacpp", "ollama")  # what a Ray replica runs an expert with
-DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
-
-_UNITS = {
-    "": 1,
-    "B": 1,
-    "KB": 10**3,
-    "MB": 10**6,
-    "GB": 10**9,
-    "TB": 10**12,
-    "KIB": 2**10,
-    "MIB": 2**20,
-    "GIB": 2**30,
-    "TIB": 2**40,
-}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
-
-
-MAX_SIZE = 2**50  # 1 PiB: anything larger is a typo, not a machine
-
-
-def parse_size(value: Any, where: str) -> int:
-    """Parse ``20GB``, ``150 MiB`` or a plain integer into bytes (> 0 and finite)."""
-    size: float | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        size = value
-    elif isinstance(value, str):
-        m = _SIZE_RE.match(value)
-        if m and m.group(2).upper() in _UNITS:
-            size = float(m.group(1)) * _UNITS[m.group(2).upper()]
-    if size is None or not math.isfinite(size):
-        raise ConfigError(f"{where}: expected a size such as '20GB', got {value!r}")
-    if not 0 < size <= MAX_SIZE:
-        raise ConfigError(f"{where}: must be more than 0 and at most 1PiB, got {value!r}")
-    return int(size)
-
-
-def format_size(n: int | float) -> str:
-    """Human-readable bytes, decimal units (``98.2MB``)."""
-    for unit, div in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
-        if abs(n) >= div:
-            return f"{n / div:.1f}{unit}"
-    return f"{int(n)}B"
-
-
-def package_dir(package: str) -> Path | None:
-    """Folder of an installed package, found without importing it (some need tools we lack)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def resolve_model_ref(ref: str, base_dir: Path) -> Path:
-    """Resolve ``pkg:PACKAGE/FILE`` (a file shipped inside an installed package, located
-    without importing it), ``cache:FILE`` (ECH0's model cache, see `paths.cache_dir`) or a
-    path relative to ``experts.yaml``. ``pkg:`` and ``cache:`` paths cannot leave their folder."""
-    for scheme in ("pkg:", "cache:"):
-        if not ref.startswith(scheme):
-            continue
-        if scheme == "pkg:":
-            package, _, rel = ref[4:].partition("/")
-            found = package_dir(package)
-            if found is None:
-                raise ConfigError(f"package {package!r} for model {ref!r} is not installed")
-            folder = found
-        else:
-            folder, rel = cache_dir(), ref[6:]
-        path = Path(os.path.normpath(folder.absolute() / rel))  # lexical: a symlink placed inside may point out
-        if not path.is_relative_to(folder.absolute()):
-            raise ConfigError(f"model {ref!r} points outside {folder}")
-        return path
-    path = Path(os.path.expanduser(ref))
-    return path if path.is_absolute() else (base_dir / path)
-
-
-def ollama_model_name(name: str) -> str:
-    """Ollama's canonical model name: a missing tag means ':latest'."""
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
-
-
-@dataclass(frozen=True)
-class ExpertSpec:
-    """One expert: a model plus the system prompt and routing text that make it a specialist."""
-
-    name: str
-    domain: str
-    backend: str
-    model: str
-    system_prompt: str
-    description: str
-    examples: tuple[str, ...] = ()
-    keywords: tuple[str, ...] = ()
-    size_bytes: int = 0
-    host: str = ""
-    n_ctx: int = 2048
-    max_tokens: int = 128
-    temperature: float = 0.0
-    timeout: float = 120.0  # Ollama: seconds without a byte (first, or between chunks) before the host counts as hung
-    runtime: str = ""  # backend ray: what each replica runs the expert with (llamacpp or a node-local ollama)
-
-    @property
-    def model_key(self) -> str:
-        """Experts with the same key share one loaded model (no swap between them)."""
-        return f"{self.backend}|{self.host}|{self.model}"
-
-    @property
-    def device(self) -> str:
-        """Where the model lives and whose memory budget it uses: this process, an Ollama host, or
-        a Ray Serve application (each of its replicas has its own budget)."""
-        return {"ollama": self.host, "ray": "ray"}.get(self.backend, "local")
-
-    @property
-    def routing_texts(self) -> list[str]:
-        """What the router learns this expert from: its description and examples."""
-        return [t for t in (self.description, *self.examples) if t]
-
-
-@dataclass(frozen=True)
-class RouterSettings:
-    """`router:` in experts.yaml: the fitted model and the decision thresholds."""
-
-    model: str = ""  # .npz from `ech0-moe router fit --out`; empty = fitted to the pool (and cached) on first use
-    data: str = ""  # JSONL of labelled questions (`question` + `expert` or `domain`) the router also learns from
-    # below this top score the general expert answers; None: scaled to the pool (`PoolConfig.confidence_floor`)
-    min_confidence: float | None = None
-    stay_margin: float = 0.2  # stay on a loaded expert within this of the best (bench: -10% swaps, same accuracy)
-    # plus this much margin per second the avoided load is expected to take: the score (probability)
-    # you would give up to save one second of loading; 0 = the margin alone decides
-    stay_per_second: float = 0.0
-
-
-@dataclass(frozen=True)
-class RaySettings:
-    """`ray:` in experts.yaml: the Ray Serve application that serves every `backend: ray` expert."""
-
-    address: str = "auto"  # `ray.init` address: auto (a cluster started on this machine), ray://head:10001, ...
-    app: str = "ech0-moe"  # the Serve application's name
-    replicas: int = 2  # replicas of the expert deployment; each holds one expert at a time
-    replica_budget: int = 0  # bytes one replica may hold (0 = memory_budget)
-    num_cpus: float = 1.0  # per replica
-    num_gpus: float = 0.0  # per replica (1 on a GPU cluster: one GPU per replica)
-    max_ongoing_requests: int = 64  # per replica; Ray's default (5) spreads a cold burst over every replica
-    threads: int = 0  # llama.cpp threads per replica (0 = num_cpus, at least 1)
-
-
-@dataclass(frozen=True)
-class PoolConfig:
-    """The whole `experts.yaml`: a memory budget and the experts."""
-
-    path: Path
-    memory_budget: int
-    experts: tuple[ExpertSpec, ...]
-    general_expert: str
-    router: RouterSettings = field(default_factory=RouterSettings)
-    host_budgets: dict[str, int] = field(default_factory=dict)
-    ray: RaySettings | None = None  # set when the experts are served by Ray Serve (`backend: ray`)
-
-    def budget_for(self, device: str) -> int:
-        """The memory budget of a device: `memory_budget` locally, `hosts:` (or the same) per Ollama
-        host, `ray.replica_budget` (or the same) per Ray replica."""
-        return self.host_budgets.get(device, self.memory_budget)
-
-    def expert(self, name: str) -> ExpertSpec:
-        for e in self.experts:
-            if e.name == name:
-                return e
-        raise ConfigError(f"unknown expert {name!r}; known: {', '.join(self.names)}")
-
-    @property
-    def names(self) -> list[str]:
-        return [e.name for e in self.experts]
-
-    @property
-    def confidence_floor(self) -> float:
-        """The top score below which the router abstains to the general expert: `router.min_confidence`,
-        or by default 2.4 x a uniform score (1 / experts), at most 0.3. Scores spread over more
-        experts in a bigger pool; a fixed 0.3 made the few-shot 16-expert pool abstain on 512 of
-        1,387 questions (macro 0.53; 0.61 with this floor, 0.15 there) and left 8 experts as they were."""
-        if self.router.min_confidence is not None:
-            return self.router.min_confidence
-        return min(0.3, 2.4 / max(1, len(self.experts)))
-
+from ech0_moe.paths import experts_file, resolve_model_ref
 
 # ---- reading experts.yaml ------------------------------------------------------------------
 TOP_KEYS = ("memory_budget", "defaults", "experts", "general_expert", "router", "hosts", "ray")
@@ -539,3 +362,8 @@ def load_config(path: str | os.PathLike[str]) -> PoolConfig:
         more = f" (and {len(problems) - 1} more: run `ech0-moe validate`)" if len(problems) > 1 else ""
         raise ConfigError(problems[0] + more)
     return config
+
+
+def load_pool(path: str | os.PathLike[str] = "") -> PoolConfig:
+    """`load_config` of `path`, or when empty of the default pool (`paths.experts_file`)."""
+    return load_config(experts_file(path))

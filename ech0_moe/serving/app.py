@@ -30,10 +30,11 @@ from ray import serve
 
 from ech0_moe.backends.base import Backend
 from ech0_moe.backends.llamacpp import LlamaCppBackend
-from ech0_moe.cluster import settings_of
-from ech0_moe.config import PoolConfig, resolve_model_ref
+from ech0_moe.config import PoolConfig
 from ech0_moe.errors import BackendError, BudgetError, Ech0Error
-from ech0_moe.pool import Acquired, ExpertPool
+from ech0_moe.paths import resolve_model_ref
+from ech0_moe.pool.base import Acquired
+from ech0_moe.pool.local import ExpertPool
 
 EXPERTS_DEPLOYMENT = "ExpertReplica"
 RESIDENCY_DEPLOYMENT = "Residency"
@@ -118,7 +119,7 @@ class ExpertReplica:
     def __init__(self, config: PoolConfig, residency: Any) -> None:
         import ray
 
-        settings = settings_of(config)
+        settings = config.ray_settings()
         threads = settings.threads or max(1, int(settings.num_cpus))
         backends: dict[str, Backend] = {"llamacpp": LlamaCppBackend(n_threads=threads)}
         self.pool = ExpertPool(replica_config(config), backends)
@@ -240,7 +241,7 @@ def _failure(exc: Ech0Error, node: str) -> _Failed:
 
 def build_app(config: PoolConfig) -> Any:
     """The Serve application for `config` (its `ray:` settings size and place the replicas)."""
-    settings = settings_of(config)
+    settings = config.ray_settings()
     experts = ExpertReplica.options(
         num_replicas=settings.replicas,
         max_ongoing_requests=settings.max_ongoing_requests,

@@ -1,4 +1,4 @@
-"""The expert pool and swap manager.
+"""The embedded expert pool and swap manager (`Pool` for llama.cpp and Ollama experts).
 
 Invariant, per device (this process for llama.cpp, each Ollama host for its
 experts): the bytes of resident models plus the bytes reserved for models being
@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from ech0_moe.backends import Backend, LoadedModel, make_backend
@@ -24,39 +24,9 @@ from ech0_moe.backends.chat_models import Deadline, Reply
 from ech0_moe.choices import LETTERS, Choice, choose_by_letter
 from ech0_moe.config import ExpertSpec, PoolConfig, format_size
 from ech0_moe.errors import BudgetError
+from ech0_moe.pool.base import ASSUMED_LOAD_BYTES_PER_S, Acquired, SwapEvent, serving_order
 
 RELOAD_THRESHOLD_S = 0.05  # a load_duration above this, reported with an answer, means a reload
-ASSUMED_LOAD_BYTES_PER_S = 1e9  # before a model's first load, its load time is guessed from its size at this rate
-
-
-@dataclass(frozen=True)
-class Acquired:
-    """What getting an expert cost: whether a model was loaded (a swap) and how long it took."""
-
-    expert: str
-    swapped: bool
-    load_seconds: float
-    evicted: tuple[str, ...] = ()
-    served_by: str = ""  # where the expert ran: "local", an Ollama host, or a Ray replica
-
-
-@dataclass(frozen=True)
-class SwapEvent:
-    at: float
-    expert: str
-    model_key: str
-    device: str
-    load_seconds: float
-    evicted: tuple[str, ...]
-    loaded_bytes_after: int
-
-
-def serving_order(keys: Sequence[str], resident: set[str]) -> list[int]:
-    """Indices of `keys` (each request's model) in the order to serve them with the fewest swaps:
-    those on a resident model first, then grouped by model in order of first appearance (the
-    ensemble's turns and `batch` both use it)."""
-    first = {k: keys.index(k) for k in keys}
-    return sorted(range(len(keys)), key=lambda i: (keys[i] not in resident, first[keys[i]], i))
 
 
 class ExpertPool:

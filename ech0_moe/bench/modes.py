@@ -16,6 +16,7 @@ reference `answer` text count as right when the answer contains it (case and pun
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -27,15 +28,15 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ech0_moe.bench import latency
+from ech0_moe import datasets
+from ech0_moe.bench.common import latency
 from ech0_moe.choices import LETTERS, check_choices
-from ech0_moe.config import PoolConfig
+from ech0_moe.config import PoolConfig, load_pool
 from ech0_moe.errors import InputError
 from ech0_moe.graph import Context, build_graph, result_of
+from ech0_moe.graph.context import MODES
 from ech0_moe.services import Services, no_kb
 from ech0_moe.vote import normalise
-
-MODES = ("basic", "fast", "optimized", "ensemble")
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ class _Runner:
 
     def services(self, kb_name: str) -> Services:
         """The pool and router with the knowledge base `kb_name` (one per run; made once)."""
-        from ech0_moe.kb import KnowledgeBase
+        from ech0_moe.memory.kb import KnowledgeBase
 
         if kb_name not in self._services:
             folder = self.workdir / kb_name
@@ -251,10 +252,7 @@ def _domain_table(out: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def _services(context: Context) -> Services:
     """The pool and router of the context's experts file (each run brings its own knowledge base)."""
-    from ech0_moe.config import load_config
-    from ech0_moe.paths import experts_file
-
-    return Services.create(load_config(experts_file(context.experts_file)), kb=no_kb)
+    return Services.create(load_pool(context.experts_file), kb=no_kb)
 
 
 def draw(out: dict[str, Any], path: Path) -> Path:
@@ -289,3 +287,39 @@ def draw(out: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        metavar="FILE",
+        default=str(datasets.ROUTING_DEV),
+        help="JSONL: question + choices + answer, or a reference answer (default: benchmarks/routing-dev.jsonl)",
+    )
+    parser.add_argument("--modes", metavar="LIST", help=f"which, comma-separated (default: {','.join(MODES)})")
+    parser.add_argument("--limit", type=int, metavar="N", help="N rows of --data, balanced over domains (seeded)")
+    parser.add_argument("--seed", type=int, default=0, help="the sample's seed (default 0)")
+    parser.add_argument("--baseline", choices=("single",), help="also answer everything with the general expert")
+    parser.add_argument("--oracle", action="store_true", help="also answer with each question's domain expert")
+    parser.add_argument("--no-learning", dest="no_learning", action="store_true", help="skip the second pass")
+    parser.add_argument("--plot", metavar="PNG", help="draw accuracy and seconds per run")
+    parser.add_argument(
+        "--max-tokens", dest="max_tokens", type=int, metavar="N", help="answer length cap in tokens"
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The four modes (and baselines) answering the same questions, each run cold."""
+    rows = datasets.load_jsonl(args.data, ("question",))
+    if args.limit:
+        rows = datasets.sample(rows, args.limit, args.seed)
+    modes = [m.strip() for m in (args.modes or ",".join(MODES)).split(",") if m.strip()]
+    return benchmark(
+        questions_of(rows, args.data),
+        modes=modes,
+        context=Context.of(**vars(args)),
+        baseline=args.baseline,
+        oracle=args.oracle,
+        learning=not args.no_learning,
+        plot=args.plot,
+    )

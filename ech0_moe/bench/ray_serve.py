@@ -12,6 +12,7 @@ p50/p95 seconds per question (the graph's own node timings) and questions per mi
 
 from __future__ import annotations
 
+import argparse
 import random
 import sys
 import time
@@ -23,13 +24,14 @@ from typing import Any
 from tqdm import tqdm
 
 from ech0_moe.batch import solve_batch
-from ech0_moe.bench import latency
-from ech0_moe.cluster import RayPool, deploy
-from ech0_moe.config import PoolConfig
+from ech0_moe.bench.common import latency
+from ech0_moe.config import PoolConfig, load_pool
 from ech0_moe.errors import Ech0Error
 from ech0_moe.graph import Context, build_graph, result_of
-from ech0_moe.kb import KnowledgeBase
-from ech0_moe.router import Router
+from ech0_moe.memory.kb import KnowledgeBase
+from ech0_moe.routing.router import Router
+from ech0_moe.serving.admin import deploy
+from ech0_moe.serving.pool import RayPool
 from ech0_moe.services import Services
 
 RAY_DEFAULT_MAX_ONGOING = 5  # ray.serve's DEFAULT_MAX_ONGOING_REQUESTS
@@ -110,3 +112,16 @@ def bench_ray(
     out["cold_burst_load_bound"] = bound
     out["affinity_batched_within_bound"] = out["affinity_batched"]["loads"] <= bound
     return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--questions", type=int, default=32, metavar="N", help="mixed questions per run (default 32)")
+    parser.add_argument(
+        "--max-tokens", dest="max_tokens", type=int, metavar="N", help="answer length cap in tokens"
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Loads, swaps and latency of a `backend: ray` pool: one by one, bursts and an affinity batch."""
+    ctx = Context.of(**vars(args))
+    return bench_ray(load_pool(ctx.experts_file), ctx, questions=args.questions)

@@ -1,0 +1,222 @@
+"""`ech0-moe bench routing`: routing accuracy per expert on questions the router never saw,
+few-shot and with labelled data, with calibration, latency and the keyword baseline."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ech0_moe import datasets
+from ech0_moe.bench.common import accuracy, calibration_error, median_ms
+from ech0_moe.config import PoolConfig, load_pool
+from ech0_moe.datasets import fold_of
+from ech0_moe.errors import Ech0Error
+from ech0_moe.routing.fit import FeatureCache, experts_by_domain, fit_model
+from ech0_moe.routing.model import RouterModel
+from ech0_moe.routing.router import Router, decide
+
+STAY_MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+def gold_experts(config: PoolConfig, rows: list[dict[str, Any]], subject_map: dict[str, str] | None) -> list[str]:
+    """The expert each row should go to: its `expert`, else `subject_map[subject]`, else the one
+    expert of its `domain`; anything else is one error naming the row."""
+    names = set(config.names)
+    by_domain = experts_by_domain(config)
+    gold = []
+    for n, row in enumerate(rows, 1):
+        label = row.get("expert") or (subject_map or {}).get(row.get("subject", ""))
+        if label is None:
+            candidates = by_domain.get(row.get("domain", ""), [])
+            if len(candidates) != 1:
+                raise Ech0Error(
+                    f"row {n}: domain {row.get('domain')!r} has {len(candidates)} experts in the pool: "
+                    "give rows an 'expert', or --map SUBJECTS.yaml (subject: expert)"
+                )
+            label = candidates[0]
+        if label not in names:
+            raise Ech0Error(f"row {n}: expert {label!r} is not in the pool")
+        gold.append(label)
+    return gold
+
+
+def _route_all(
+    router: Router, questions: list[str], desc: str
+) -> tuple[list[dict[str, float]], list[str], list[float]]:
+    """Route each question (after one warm-up): expert scores, chosen experts, seconds each."""
+    router.route(questions[0])
+    scores, experts, seconds = [], [], []
+    for q in tqdm(questions, desc=desc, unit="q", file=sys.stderr, leave=False):
+        t0 = time.perf_counter()
+        d = router.route(q)
+        seconds.append(time.perf_counter() - t0)
+        scores.append(d.scores)
+        experts.append(d.expert)
+    return scores, experts, seconds
+
+
+def swap_tradeoff(
+    router: Router, scored: list[dict[str, float]], labels: list[str], seed: int = 0
+) -> list[dict[str, Any]]:
+    """Replay a shuffled stream with different stay margins: swaps saved vs accuracy lost."""
+    order = list(range(len(scored)))
+    random.Random(seed).shuffle(order)
+    specs = router.experts
+    out = []
+    for margin in STAY_MARGINS:
+        resident_file, swaps, hits = "", 0, 0
+        for i in order:
+            loaded = [n for n, s in specs.items() if s.model_key == resident_file]
+            chosen, _, _ = decide(
+                scored[i],
+                general=router.general_expert,
+                min_confidence=router.config.confidence_floor,
+                loaded=loaded,
+                stay_margin=margin,
+            )
+            if specs[chosen].model_key != resident_file:
+                swaps += 1
+                resident_file = specs[chosen].model_key
+            hits += chosen == labels[i]
+        out.append({"stay_margin": margin, "swaps": swaps, "accuracy": round(hits / len(order), 4)})
+    base = out[0]
+    for row in out:
+        row["swaps_saved"] = base["swaps"] - row["swaps"]
+        row["accuracy_lost"] = round(base["accuracy"] - row["accuracy"], 4)
+    return out
+
+
+DECOYS = {  # synthetic experts for topics the data never asks about: they must not steal questions
+    "cooking": "Cooking and recipes: ingredients, baking, kitchen techniques and cuisines.",
+    "sports": "Sports: rules of games, athletes, teams, training and competitions.",
+    "music": "Music: instruments, composers, genres, harmony and rhythm.",
+    "travel": "Travel: visas, flights, hotels, itineraries and packing.",
+    "gardening": "Gardening: soil, seeds, pruning, pests and growing vegetables.",
+    "fashion": "Fashion: clothing styles, fabrics, designers and trends.",
+    "gaming": "Video games: consoles, game design, strategies and esports.",
+}
+
+
+def subject_pool(config: PoolConfig, rows: list[dict[str, Any]], size: int) -> tuple[PoolConfig, dict[str, str]]:
+    """A synthetic pool of `size` experts: one per `subject` of the rows (described by its name
+    only) plus decoy experts for topics the rows never ask about; and the subject map for it."""
+    from dataclasses import replace
+
+    subjects = sorted({str(r.get("subject", "")) for r in rows} - {""})
+    if not subjects or not len(subjects) <= size <= len(subjects) + len(DECOYS):
+        raise Ech0Error(
+            f"--synthetic: the data has {len(subjects)} subjects; give {len(subjects)} to "
+            f"{len(subjects) + len(DECOYS)} experts"
+        )
+    base = config.experts[0]
+    topics = {s: "Questions about " + s.replace("_", " ") + "." for s in subjects}
+    topics.update(dict(list(DECOYS.items())[: size - len(subjects)]))
+    experts = tuple(replace(base, name=n, domain=n, description=d, examples=(), keywords=()) for n, d in topics.items())
+    general = "miscellaneous" if "miscellaneous" in topics else subjects[0]
+    return replace(config, experts=experts, general_expert=general), {s: s for s in subjects}
+
+
+def _scores(model: RouterModel, vectors: np.ndarray) -> list[dict[str, float]]:
+    return [dict(zip(model.classes, row.tolist(), strict=True)) for row in model.proba(vectors)]
+
+
+def _evaluate(config: PoolConfig, scored: list[dict[str, float]], gold: list[str]) -> dict[str, Any]:
+    """Accuracy after the confidence fallback, calibration of the top score, and how often it abstained."""
+    chosen = [decide(s, general=config.general_expert, min_confidence=config.confidence_floor)[0] for s in scored]
+    top = [max(s, key=s.__getitem__) for s in scored]
+    hits = [t == g for t, g in zip(top, gold, strict=True)]
+    return {
+        **accuracy(gold, chosen),
+        "calibration_error": calibration_error([max(s.values()) for s in scored], hits),
+        "abstained": sum(c == config.general_expert != t for c, t in zip(chosen, top, strict=True)),
+    }
+
+
+def bench_routing(
+    config: PoolConfig,
+    rows: list[dict[str, Any]],
+    *,
+    folds: int = 5,
+    subject_map: dict[str, str] | None = None,
+    latency_sample: int = 200,
+) -> dict[str, Any]:
+    """Routing accuracy per expert, never on a question the router was fitted on, in two settings:
+
+    - `few_shot`: fitted on the pool alone (descriptions, examples, matching written
+      examples): what a new user gets;
+    - `with_data`: k-fold cross-validation, each fold routed by a model fitted on the pool
+      plus the other folds of `rows`.
+    Plus the latency of whole `Router.route` calls, the keyword baseline and the stay-margin
+    trade-off on a shuffled stream."""
+    if folds < 2:
+        raise Ech0Error(f"--folds must be at least 2, got {folds}")
+    if len(rows) < 2 * folds:
+        raise Ech0Error(f"{len(rows)} rows are too few for {folds}-fold cross-validation")
+    gold = gold_experts(config, rows, subject_map)
+    questions = [r["question"] for r in rows]
+    features = FeatureCache()
+    vectors = features.features(questions)
+    t0 = time.perf_counter()
+    few = _evaluate(config, _scores(fit_model(config, features=features), vectors), gold)
+    fit_seconds = time.perf_counter() - t0
+    fold = fold_of(gold, folds)
+    scored: list[dict[str, float]] = [{} for _ in rows]
+    for f in tqdm(range(folds), desc="fit folds", unit="fold", file=sys.stderr, leave=False):
+        train = [i for i in range(len(rows)) if fold[i] != f]
+        held = [i for i in range(len(rows)) if fold[i] == f]
+        data = [(questions[i], gold[i]) for i in train]
+        model = fit_model(config, data, features=features, data_vectors=vectors[train])
+        for i, s in zip(held, _scores(model, vectors[held]), strict=True):
+            scored[i] = s
+    with_data = _evaluate(config, scored, gold)
+    router = Router(config, model=model)
+    sample = questions[: max(1, latency_sample)]
+    _, _, seconds = _route_all(router, sample, "route latency")
+    keyword = Router(config, keyword_only=True)
+    _, kw_chosen, kw_seconds = _route_all(keyword, questions, "keyword")
+    return {
+        "router": router.method,
+        "experts": len(config.experts),
+        "n": len(rows),
+        "few_shot": {"protocol": "fitted on the pool's descriptions and examples only", **few},
+        "with_data": {"protocol": f"{folds}-fold cross-validation: the pool plus the other folds", **with_data},
+        "fit_seconds": round(fit_seconds, 3),
+        "median_ms": median_ms(seconds),
+        "p95_ms": round(float(np.percentile(seconds, 95)) * 1000, 3),
+        "min_confidence": config.confidence_floor,
+        "keyword_baseline": {**accuracy(gold, kw_chosen), "median_ms": median_ms(kw_seconds)},
+        "swap_tradeoff": swap_tradeoff(router, scored, gold),
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        metavar="FILE",
+        default=str(datasets.ROUTING_DEV),
+        help="JSONL with 'question' and 'expert' or 'domain' (or 'subject') per line "
+        "(default: the shipped MMLU dev set, benchmarks/routing-dev.jsonl)",
+    )
+    parser.add_argument("--map", metavar="FILE", help="YAML mapping each row's 'subject' to an expert")
+    parser.add_argument(
+        "--synthetic", type=int, metavar="N", help="a synthetic pool of N experts, one per 'subject' plus decoys"
+    )
+    parser.add_argument(
+        "--folds", type=int, default=5, metavar="N", help="cross-validation folds with data (default 5)"
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Routing accuracy, calibration and latency, few-shot and with data."""
+    rows = datasets.load_jsonl(args.data, ("question",))
+    config = load_pool(args.experts_file or "")
+    subject_map = datasets.load_mapping(args.map) if args.map else None
+    if args.synthetic:
+        config, subject_map = subject_pool(config, rows, args.synthetic)
+    return bench_routing(config, rows, folds=args.folds, subject_map=subject_map)

@@ -1,0 +1,222 @@
+"""Commands that answer: `ask`, `batch` and `demo`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ech0_moe.cli.common import context_of, max_tokens_option, read_question
+from ech0_moe.errors import Ech0Error
+
+if TYPE_CHECKING:
+    from langgraph.graph.state import CompiledStateGraph
+
+    from ech0_moe.graph.context import Context
+
+DEMO_QUESTIONS: tuple[tuple[str, str], ...] = (
+    ("What is the integral of 2x from 0 to 3?", "optimized"),
+    ("How do white blood cells recognise a bacterial infection?", "optimized"),
+    ("Why does a satellite in low orbit need to keep moving fast?", "fast"),
+    ("If every bird can fly and penguins are birds, can penguins fly? Is the argument sound?", "basic"),
+    ("What is the integral of 2x from 0 to 3?", "optimized"),
+    ("What is the voltage across a 4 ohm resistor carrying 3 amps?", "ensemble"),
+)
+
+
+
+def run_query(graph: CompiledStateGraph, ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
+    """Invoke the graph on `request` (query, mode, expert) and return every documented result key."""
+    from ech0_moe.graph.state import result_of
+
+    return result_of(graph.invoke(request, context=ctx))
+
+
+STATUS = {
+    "routed": lambda e: f"routed to {e['expert']} ({e['confidence']:.2f}): {e['reason']}",
+    "loading": lambda e: f"loading {e['expert']}" + (f"... {e['elapsed']:.0f} s" if e.get("elapsed") else "..."),
+    "loaded": lambda e: f"{e['expert']} " + (f"loaded in {e['seconds']:.2f} s" if e["swapped"] else "already loaded"),
+    "retrieved": lambda e: f"retrieved {e['count']} passage(s)",
+    "compressed": lambda e: f"compressed the prompt to {e['achieved']:.0%} (asked {e['requested']:.0%})",
+}
+
+
+def stream_answer(graph: CompiledStateGraph, ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
+    """Run the graph showing progress on stderr and printing the answer's tokens as they arrive."""
+    from ech0_moe.graph.state import result_of
+
+    values: dict[str, Any] = {}
+    printed = False
+    for kind, data in graph.stream(request, context=ctx, stream_mode=["messages", "custom", "values"]):
+        if kind == "custom" and data.get("event") in STATUS:
+            print(f"[{STATUS[data['event']](data)}]", file=sys.stderr, flush=True)
+        elif kind == "messages" and data[1].get("langgraph_node") == "answer":
+            print(data[0].content, end="", flush=True)
+            printed = True
+        elif kind == "values":
+            values = data
+    result = result_of(values)
+    if not printed and result["solution"]:  # the ensemble's vote: printed once decided
+        print(result["solution"], end="")
+    print()
+    return result
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from ech0_moe.graph import build_graph
+    from ech0_moe.services import process_registry
+
+    ctx = context_of(args)
+    question = read_question(args)
+    registry = process_registry()
+    registry.services(ctx.experts_file)
+    graph = build_graph(services=registry)
+    request = {"query": question, "mode": args.mode, "expert": args.expert or ""}
+    if args.json:  # one object at the end
+        result = run_query(graph, ctx, request)
+        print(json.dumps(result, indent=2))
+        return 1 if result["error"] else 0
+    if args.stream or sys.stdout.isatty():
+        result = stream_answer(graph, ctx, request)
+    else:
+        result = run_query(graph, ctx, request)
+        if result["solution"]:
+            print(result["solution"])
+    if result["error"]:
+        raise Ech0Error(result["error"])
+    sources = ", ".join(f"{c['source']} ({c['kind']}, {c['score']})" for c in result["retrieved_contexts"])
+    print(
+        f"\n[{result['mode']}] expert={result['expert_used']} swapped={result['swapped']} "
+        f"load={result['load_seconds']}s compression={result['compression_ratio']} "
+        f"truncated={result['truncated']} contexts: {sources or 'none'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from ech0_moe.batch import solve_batch
+    from ech0_moe.datasets import load_jsonl
+    from ech0_moe.services import process_registry
+
+    rows = load_jsonl(args.file, ())
+    queries = []
+    for n, row in enumerate(rows, 1):
+        q = row.get("question") or row.get("query")
+        if not isinstance(q, str):
+            raise Ech0Error(f"{args.file}: row {n}: needs a 'question' (or 'query') string")
+        queries.append(q)
+    ctx = context_of(args)
+    registry = process_registry()
+    pool = registry.services(ctx.experts_file).pool
+    before, t0 = pool.swaps, time.perf_counter()
+    results = solve_batch(queries, ctx, registry, mode=args.mode or "basic", order=args.order)
+    for r in results:
+        print(json.dumps(r))
+    stats = pool.stats()
+    summary = {
+        "queries": len(results),
+        "order": args.order,
+        "swaps": pool.swaps - before,
+        "distinct_experts": len({r["expert_used"] for r in results}),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "peak_loaded_bytes": stats["peak_loaded_bytes"],
+        "budget_bytes": stats["budget_bytes"],
+    }
+    print(json.dumps({"summary": summary}))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ech0_moe.config import format_size
+    from ech0_moe.graph import build_graph
+    from ech0_moe.services import process_registry
+
+    ctx = context_of(args)
+    t0 = time.perf_counter()
+    svc = process_registry().for_run(ctx.experts_file, ctx.kb_dir)
+    graph = build_graph(services=svc)
+    print(f"ECH0 MoE demo: {len(svc.config.experts)} experts, budget {format_size(svc.pool.budget)}")
+    print(f"(router and knowledge base ready in {time.perf_counter() - t0:.1f}s)\n")
+    results = []
+    bar = tqdm(DEMO_QUESTIONS, desc="demo", unit="q", file=sys.stderr, disable=args.json)
+    for question, mode in bar:
+        bar.set_postfix_str(mode)
+        r = run_query(graph, ctx, {"query": question, "mode": mode})
+        results.append({"question": question, **r})
+        if not args.json:
+            timings = " ".join(f"{k}={v:.2f}s" for k, v in r["timings"].items())
+            answer = " ".join(r["solution"].split())[:110]
+            tqdm.write(
+                f"Q: {question}\n   -> {r['expert_used']} [{r['mode']}] "
+                f"{'SWAP ' + str(r['load_seconds']) + 's' if r['swapped'] else 'no swap'}, "
+                f"contexts={len(r['retrieved_contexts'])}, compression={r['compression_ratio']}"
+                f"{', truncated (not learned)' if r['truncated'] else ''}\n"
+                f"   timings: {timings}\n   A: {answer}\n",
+                file=sys.stdout,
+            )
+    stats = svc.pool.stats()
+    summary = {
+        "questions": len(results),
+        "swaps": stats["swaps"],
+        "load_seconds_total": stats["load_seconds_total"],
+        "peak_loaded_bytes": stats["peak_loaded_bytes"],
+        "budget_bytes": stats["budget_bytes"],
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    if args.json:
+        print(json.dumps({"results": results, "summary": summary}, indent=2))
+    else:
+        print(
+            f"swaps: {summary['swaps']} ({summary['load_seconds_total']}s loading), "
+            f"peak loaded {format_size(summary['peak_loaded_bytes'])} "
+            f"of {format_size(summary['budget_bytes'])} budget, "
+            f"total {summary['seconds']}s"
+        )
+    return 0
+
+
+def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    from ech0_moe.graph.context import MODES
+
+    modes = " | ".join(MODES)
+    p = command("ask", "answer one question")
+    p.add_argument("question", help="the question; - reads it from standard input")
+    p.add_argument("--mode", help=f"{modes} (default: optimized)")
+    p.add_argument("--expert", metavar="NAME", help="answer with this expert (the router still scores them all)")
+    p.add_argument(
+        "--compression-target",
+        dest="compression_target",
+        type=float,
+        metavar="F",
+        help="requested kept fraction of prompt tokens, in (0, 1] (default 0.5)",
+    )
+    p.add_argument("--top-k", dest="top_k", type=int, metavar="N", help="passages to retrieve (default 4)")
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="print progress and the answer's tokens as they arrive (the default on a terminal)",
+    )
+    p.add_argument(
+        "--ensemble-k", dest="ensemble_k", type=int, metavar="N", help="experts the ensemble asks (default 3)"
+    )
+    max_tokens_option(p)
+    p.set_defaults(func=cmd_ask)
+
+    p = command("batch", "answer a JSONL file of questions, grouped by expert")
+    p.add_argument("file", help="JSONL with a 'question' (or 'query') per line")
+    p.add_argument("--mode", help=f"{modes} (default: basic)")
+    p.add_argument(
+        "--order", default="affinity", choices=("affinity", "fifo"), help="affinity (grouped by expert, default) | fifo"
+    )
+    max_tokens_option(p)
+    p.set_defaults(func=cmd_batch)
+
+    p = command("demo", "mixed questions showing routing, swaps and timings")
+    max_tokens_option(p, default=200)  # room for complete answers: a truncated one is never learned
+    p.set_defaults(func=cmd_demo)

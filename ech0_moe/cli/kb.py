@@ -1,0 +1,87 @@
+"""`ech0-moe kb`: add, search, stats and forget in the knowledge base."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+from ech0_moe.cli.common import context_of
+from ech0_moe.errors import Ech0Error
+
+def cmd_kb(args: argparse.Namespace) -> int:
+    from ech0_moe.memory.kb import KnowledgeBase
+    from ech0_moe.paths import kb_dir
+
+    kb = KnowledgeBase(kb_dir(context_of(args).kb_dir))
+    if args.action == "add":
+        if not args.items:
+            raise Ech0Error("kb add needs one or more files or folders")
+        if not 0 < args.max_file_mb <= 100_000:
+            raise Ech0Error(f"--max-file-mb must be more than 0 and at most 100000, got {args.max_file_mb}")
+        result: Any = kb.add_paths(
+            args.items,
+            domain=args.domain or "",
+            follow_symlinks=args.follow_symlinks,
+            max_bytes=int(args.max_file_mb * 1e6),
+        )
+    elif args.action == "search":
+        if len(args.items) != 1 or not args.items[0].strip():
+            raise Ech0Error('kb search needs one query: ech0-moe kb search "QUESTION"')
+        hits = kb.search(
+            args.items[0], k=args.k, max_distance=args.max_distance, domain=args.domain, method=args.method
+        )
+        result = [h.as_dict() for h in hits]
+        if not args.json:
+            for h in hits:
+                print(f"{h.score:.3f}  [{h.kind}] {h.source}  id={h.id}\n       {' '.join(h.text.split())[:160]}")
+            return 0
+    elif args.action == "stats":
+        result = kb.stats()
+    elif args.action == "forget":
+        if not (args.items or args.source):
+            raise Ech0Error("kb forget needs entry ids or --source PATH_OR_NAME")
+        result = {"removed": kb.forget(ids=args.items, source=args.source or "")}
+    else:
+        raise Ech0Error(f"unknown kb action {args.action!r}; use add, search, stats or forget")
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    p = command("kb", "knowledge base: add, search, stats, forget")
+    p.add_argument("action", choices=("add", "search", "stats", "forget"), help="add | search | stats | forget")
+    p.add_argument("items", nargs="*", help="files/folders (add), the query (search), entry ids (forget)")
+    p.add_argument("--domain", help="add: tag documents with a domain; search: only that domain")
+    p.add_argument("--k", type=int, default=4, metavar="N", help="search: passages to return (default 4)")
+    p.add_argument(
+        "--max-distance",
+        dest="max_distance",
+        type=float,
+        default=0.65,
+        metavar="D",
+        help="search: cosine distance above which a passage is dropped (default 0.65)",
+    )
+    p.add_argument(
+        "--method",
+        choices=("fused", "dense", "lexical"),
+        default="fused",
+        help="search: fused (BM25 + embeddings, default), dense or lexical alone",
+    )
+    p.add_argument("--source", help="forget: every entry of this file path or 'learned:<expert>'")
+    p.add_argument(
+        "--follow-symlinks",
+        dest="follow_symlinks",
+        action="store_true",
+        help="add: also ingest files that symlinks inside a folder point to outside it",
+    )
+    p.add_argument(
+        "--max-file-mb",
+        dest="max_file_mb",
+        type=float,
+        default=20.0,
+        metavar="MB",
+        help="add: skip (and list) files larger than this (default 20)",
+    )
+    p.set_defaults(func=cmd_kb)

@@ -1,0 +1,1 @@
+"""Routing: the model (`model`), fitting it to a pool (`fit`) and the decisions on top (`router`)."""
