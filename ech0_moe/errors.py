@@ -28,3 +28,7 @@ class BackendError(Ech0Error):
 
 class InputError(Ech0Error, ValueError):
     """A run's input or settings are out of range (an empty query, an unknown mode, top_k=0)."""
+
+
+class KnowledgeBaseError(Ech0Error):
+    """The knowledge base cannot be read or written (damaged files, full disk): the graph answers without it."""

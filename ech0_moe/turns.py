@@ -32,11 +32,18 @@ class Turns:
 
 @dataclass
 class EnsembleRun:
-    """One ensemble run: its turn order and the (normalised) answers given so far."""
+    """One ensemble run: its turn order, the vote keys of the answers given so far (answers
+    that mean the same share a key: `vote.Agreement.key`) and those answers' texts."""
 
     size: int
     turns: Turns = field(default_factory=Turns)
     answers: list[str] = field(default_factory=list)
+    given: list[tuple[str, str]] = field(default_factory=list)  # (vote key, answer text)
+
+    def record(self, key: str, text: str) -> None:
+        self.answers.append(key)
+        if key:
+            self.given.append((key, text))
 
     def majority_reached(self) -> bool:
         """True once one answer holds more than half of all k votes: the rest cannot change it."""

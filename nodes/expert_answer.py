@@ -9,12 +9,12 @@ from langgraph.errors import NodeError
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
+from ech0_moe.choices import LETTERS
 from ech0_moe.graph.context import Context
 from ech0_moe.graph.state import ExpertTask
 from ech0_moe.nodes._common import context, run_services
 from ech0_moe.nodes.answer import ask_expert
 from ech0_moe.services import ServiceProvider
-from ech0_moe.vote import normalise
 
 
 def response(task: ExpertTask, **fields: Any) -> dict[str, Any]:
@@ -36,8 +36,13 @@ def expert_answer(task: ExpertTask, runtime: Runtime[Context], services: Service
         reply, acquired, choice = ask_expert(
             svc, task.expert, task.prompt or task.query, context(runtime), task.choices
         )
-        key = normalise(reply.text)
-        run.answers.append(key)
+        if task.choices:  # the option picked is the vote (none readable: no vote)
+            key = LETTERS[choice["choice"]] if choice["choice"] >= 0 else ""
+        elif reply.text.strip():  # an open answer votes with the earlier answers that mean the same
+            key = svc.agreement.key(reply.text, run.given, task.query)
+        else:
+            key = ""
+        run.record(key, reply.text)
         elapsed = round(time.perf_counter() - t0, 4)
     entry = response(
         task,

@@ -6,9 +6,9 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from ech0_moe.errors import KnowledgeBaseError
 from ech0_moe.graph.context import Context
 from ech0_moe.graph.state import State
-from ech0_moe.memory.kb import KnowledgeBaseError
 from ech0_moe.nodes._common import run_services, timed
 from ech0_moe.services import ServiceProvider
 from ech0_moe.text import looks_like_instructions

@@ -303,9 +303,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oracle", action="store_true", help="also answer with each question's domain expert")
     parser.add_argument("--no-learning", dest="no_learning", action="store_true", help="skip the second pass")
     parser.add_argument("--plot", metavar="PNG", help="draw accuracy and seconds per run")
-    parser.add_argument(
-        "--max-tokens", dest="max_tokens", type=int, metavar="N", help="answer length cap in tokens"
-    )
+    parser.add_argument("--max-tokens", dest="max_tokens", type=int, metavar="N", help="answer length cap in tokens")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -30,9 +30,9 @@ from ech0_moe.errors import Ech0Error
 from ech0_moe.graph import Context, build_graph, result_of
 from ech0_moe.memory.kb import KnowledgeBase
 from ech0_moe.routing.router import Router
+from ech0_moe.services import Services
 from ech0_moe.serving.admin import deploy
 from ech0_moe.serving.pool import RayPool
-from ech0_moe.services import Services
 
 RAY_DEFAULT_MAX_ONGOING = 5  # ray.serve's DEFAULT_MAX_ONGOING_REQUESTS
 
@@ -116,9 +116,7 @@ def bench_ray(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--questions", type=int, default=32, metavar="N", help="mixed questions per run (default 32)")
-    parser.add_argument(
-        "--max-tokens", dest="max_tokens", type=int, metavar="N", help="answer length cap in tokens"
-    )
+    parser.add_argument("--max-tokens", dest="max_tokens", type=int, metavar="N", help="answer length cap in tokens")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from typing import Any
 
 from tqdm import tqdm
 
 from ech0_moe.errors import Ech0Error
 from ech0_moe.paths import experts_file
-
 
 STARTUP_QUESTION = "Balance the equation for burning propane."
 

@@ -173,9 +173,7 @@ def bench_swap(context: Context, svc: Services, repeats: int = 5) -> dict[str, A
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--max-tokens", dest="max_tokens", type=int, metavar="N", help="answer length cap in tokens"
-    )
+    parser.add_argument("--max-tokens", dest="max_tokens", type=int, metavar="N", help="answer length cap in tokens")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -49,4 +49,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         detail = (str(exc).strip().splitlines() or ["no details"])[0]
         print(f"ech0-moe: error: unexpected failure ({detail}); ECH0_DEBUG=1 shows where", file=sys.stderr)
         return 1
-

@@ -27,7 +27,6 @@ DEMO_QUESTIONS: tuple[tuple[str, str], ...] = (
 )
 
 
-
 def run_query(graph: CompiledStateGraph, ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
     """Invoke the graph on `request` (query, mode, expert) and return every documented result key."""
     from ech0_moe.graph.state import result_of

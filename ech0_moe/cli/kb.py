@@ -10,6 +10,7 @@ from typing import Any
 from ech0_moe.cli.common import context_of
 from ech0_moe.errors import Ech0Error
 
+
 def cmd_kb(args: argparse.Namespace) -> int:
     from ech0_moe.memory.kb import KnowledgeBase
     from ech0_moe.paths import kb_dir

@@ -13,6 +13,7 @@ from typing import Any
 from ech0_moe.cli.common import config_of, context_of, read_question
 from ech0_moe.errors import Ech0Error
 
+
 def cmd_experts(args: argparse.Namespace) -> int:
     from ech0_moe.backends.ollama import OllamaBackend
     from ech0_moe.config import format_size
@@ -102,8 +103,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_route(args: argparse.Namespace) -> int:
     """Route without LangGraph, Chroma or a model: the config and the router only (fast to start)."""
     from ech0_moe.routing.router import Router
+    from ech0_moe.text import check_query
 
     question = read_question(args)
+    check_query(question)  # no graph here, so no `prepare` to check it
     decision = Router(config_of(args)).route(question, top_k=args.top_k or 1)
     out = decision.as_dict()
     if args.json:
@@ -157,7 +160,18 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_setup(args: argparse.Namespace) -> int:
+    """Prepare the model files once: the demo's second GGUF copy and the ONNX encoders."""
+    from ech0_moe.setup_models import main as setup
+
+    setup()
+    return 0
+
+
 def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    p = command("setup", "once after installing: export the encoder to ONNX and prepare the demo's model files")
+    p.set_defaults(func=cmd_setup)
+
     p = command("experts", "list the pool (and what each Ollama host holds)")
     p.set_defaults(func=cmd_experts)
 

@@ -171,5 +171,3 @@ class PoolConfig:
         if self.router.min_confidence is not None:
             return self.router.min_confidence
         return min(0.3, 2.4 / max(1, len(self.experts)))
-
-

@@ -91,8 +91,7 @@ def add_paths(
         old = store.col.get(where={"source": source}, include=["metadatas"])
         metas_old = old["metadatas"] or []
         if metas_old and all(
-            (m or {}).get("file_hash") == file_hash and (m or {}).get("n_chunks") == len(metas_old)
-            for m in metas_old
+            (m or {}).get("file_hash") == file_hash and (m or {}).get("n_chunks") == len(metas_old) for m in metas_old
         ):  # complete and current; a version cut short by a crash is written again
             report["unchanged"] += 1
             bar.update(sizes[f])
@@ -116,9 +115,7 @@ def add_paths(
         ]
         done = 0
         for start in range(0, len(ids), 64):
-            store.upsert(
-                ids[start : start + 64], [c for _, c in chunks[start : start + 64]], metas[start : start + 64]
-            )
+            store.upsert(ids[start : start + 64], [c for _, c in chunks[start : start + 64]], metas[start : start + 64])
             step = sizes[f] * min(len(ids), start + 64) // max(1, len(ids)) - done
             bar.update(step)
             done += step

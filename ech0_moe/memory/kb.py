@@ -10,36 +10,21 @@ import os
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ech0_moe.embeddings import embed
-from ech0_moe.errors import Ech0Error
+from ech0_moe.errors import Ech0Error, KnowledgeBaseError
 from ech0_moe.memory import ingest, ranking
-from ech0_moe.memory.store import KnowledgeBaseError, Store, content_id, store_op, wanted_by
+from ech0_moe.memory.passage import Passage
+from ech0_moe.memory.store import Store, content_id, store_op, wanted_by
 
 __all__ = ["SEARCH_METHODS", "KnowledgeBase", "KnowledgeBaseError", "Passage"]
 
 SEARCH_METHODS = ("fused", "dense", "lexical")
 _NUMBERS = re.compile(r"\d+(?:\.\d+)?")
-
-
-@dataclass(frozen=True)
-class Passage:
-    """A retrieved passage (document chunk or learned answer) with its provenance."""
-
-    id: str
-    text: str
-    source: str
-    kind: str  # "document" | "learned"
-    score: float  # 1 - cosine distance
-    domain: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class KnowledgeBase(Store):

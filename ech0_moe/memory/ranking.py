@@ -39,9 +39,7 @@ def relevance(fusion: dict[str, float], distance: dict[str, float], rank_share: 
     return {cid: rank_share * (f - low) / spread + (1 - rank_share) * (1 - distance[cid]) for cid, f in fusion.items()}
 
 
-def mmr(
-    relevance: dict[str, float], vectors: dict[str, np.ndarray], k: int, diversity: float = 0.3
-) -> list[str]:
+def mmr(relevance: dict[str, float], vectors: dict[str, np.ndarray], k: int, diversity: float = 0.3) -> list[str]:
     """Up to `k` ids by Maximal Marginal Relevance with weight `diversity`; near-exact duplicates
     of a passage already chosen are dropped."""
     pool = list(relevance)

@@ -24,7 +24,7 @@ import numpy as np
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 
 from ech0_moe.embeddings import MODEL_NAME, embed
-from ech0_moe.errors import Ech0Error
+from ech0_moe.errors import Ech0Error, KnowledgeBaseError
 from ech0_moe.memory.lexical import LexicalIndex
 from ech0_moe.memory.lock import FolderLock
 
@@ -85,39 +85,6 @@ def _drop_client(folder: Path) -> None:
 
     SharedSystemClient._identifier_to_system.pop(str(folder), None)
     SharedSystemClient._identifier_to_refcount.pop(str(folder), None)
-
-
-class KnowledgeBaseError(Ech0Error):
-    """The store cannot be read or written (damaged files, full disk): the graph answers without it."""
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _one_line(self: KnowledgeBase, fn: Callable[[], Any]) -> Any:
-    """Run `fn`, turning whatever Chroma, SQLite or the file system raise into one `KnowledgeBaseError` line."""
-    try:
-        return fn()
-    except Ech0Error:
-        raise
-    except Exception as exc:  # chromadb.errors.*, sqlite3.*, OSError: the store's own types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise KnowledgeBaseError(f"knowledge base {self.path}: {first}") from None
-
-
-def store_op(*, writes: bool) -> Callable[[F], F]:
-    """One store operation: one line on failure, and serialised with every other process using
-    the same folder (see `KnowledgeBase._exclusive`)."""
-
-    def wrap(fn: F) -> F:
-        @functools.wraps(fn)
-        def inner(self: KnowledgeBase, *args: Any, **kwargs: Any) -> Any:
-            with self._exclusive(writes):
-                return _one_line(self, lambda: fn(self, *args, **kwargs))
-
-        return inner  # type: ignore[return-value]
-
-    return wrap
 
 
 F = TypeVar("F", bound=Callable[..., Any])

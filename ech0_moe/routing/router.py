@@ -19,18 +19,14 @@ The keyword router is the baseline the benchmark compares against.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from ech0_moe.config import ExpertSpec, PoolConfig
 from ech0_moe.errors import ConfigError, Ech0Error

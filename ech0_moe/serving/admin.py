@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from ech0_moe.config import PoolConfig, RaySettings
 from ech0_moe.errors import BackendError
 

@@ -18,7 +18,7 @@ from ech0_moe.services import ServiceRegistry
 from ech0_moe.setup_models import ensure_second_copy, packaged_smollm2
 
 ROOT = Path(__file__).resolve().parents[2]
-ROUTING_DATA = ROOT.parent / "shared" / "data" / "routing-dev.jsonl"
+ROUTING_DATA = ROOT / "benchmarks" / "routing-dev.jsonl"  # MMLU, shipped with the benchmarks
 
 
 @pytest.fixture(scope="session")
@@ -33,9 +33,7 @@ def model_b() -> Path:
 
 @pytest.fixture
 def routing_data() -> Path:
-    """The shared MMLU routing set; tests that need it skip on a clone without ../shared."""
-    if not ROUTING_DATA.is_file():
-        pytest.skip(f"shared routing data not present ({ROUTING_DATA})")
+    """The MMLU routing set shipped in benchmarks/ (1,387 questions)."""
     return ROUTING_DATA
 
 

@@ -7,10 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
 
 
 def test_ask_json_has_the_metadata(tmp_path: Path, run_cli) -> None:
@@ -66,7 +63,6 @@ def test_bad_inputs_get_one_line(tmp_path: Path, model_a: Path, run_cli, assert_
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.skipif(not (DATA / "routing-dev.jsonl").is_file(), reason="shared routing data not present")
 def test_bench_routing_prints_json_last(tmp_path: Path, run_cli, assert_one_line_error, routing_data: Path) -> None:
     rows = routing_data.read_text().splitlines()[::4]  # a quarter of the dev set: a quicker run
     data = tmp_path / "dev-quarter.jsonl"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 import ech0_moe
+from ech0_moe.bench.modes import questions_of
 from ech0_moe.errors import InputError
 from ech0_moe.graph import Context, build_graph
 from ech0_moe.memory.kb import KnowledgeBase
-from ech0_moe.bench.modes import questions_of
 from ech0_moe.services import ServiceRegistry
 
 ROOT = Path(__file__).resolve().parents[2]

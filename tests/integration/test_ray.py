@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from ech0_moe.batch import solve_batch
-from ech0_moe.serving.pool import RayPool
 from ech0_moe.config import load_config
 from ech0_moe.graph import Context, build_graph
 from ech0_moe.memory.kb import KnowledgeBase
 from ech0_moe.services import Services
+from ech0_moe.serving.pool import RayPool
 
 pytestmark = pytest.mark.timeout(600)
 

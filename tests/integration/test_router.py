@@ -13,9 +13,9 @@ from ech0_moe.bench.routing import bench_routing
 from ech0_moe.config import load_config
 from ech0_moe.datasets import load_jsonl
 from ech0_moe.errors import Ech0Error
+from ech0_moe.routing.fit import fit_model
 from ech0_moe.routing.model import RouterModel, question_id
 from ech0_moe.routing.router import Router
-from ech0_moe.routing.fit import fit_model
 
 ROOT = Path(__file__).resolve().parents[2]
 

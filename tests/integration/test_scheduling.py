@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from ech0_moe.batch import plan, solve_batch
-from ech0_moe.graph import Context, build_graph
 from ech0_moe.bench.swap import SWAP_QUESTIONS
+from ech0_moe.graph import Context, build_graph
 
 
 def test_affinity_batch_swaps_once_per_file_and_keeps_input_order(tmp_path: Path, registry) -> None:

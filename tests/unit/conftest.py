@@ -16,7 +16,7 @@ from ech0_moe.backends.base import Message
 from ech0_moe.backends.chat_models import Deadline, Reply, reply_of, run_config
 from ech0_moe.config import ExpertSpec, PoolConfig, load_config
 from ech0_moe.errors import BackendError
-from ech0_moe.memory.kb import Passage
+from ech0_moe.memory.passage import Passage
 from ech0_moe.routing.router import Router
 from ech0_moe.services import Services
 

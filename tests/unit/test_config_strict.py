@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ech0_moe.config import check_config, load_config, parse_size, resolve_model_ref
+from ech0_moe.config import check_config, load_config, parse_size
 from ech0_moe.errors import ConfigError
+from ech0_moe.paths import resolve_model_ref
 
 EXPERT = "  - {{name: {name}, domain: general, model: a.gguf, system_prompt: x, description: y{extra}}}\n"
 

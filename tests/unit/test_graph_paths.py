@@ -11,9 +11,8 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 
-from ech0_moe.errors import BackendError, InputError
+from ech0_moe.errors import BackendError, InputError, KnowledgeBaseError
 from ech0_moe.graph import Context, build_graph
-from ech0_moe.memory.kb import KnowledgeBaseError
 from ech0_moe.services import Services
 
 MATH = "Solve the equation 3x = 9"
@@ -100,6 +99,18 @@ def test_ensemble_serves_resident_first_and_votes(services: Services, ctx: Conte
     resident = [n for n in order if n in b_experts]
     assert asked[0] in resident  # the resident file first
     assert services.pool.swaps == 1 + sum(1 for n in asked if n not in b_experts)
+
+
+def test_ensemble_majority_stop_fires_on_paraphrased_agreement(services: Services, ctx: Context, fake) -> None:
+    said = {}
+    answers = iter(["Newton.", "It is the newton (N).", "Joule"])
+    fake.reply = lambda spec, prompt: said.setdefault(spec.name, next(answers))
+    query = "What is the SI unit of force? Name it."
+    result = build_graph(services=services).invoke({"query": query, "mode": "ensemble"}, context=ctx)
+    assert len(fake.prompts) == 2  # "Newton." and "It is the newton (N)." agree: the third is never asked
+    assert result["solution"] in ("Newton.", "It is the newton (N).")
+    keys = [r["vote_key"] for r in result["responses"] if not r["skipped"]]
+    assert keys == ["newton", "newton"] and [r["skipped"] for r in result["responses"]].count(True) == 1
 
 
 def test_ensemble_branch_failure_is_reported_and_others_vote(services: Services, ctx: Context, fake) -> None:

@@ -16,7 +16,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"ech0_moe": ROOT / "ech0_moe", "ech0_moe.graph": ROOT / "graph", "ech0_moe.nodes": ROOT / "nodes"}
-ABOVE_MACHINERY = ("ech0_moe.graph", "ech0_moe.nodes", "ech0_moe.serving", "ech0_moe.batch", "ech0_moe.bench", "ech0_moe.cli")
+ABOVE_MACHINERY = (
+    "ech0_moe.graph",
+    "ech0_moe.nodes",
+    "ech0_moe.serving",
+    "ech0_moe.batch",
+    "ech0_moe.bench",
+    "ech0_moe.cli",
+)
 DRIVERS = ("ech0_moe.batch", "ech0_moe.bench", "ech0_moe.cli")
 MAX_LINES = 400
 
@@ -29,9 +36,12 @@ def _modules() -> dict[str, Path]:
             if parts[-1] == "__init__":
                 parts.pop()
             name = ".".join([package, *parts])
-            if name.startswith("ech0_moe.graph.") or name.startswith("ech0_moe.nodes.") or name in PACKAGES:
-                found[name] = path
-            elif package == "ech0_moe" and not name.startswith(("ech0_moe.graph", "ech0_moe.nodes")):
+            if (
+                name.startswith("ech0_moe.graph.")
+                or name.startswith("ech0_moe.nodes.")
+                or name in PACKAGES
+                or (package == "ech0_moe" and not name.startswith(("ech0_moe.graph", "ech0_moe.nodes")))
+            ):
                 found[name] = path
     return found
 
@@ -87,7 +97,7 @@ def test_no_import_circles() -> None:
         stack.append(m)
         for t in graph[m]:
             if state.get(t) == 1:
-                circle = stack[stack.index(t) :] + [t]
+                circle = [*stack[stack.index(t) :], t]
                 pytest.fail("import circle: " + " -> ".join(circle))
             if t not in state:
                 walk(t)
@@ -118,5 +128,7 @@ def test_state_and_context_are_the_bottom_of_the_graph(module: str) -> None:
 
 def test_no_source_file_over_400_lines() -> None:
     files = [p for p in ROOT.rglob("*.py") if not {".venv", "build", ".git"} & set(p.relative_to(ROOT).parts)]
-    long = {str(p.relative_to(ROOT)): n for p in files if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    long = {
+        str(p.relative_to(ROOT)): n for p in files if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
     assert not long, f"over {MAX_LINES} lines: {long}"

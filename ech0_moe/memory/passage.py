@@ -1,0 +1,21 @@
+"""A retrieved passage: what search returns and the graph carries (no store needed to read one)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A retrieved passage (document chunk or learned answer) with its provenance."""
+
+    id: str
+    text: str
+    source: str
+    kind: str  # "document" | "learned"
+    score: float  # 1 - cosine distance
+    domain: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
