@@ -81,6 +81,8 @@ def main() -> None:
         agent = build_agent(SqliteSaver(conn), pause_for_review=True)
         config = {"configurable": {"thread_id": args.thread}}
         if args.resume:
+            if not agent.get_state(config).next:  # nothing paused on this thread: nothing to resume
+                parser.exit(2, f"agent: error: thread {args.thread!r} in {args.db} has no paused run to resume\n")
             result = agent.invoke(None, config, context=context)
         else:
             if not args.request:

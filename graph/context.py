@@ -68,6 +68,10 @@ class Context:
     max_tokens: int = field(
         default=0, metadata={"description": "Answer length cap in tokens; 0 = each expert's own max_tokens."}
     )
+    length_hint: bool = field(
+        default=True,
+        metadata={"description": "Tell each expert its answer budget in words, so a short answer finishes."},
+    )
     answer_timeout: float = field(
         default=600.0,
         metadata={

@@ -20,6 +20,13 @@ from ech0_moe.pool import Acquired
 from ech0_moe.services import ServiceProvider, Services
 from ech0_moe.text import count_tokens
 
+WORDS_PER_TOKEN = 0.6  # words a budget of tokens holds, with room to finish (English, Llama-style BPE)
+
+
+def length_hint(max_tokens: int) -> str:
+    """The answer budget, in words, as the expert is told it."""
+    return f"Answer in at most {max(5, int(max_tokens * WORDS_PER_TOKEN))} words and end with a complete sentence."
+
 
 def ask_expert(
     svc: Services, expert: str, prompt: str, ctx: Context, choices: list[str]
@@ -29,8 +36,11 @@ def ask_expert(
     answered by the option the expert picks (`choices`). Returns the reply, what getting the
     expert cost (a load if it had to be (re)loaded) and where it ran, and the choice fields."""
     spec = svc.pool.specs[expert]
+    system = spec.system_prompt
+    if ctx.length_hint and not choices:
+        system += f" {length_hint(ctx.max_tokens or spec.max_tokens)}"
     messages: list[Message] = [
-        {"role": "system", "content": spec.system_prompt},
+        {"role": "system", "content": system},
         {"role": "user", "content": choices_prompt(prompt, choices) if choices else prompt},
     ]
     if not choices:
@@ -54,10 +64,16 @@ def answer(state: State, runtime: Runtime[Context], services: ServiceProvider) -
     if "prompt_after_compression" not in state.tokens:  # basic: nothing was compressed
         tokens.update(prompt_before_compression=count_tokens(prompt), prompt_after_compression=count_tokens(prompt))
     update: dict[str, Any] = {"solution": reply.text, "truncated": reply.truncated, "tokens": tokens}
+    if reply.truncated:
+        update["warnings"] = [truncated_warning(reply.completion_tokens)]
     update.update(choice, served_by=acquired.served_by)
     if acquired.swapped:  # evicted by a concurrent run between swap_load and answer: reloaded here
         update.update(swapped=True, load_seconds=round(state.load_seconds + acquired.load_seconds, 4))
     return update
+
+
+def truncated_warning(tokens: int) -> str:
+    return f"the answer stopped at its token cap ({tokens} tokens): it is incomplete and was not learned"
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -6,6 +6,7 @@ from typing import Any
 
 from ech0_moe.graph.state import State
 from ech0_moe.nodes._common import timed
+from ech0_moe.nodes.answer import truncated_warning
 from ech0_moe.vote import weighted_vote
 
 
@@ -16,12 +17,14 @@ def combine(state: State) -> dict[str, Any]:
     result = weighted_vote(responses)
     failed = [f"{r['expert']}: {r['error']}" for r in responses if r["error"]]
     winner = next((r for r in responses if r["expert"] == result["expert_used"] and r["solution"]), None)
+    truncated = bool(winner and winner["truncated"])
     return {
+        "warnings": [truncated_warning(winner["completion_tokens"])] if truncated and winner else [],
         "error": "" if result["solution"] else "; ".join(failed) or "no expert answered",
         "solution": result["solution"],
         "votes": result["votes"],
         "expert_used": result["expert_used"] or state.expert_used,
-        "truncated": bool(winner and winner["truncated"]),
+        "truncated": truncated,
         "tokens": {"completion": sum(r["completion_tokens"] for r in responses)},
         "swapped": any(r["swapped"] for r in responses),
         "load_seconds": round(sum(r["load_seconds"] for r in responses), 4),

@@ -11,6 +11,7 @@ from ech0_moe.graph.context import Context
 from ech0_moe.graph.state import State
 from ech0_moe.nodes._common import context, progress, run_services, timed
 from ech0_moe.services import ServiceProvider
+from ech0_moe.text import count_tokens
 
 
 @timed("compress")
@@ -27,7 +28,14 @@ def compress(state: State, runtime: Runtime[Context], services: ServiceProvider)
         else Path(c["source"]).name
         for c in state.retrieved_contexts
     ]
-    progress("compressed", requested=ctx.compression_target, achieved=result.ratio, method=result.method)
+    compressible = result.original_tokens - count_tokens(result.question)  # the question is always kept whole
+    progress(
+        "compressed",
+        requested=ctx.compression_target,
+        achieved=result.ratio,
+        method=result.method,
+        compressible=compressible,
+    )
     return {
         "prompt": result.prompt(sources),
         "compression_ratio": result.ratio,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -27,6 +28,19 @@ DEMO_QUESTIONS: tuple[tuple[str, str], ...] = (
 )
 
 
+EXIT_DEGRADED = 3  # --strict: the run answered but something was degraded (a warning)
+
+
+def warn(warnings: list[str], where: str = "") -> None:
+    """Each warning as one stderr line: nothing that went wrong is hidden."""
+    for line in warnings:
+        print(f"ech0-moe: warning: {where}{line}", file=sys.stderr, flush=True)
+
+
+def exit_code(args: argparse.Namespace, warned: bool) -> int:
+    return EXIT_DEGRADED if warned and getattr(args, "strict", False) else 0
+
+
 def run_query(graph: CompiledStateGraph, ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
     """Invoke the graph on `request` (query, mode, expert) and return every documented result key."""
     from ech0_moe.graph.state import result_of
@@ -39,7 +53,11 @@ STATUS = {
     "loading": lambda e: f"loading {e['expert']}" + (f"... {e['elapsed']:.0f} s" if e.get("elapsed") else "..."),
     "loaded": lambda e: f"{e['expert']} " + (f"loaded in {e['seconds']:.2f} s" if e["swapped"] else "already loaded"),
     "retrieved": lambda e: f"retrieved {e['count']} passage(s)",
-    "compressed": lambda e: f"compressed the prompt to {e['achieved']:.0%} (asked {e['requested']:.0%})",
+    "compressed": lambda e: (
+        f"compressed the prompt to {e['achieved']:.0%} (asked {e['requested']:.0%})"
+        if e.get("compressible", 1) > 0
+        else "nothing to compress: no retrieved passages, and the question is kept whole"
+    ),
 }
 
 
@@ -73,17 +91,19 @@ def cmd_ask(args: argparse.Namespace) -> int:
     registry = process_registry()
     registry.services(ctx.experts_file)
     graph = build_graph(services=registry)
-    request = {"query": question, "mode": args.mode, "expert": args.expert or ""}
+    request = {"query": question, "mode": args.mode, "expert": args.expert or "", "choices": args.choices or []}
     if args.json:  # one object at the end
         result = run_query(graph, ctx, request)
         print(json.dumps(result, indent=2))
-        return 1 if result["error"] else 0
+        warn(result["warnings"])
+        return 1 if result["error"] else exit_code(args, bool(result["warnings"]))
     if args.stream or sys.stdout.isatty():
         result = stream_answer(graph, ctx, request)
     else:
         result = run_query(graph, ctx, request)
         if result["solution"]:
             print(result["solution"])
+    warn(result["warnings"])
     if result["error"]:
         raise Ech0Error(result["error"])
     sources = ", ".join(f"{c['source']} ({c['kind']}, {c['score']})" for c in result["retrieved_contexts"])
@@ -93,7 +113,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         f"truncated={result['truncated']} contexts: {sources or 'none'}",
         file=sys.stderr,
     )
-    return 0
+    return exit_code(args, bool(result["warnings"]))
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -115,6 +135,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     results = solve_batch(queries, ctx, registry, mode=args.mode or "basic", order=args.order)
     for r in results:
         print(json.dumps(r))
+        warn(r["warnings"], f"question {r['index'] + 1}: ")
     stats = pool.stats()
     summary = {
         "queries": len(results),
@@ -126,7 +147,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         "budget_bytes": stats["budget_bytes"],
     }
     print(json.dumps({"summary": summary}))
-    return 0
+    return exit_code(args, any(r["warnings"] for r in results))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -140,14 +161,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     svc = process_registry().for_run(ctx.experts_file, ctx.kb_dir)
     graph = build_graph(services=svc)
-    print(f"ECH0 MoE demo: {len(svc.config.experts)} experts, budget {format_size(svc.pool.budget)}")
-    print(f"(router and knowledge base ready in {time.perf_counter() - t0:.1f}s)\n")
-    results = []
+    models = sorted({os.path.basename(e.model) for e in svc.config.experts})
+    if not args.json:
+        print(f"ECH0 MoE demo: {len(svc.config.experts)} experts, budget {format_size(svc.pool.budget)}")
+        print(f"model(s): {', '.join(models)} ({svc.config.path})")
+        if any("135m" in m.lower() for m in models):
+            print(
+                "note: SmolLM2-135M is a 135-million-parameter model: it answers exam questions at chance.\n"
+                "      The demo shows the machinery (routing, swaps, retrieval, compression, timings); for real\n"
+                "      answers point experts.yaml at your own experts (a GGUF path, or backend: ollama) and run\n"
+                "      `ech0-moe validate experts.yaml` (README: experts.yaml)."
+            )
+        print(f"(router and knowledge base ready in {time.perf_counter() - t0:.1f}s)\n")
+    results: list[dict[str, Any]] = []
+    warnings: list[str] = []
     bar = tqdm(DEMO_QUESTIONS, desc="demo", unit="q", file=sys.stderr, disable=args.json)
     for question, mode in bar:
         bar.set_postfix_str(mode)
         r = run_query(graph, ctx, {"query": question, "mode": mode})
         results.append({"question": question, **r})
+        warnings += r["warnings"]
+        warn(r["warnings"], f"question {len(results)}: ")
         if not args.json:
             timings = " ".join(f"{k}={v:.2f}s" for k, v in r["timings"].items())
             answer = " ".join(r["solution"].split())[:110]
@@ -169,7 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "seconds": round(time.perf_counter() - t0, 2),
     }
     if args.json:
-        print(json.dumps({"results": results, "summary": summary}, indent=2))
+        print(json.dumps({"results": results, "summary": {**summary, "models": models}}, indent=2))
     else:
         print(
             f"swaps: {summary['swaps']} ({summary['load_seconds_total']}s loading), "
@@ -177,7 +211,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"of {format_size(summary['budget_bytes'])} budget, "
             f"total {summary['seconds']}s"
         )
-    return 0
+    return exit_code(args, bool(warnings))
 
 
 def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -204,6 +238,8 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None
     p.add_argument(
         "--ensemble-k", dest="ensemble_k", type=int, metavar="N", help="experts the ensemble asks (default 3)"
     )
+    p.add_argument("--choices", nargs="+", metavar="OPTION", help="multiple choice: the options, the expert picks one")
+    strict_option(p)
     max_tokens_option(p)
     p.set_defaults(func=cmd_ask)
 
@@ -213,9 +249,19 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None
     p.add_argument(
         "--order", default="affinity", choices=("affinity", "fifo"), help="affinity (grouped by expert, default) | fifo"
     )
+    strict_option(p)
     max_tokens_option(p)
     p.set_defaults(func=cmd_batch)
 
     p = command("demo", "mixed questions showing routing, swaps and timings")
-    max_tokens_option(p, default=200)  # room for complete answers: a truncated one is never learned
+    strict_option(p)
+    max_tokens_option(p)
     p.set_defaults(func=cmd_demo)
+
+
+def strict_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"exit {EXIT_DEGRADED} when the run was degraded (any warning), not 0",
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -35,15 +36,24 @@ def cmd_kb(args: argparse.Namespace) -> int:
         )
         result = [h.as_dict() for h in hits]
         if not args.json:
-            for h in hits:
-                print(f"{h.score:.3f}  [{h.kind}] {h.source}  id={h.id}\n       {' '.join(h.text.split())[:160]}")
+            how = {"fused": "BM25 and embeddings fused", "dense": "embeddings", "lexical": "BM25"}[args.method]
+            print(f"{len(hits)} passage(s), ranked by {how}; similarity = cosine of the embeddings", file=sys.stderr)
+            for rank, h in enumerate(hits, 1):
+                print(
+                    f"{rank}. similarity {h.score:.3f}  [{h.kind}] {h.source}  id={h.id}\n"
+                    f"       {' '.join(h.text.split())[:160]}"
+                )
             return 0
     elif args.action == "stats":
         result = kb.stats()
     elif args.action == "forget":
         if not (args.items or args.source):
             raise Ech0Error("kb forget needs entry ids or --source PATH_OR_NAME")
-        result = {"removed": kb.forget(ids=args.items, source=args.source or "")}
+        removed = kb.forget(ids=args.items, source=args.source or "")
+        if not removed:
+            what = f"id(s) {', '.join(args.items)}" if args.items else f"source {args.source!r}"
+            raise Ech0Error(f"kb forget: no entry with {what} in {kb.path}; nothing was removed")
+        result = {"removed": removed}
     else:
         raise Ech0Error(f"unknown kb action {args.action!r}; use add, search, stats or forget")
     print(json.dumps(result, indent=None if args.json else 2))

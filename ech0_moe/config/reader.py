@@ -191,6 +191,30 @@ class _Reader:
             self.add(f"{where}: needs a description or examples (the router learns the expert from them)")
         return spec if name else None
 
+    def checked_defaults(self, defaults: dict[str, Any]) -> dict[str, Any]:
+        """`defaults:` checked once: a bad value is one problem naming `defaults`, and is dropped
+        so that the experts inheriting it do not repeat it."""
+        where = f"{self.fname}: defaults"
+        kept = dict(defaults)
+        before = len(self.problems)
+        for key in DEFAULTS:
+            if key in kept:
+                self.number(kept, key, where, DEFAULTS[key], LIMITS[key])
+                if len(self.problems) > before:
+                    del kept[key]
+                    before = len(self.problems)
+        backend = kept.get("backend")
+        if backend is not None and backend not in BACKENDS:
+            self.add(f"{where}.backend: unknown backend {backend!r} (use {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]})")
+            del kept["backend"]
+        if "size" in kept and kept["size"] not in (None, "auto") and not self.size(kept["size"], f"{where}.size"):
+            del kept["size"]
+        for key in ("system_prompt", "description", "host", "runtime"):
+            if key in kept and not isinstance(kept[key], str):
+                self.add(f"{where}.{key}: expected text, got {type(kept[key]).__name__}")
+                del kept[key]
+        return kept
+
     def hosts(self, raw: Any) -> dict[str, int]:
         """`hosts: {http://gpu-box:11434: 24GB}`: each Ollama host's own memory budget."""
         if raw is None:
@@ -296,6 +320,7 @@ class _Reader:
             self.add(f"{fname}: defaults: expected a mapping")
             defaults = {}
         self.keys(defaults, f"{fname}: defaults", tuple(k for k in EXPERT_KEYS if k != "name"))
+        defaults = self.checked_defaults(defaults)
         items = raw.get("experts")
         if not isinstance(items, list) or not items:
             self.add(f"{fname}: experts: expected a non-empty list")

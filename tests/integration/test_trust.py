@@ -1,0 +1,81 @@
+"""Answers a user can trust, through the real CLI (real GGUF, real Chroma): warnings are never
+hidden, --strict exits 3 on a degraded run, and the smaller promises of the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.integration.conftest import ROOT
+
+
+def test_a_degraded_ask_says_so_and_strict_exits_3(tmp_path: Path, run_cli) -> None:
+    not_a_folder = tmp_path / "kb"
+    not_a_folder.write_text("a file where the knowledge base should be")
+    args = ["ask", "What is the integral of 2x from 0 to 3?", "--mode", "optimized", "--max-tokens", "8"]
+    proc = run_cli(*args, kb=not_a_folder)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("ech0-moe: warning: ")]
+    assert any("retrieve skipped" in w for w in warnings), proc.stderr
+    assert any("not learned" in w or "token cap" in w for w in warnings), proc.stderr
+    strict = run_cli(*args, "--strict", kb=not_a_folder)
+    assert strict.returncode == 3, strict.stderr
+    as_json = run_cli(*args, "--json", kb=not_a_folder)
+    assert json.loads(as_json.stdout)["warnings"] and "ech0-moe: warning: " in as_json.stderr
+
+
+def test_a_truncated_answer_is_marked(tmp_path: Path, run_cli) -> None:
+    proc = run_cli("ask", "Explain how vaccines train the immune system.", "--max-tokens", "4", "--mode", "basic")
+    assert proc.returncode == 0, proc.stderr
+    assert "ech0-moe: warning: the answer stopped at its token cap (4 tokens)" in proc.stderr
+    assert "truncated=True" in proc.stderr
+
+
+def test_multiple_choice_from_the_command_line(tmp_path: Path, run_cli) -> None:
+    proc = run_cli(
+        "ask", "What is the SI unit of force?", "--choices", "Joule", "Newton", "Watt", "--json", kb=tmp_path / "kb"
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["choice"] in (0, 1, 2) and result["choice_method"] == "loglik"
+    assert result["solution"] == f"{'ABC'[result['choice']]}. {['Joule', 'Newton', 'Watt'][result['choice']]}"
+
+
+def test_kb_search_shows_its_ranking_and_forget_of_an_unknown_id_fails(tmp_path: Path, run_cli) -> None:
+    kb = tmp_path / "kb"
+    added = run_cli("kb", "add", str(ROOT / "benchmarks" / "docs" / "zstd.md"), kb=kb)
+    assert added.returncode == 0, added.stderr
+    found = run_cli("kb", "search", "How do I train a dictionary?", kb=kb)
+    assert found.returncode == 0, found.stderr
+    assert "ranked by BM25 and embeddings fused" in found.stderr
+    ranks = [line.split(".")[0] for line in found.stdout.splitlines() if line[:1].isdigit()]
+    assert ranks == [str(i) for i in range(1, len(ranks) + 1)] and ranks
+    gone = run_cli("kb", "forget", "no-such-id", kb=kb)
+    assert gone.returncode == 2 and "no entry with id(s) no-such-id" in gone.stderr
+    assert "Traceback" not in gone.stderr
+
+
+def test_a_mistake_under_defaults_is_reported_once(tmp_path: Path, run_cli, write_config, model_a: Path) -> None:
+    body = f"""\
+        memory_budget: 200MB
+        defaults: {{backend: llamacpp, max_tokens: -5, system_prompt: Be brief., description: x}}
+        experts:
+          - {{name: a, domain: x, model: {model_a}}}
+          - {{name: b, domain: y, model: {model_a}}}
+          - {{name: c, domain: z, model: {model_a}}}
+        """
+    proc = run_cli("validate", str(write_config(body)))
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ech0-moe: error: ")]
+    assert proc.returncode == 1 and len(errors) == 1, proc.stderr
+    assert "defaults.max_tokens: expected a number from 1 to 65536, got -5" in errors[0]
+
+
+def test_resuming_an_unknown_thread_is_one_line(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(ROOT / "examples" / "agent_with_experts.py"), "--db", str(tmp_path / "a.sqlite")]
+    proc = subprocess.run([*cmd, "--thread", "nobody", "--resume"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (
+        proc.stderr.strip() == f"agent: error: thread 'nobody' in {tmp_path / 'a.sqlite'} has no paused run to resume"
+    )
