@@ -103,6 +103,16 @@ def fold_of(labels: Sequence[str], folds: int, seed: int = 0) -> list[int]:
     return fold
 
 
+# the demo's mixed questions and the mode each runs in (also half of `bench finish`)
+DEMO_QUESTIONS: tuple[tuple[str, str], ...] = (
+    ("What is the integral of 2x from 0 to 3?", "optimized"),
+    ("How do white blood cells recognise a bacterial infection?", "optimized"),
+    ("Why does a satellite in low orbit need to keep moving fast?", "fast"),
+    ("If every bird can fly and penguins are birds, can penguins fly? Is the argument sound?", "basic"),
+    ("What is the integral of 2x from 0 to 3?", "optimized"),
+    ("What is the voltage across a 4 ohm resistor carrying 3 amps?", "ensemble"),
+)
+
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"  # in a clone (benchmarks ship with the source)
 ROUTING_DEV = BENCH_DIR / "routing-dev.jsonl"  # 1,387 MMLU questions (MIT); benchmarks/SOURCES.md
 

@@ -41,20 +41,6 @@ def check_query(query: object) -> None:
         raise InputError(f"query too long: {len(query)} characters (limit {MAX_QUERY_CHARS})")
 
 
-_INSTRUCTIONS = re.compile(
-    r"(?im)^\s*(?:system|assistant|developer)\s*:"
-    r"|\b(?:ignore|disregard|forget)\s+(?:all\s+|any\s+|the\s+)?(?:previous|prior|above|earlier)\s+"
-    r"(?:instructions?|prompts?|messages?|rules?)"
-    r"|\byou\s+(?:must|will|should)\s+always\b|\bfrom\s+now\s+on\b"
-)
-
-
-def looks_like_instructions(text: str) -> bool:
-    """Text addressed to the model rather than about the world ("SYSTEM: ...", "ignore previous
-    instructions", "you must always ..."): never learned, so it cannot steer later answers."""
-    return bool(_INSTRUCTIONS.search(text))
-
-
 CHARS_PER_TOKEN = 4  # English text in a Llama-style BPE vocabulary: ~4 characters a token
 
 

@@ -93,6 +93,9 @@ class OutputState:
     timings: Annotated[dict[str, float], merge_timings] = field(
         default_factory=dict, metadata={"description": "Seconds per node (answer:<expert> per ensemble branch)."}
     )
+    learned_id: str = field(
+        default="", metadata={"description": "The knowledge-base entry the answer was learned as (empty: not learned)."}
+    )
     error: str = field(default="", metadata={"description": "Empty unless the answer failed after its retries."})
     warnings: Annotated[list[str], add_answers] = field(
         default_factory=list,
@@ -114,7 +117,6 @@ class State(InputState, OutputState):
     domain: str = ""
     candidates: list[str] = field(default_factory=list)
     ensemble_id: str = ""
-    learned_id: str = ""
 
 
 @dataclass(kw_only=True)

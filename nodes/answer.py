@@ -17,6 +17,7 @@ from ech0_moe.graph.context import Context
 from ech0_moe.graph.state import State
 from ech0_moe.nodes._common import context, run_services, timed
 from ech0_moe.pool import Acquired
+from ech0_moe.safety import inert
 from ech0_moe.services import ServiceProvider, Services
 from ech0_moe.text import count_tokens
 
@@ -41,7 +42,7 @@ def ask_expert(
         system += f" {length_hint(ctx.max_tokens or spec.max_tokens)}"
     messages: list[Message] = [
         {"role": "system", "content": system},
-        {"role": "user", "content": choices_prompt(prompt, choices) if choices else prompt},
+        {"role": "user", "content": inert(choices_prompt(prompt, choices) if choices else prompt)},
     ]
     if not choices:
         reply, acquired = svc.pool.chat(expert, messages, ctx.max_tokens or None, timeout=ctx.answer_timeout)

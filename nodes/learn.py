@@ -10,8 +10,8 @@ from ech0_moe.errors import KnowledgeBaseError
 from ech0_moe.graph.context import Context
 from ech0_moe.graph.state import State
 from ech0_moe.nodes._common import run_services, timed
+from ech0_moe.safety import looks_like_instructions
 from ech0_moe.services import ServiceProvider
-from ech0_moe.text import looks_like_instructions
 
 
 @timed("learn")

@@ -41,6 +41,5 @@ def prepare(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         domain="",
         candidates=[],
         ensemble_id="",
-        learned_id="",
     )
     return fresh

@@ -11,6 +11,7 @@ from ech0_moe.backends.chat_models import Deadline, LlamaCppChatModel, Reply, re
 from ech0_moe.config import ExpertSpec
 from ech0_moe.errors import BackendError
 from ech0_moe.gguf import N_BATCH, N_UBATCH, loaded_bytes
+from ech0_moe.safety import inert
 
 # `make install` builds llama.cpp for x86-64-v3 (AVX2) without AMX: ggml's AMX matmul
 # segfaults on the first batched decode on Sapphire Rapids CPUs (ggml-org/llama.cpp#20824).
@@ -55,6 +56,26 @@ def check_build() -> None:
         raise BackendError(problem)
 
 
+def control_tokens(llm: Any) -> tuple[str, ...]:
+    """The texts of the model's control and user-defined tokens (`<|im_start|>`, `<file_sep>`, ...):
+    llama-cpp-python tokenizes the formatted chat prompt with special tokens on, so these strings
+    must never reach it from text a user, a document or a learned answer wrote (`text.inert`)."""
+    import llama_cpp
+
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    flags = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+    found = (
+        llm._model.token_get_text(i) for i in range(llm.n_vocab()) if llama_cpp.llama_token_get_attr(vocab, i) & flags
+    )
+    return tuple(sorted({t for t in found if len(t) > 1}, key=len, reverse=True))
+
+
+def _inert_messages(handle: Any, messages: list[Message]) -> list[Message]:
+    """Every message but the system prompt (experts.yaml's own) with the model's control tokens inert."""
+    specials = getattr(handle, "ech0_specials", ())
+    return [m if m["role"] == "system" else {**m, "content": inert(m["content"], specials)} for m in messages]
+
+
 def _unreadable(spec: ExpertSpec, exc: OSError) -> BackendError:
     return BackendError(f"expert {spec.name!r}: cannot read model file {spec.model}: {exc.strerror}")
 
@@ -83,6 +104,7 @@ class LlamaCppBackend:
             )
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"expert {spec.name!r}: llama.cpp could not load {spec.model}: {exc}") from None
+        llm.ech0_specials = control_tokens(llm)
         return llm, size
 
     def unload(self, spec: ExpertSpec, handle: Any) -> None:
@@ -123,7 +145,7 @@ class LlamaCppBackend:
             eos_token=model.token_get_text(handle.token_eos()),
             bos_token=model.token_get_text(handle.token_bos()),
         )
-        prompt = formatter(messages=messages).prompt
+        prompt = formatter(messages=_inert_messages(handle, messages)).prompt
         tokens = handle.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
         if len(tokens) >= handle.n_ctx():
             raise BackendError(f"expert {spec.name!r}: the question and its choices exceed n_ctx {handle.n_ctx()}")
@@ -139,4 +161,5 @@ class LlamaCppBackend:
         self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int, deadline: Deadline | None
     ) -> Reply:
         model = LlamaCppChatModel(llm=handle, max_tokens=max_tokens, temperature=spec.temperature)
-        return reply_of(model.invoke([(m["role"], m["content"]) for m in messages], config=run_config(deadline)))
+        safe = _inert_messages(handle, messages)
+        return reply_of(model.invoke([(m["role"], m["content"]) for m in safe], config=run_config(deadline)))

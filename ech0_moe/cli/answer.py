@@ -18,15 +18,6 @@ if TYPE_CHECKING:
 
     from ech0_moe.graph.context import Context
 
-DEMO_QUESTIONS: tuple[tuple[str, str], ...] = (
-    ("What is the integral of 2x from 0 to 3?", "optimized"),
-    ("How do white blood cells recognise a bacterial infection?", "optimized"),
-    ("Why does a satellite in low orbit need to keep moving fast?", "fast"),
-    ("If every bird can fly and penguins are birds, can penguins fly? Is the argument sound?", "basic"),
-    ("What is the integral of 2x from 0 to 3?", "optimized"),
-    ("What is the voltage across a 4 ohm resistor carrying 3 amps?", "ensemble"),
-)
-
 
 EXIT_DEGRADED = 3  # --strict: the run answered but something was degraded (a warning)
 
@@ -154,6 +145,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ech0_moe.config import format_size
+    from ech0_moe.datasets import DEMO_QUESTIONS
     from ech0_moe.graph import build_graph
     from ech0_moe.services import process_registry
 

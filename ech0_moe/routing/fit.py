@@ -39,7 +39,7 @@ from ech0_moe.routing.model import PACKAGED_MODEL, RouterModel, question_id
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 EXAMPLES_FILE = DATA_DIR / "router_examples.yaml"
-FIT_VERSION = "experts-as-classes/minilm-int8-mean+max/1"  # part of every pool hash: bump to refit all
+FIT_VERSION = "experts-as-classes/minilm-int8-mean+max/2-general-yields"  # part of every pool hash: bump to refit all
 
 
 @functools.cache
@@ -160,6 +160,8 @@ def fit_model(
     cache = features or FeatureCache()
     own = pool_rows(config)
     vectors = cache.features([t for t, _ in own])
+    keep = yielded_to_specialists(config, own, vectors)
+    own, vectors = [own[i] for i in keep], vectors[keep]
     if data:
         extra = data_vectors if data_vectors is not None else cache.features([q for q, _ in data])
         vectors = np.vstack([vectors, extra])
@@ -169,6 +171,26 @@ def fit_model(
         model.sharpness = fit_sharpness(vectors, labels, config.names)
     model.pool_hash = pool_fingerprint(config)  # the pool it serves (labelled data or not)
     return model
+
+
+# the general expert is the fallback, not a competitor: a row of its own (description, example,
+# written example) that a model of the specialists alone gives to one specialist with at least
+# this probability is that specialist's topic, and is left out of the general expert's rows
+CLAIMED = 0.5
+
+
+def yielded_to_specialists(config: PoolConfig, rows: Sequence[tuple[str, str]], vectors: np.ndarray) -> list[int]:
+    """Indices of `rows` to fit on: all of them but the general expert's rows a specialist claims."""
+    general = config.general_expert
+    mine = [i for i, (_, e) in enumerate(rows) if e == general]
+    others = [i for i, (_, e) in enumerate(rows) if e != general]
+    specialists = [n for n in config.names if n != general]
+    if not mine or len({rows[i][1] for i in others}) < 2:
+        return list(range(len(rows)))
+    judge = RouterModel.fit(vectors[others], [rows[i][1] for i in others], classes=specialists)
+    claimed = judge.proba(vectors[mine]).max(axis=1) >= CLAIMED
+    dropped = {i for i, c in zip(mine, claimed, strict=True) if c}
+    return [i for i in range(len(rows)) if i not in dropped]
 
 
 SHARPNESS_GRID = (0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.4)

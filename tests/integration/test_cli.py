@@ -137,9 +137,9 @@ def test_kb_commands(tmp_path: Path, run_cli, assert_one_line_error) -> None:
     assert_one_line_error(run_cli("kb", "add", str(tmp_path / "nope"), kb=tmp_path), "no such file or folder")
 
 
-def readme_block(heading: str) -> str:
-    """The first ```yaml block after `heading` in README.md, exactly as printed."""
-    text = (ROOT / "README.md").read_text()
+def readme_block(heading: str, doc: str = "README.md") -> str:
+    """The first ```yaml block after `heading` in the README (or a page of docs/), exactly as printed."""
+    text = (ROOT / doc).read_text()
     after = text[text.index(heading) :]
     start = after.index("```yaml\n") + len("```yaml\n")
     return after[start : after.index("```", start)]
@@ -147,7 +147,7 @@ def readme_block(heading: str) -> str:
 
 def test_readme_ollama_pool_validates_as_printed(tmp_path: Path, run_cli) -> None:
     path = tmp_path / "experts.yaml"
-    path.write_text(readme_block("### Ollama"))
+    path.write_text(readme_block("## Ollama", "docs/serving.md"))
     proc = run_cli("validate", str(path))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"{path}: valid"

@@ -148,3 +148,41 @@ def test_bench_scores_few_shot_and_cross_validated(config, tmp_path: Path) -> No
     assert margins[0]["stay_margin"] == 0 and margins[-1]["swaps"] <= margins[0]["swaps"]
     with pytest.raises(Ech0Error, match="too few"):
         bench_routing(config, load_jsonl(data, ("question",))[:3])
+
+
+LAW = """\
+  - name: law
+    domain: law
+    model: cache:smollm2-135m-instruct-b.gguf
+    system_prompt: You are a lawyer. Name the legal rule, apply it to the facts and give the likely outcome.
+    description: Law - contracts, torts, property, criminal law, evidence, constitutional law and civil procedure.
+    examples:
+      - A tenant stopped paying rent after the landlord refused to fix the heating. Can the landlord evict her?
+      - Is a verbal agreement to sell land enforceable?
+      - What must the prosecution prove to convict someone of burglary?
+      - Can a police officer search a car without a warrant after a traffic stop?
+"""
+LAW_PARAPHRASES = [  # our own wording, none of them an example above
+    "My landlord won't repair the heater, so I withheld rent. Is he allowed to evict me?",
+    "Does an oral promise to sell a house hold up in court?",
+    "What elements does the state need to establish for a burglary conviction?",
+    "After pulling me over for speeding, may the officer look through my car without a warrant?",
+    "A neighbour's tree fell on my garage during a storm. Who is liable for the damage?",
+    "Can my employer fire me for posting about politics on my own time?",
+    "If I sign a contract while drunk, can I get out of it later?",
+]
+
+
+def test_a_new_specialist_wins_its_own_topic_over_the_general_expert(tmp_path: Path) -> None:
+    """The shipped general expert lists law and a legal case among its examples; a `law` expert
+    added by hand still gets its examples, 6 of 7 paraphrases and general's own legal case."""
+    pool = tmp_path / "experts.yaml"
+    pool.write_text((ROOT / "experts.yaml").read_text().rstrip() + "\n" + LAW)
+    config = load_config(pool)
+    config = replace(config, router=replace(config.router, model=""))
+    router = Router(config, model=fit_model(config))
+    law = config.expert("law")
+    assert [router.route(q).expert for q in law.examples] == ["law"] * len(law.examples)
+    assert sum(router.route(q).expert == "law" for q in LAW_PARAPHRASES) >= 6
+    termites = next(q for q in config.expert("general").examples if "termites" in q)
+    assert router.route(termites).expert == "law"

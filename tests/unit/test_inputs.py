@@ -9,7 +9,8 @@ import pytest
 from ech0_moe.backends.ollama import is_loopback
 from ech0_moe.datasets import load_jsonl
 from ech0_moe.errors import Ech0Error, InputError
-from ech0_moe.text import check_query, looks_like_instructions
+from ech0_moe.safety import looks_like_instructions
+from ech0_moe.text import check_query
 
 
 def test_undecodable_or_non_text_queries() -> None:
