@@ -46,11 +46,16 @@ def cache_dir() -> Path:
 
 
 def package_dir(package: str) -> Path | None:
-    """Folder of an installed package, found without importing it (some need tools we lack)."""
-    spec = importlib.util.find_spec(package)
+    """Folder of an installed package, found without importing anything (not even a dotted
+    name's parents: `find_spec("a.b")` would import `a`); None when there is no such folder."""
+    top, *rest = package.split(".")
+    if not top.isidentifier() or not all(part.isidentifier() for part in rest):
+        return None
+    spec = importlib.util.find_spec(top)  # a top-level name is located, not imported
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(next(iter(spec.submodule_search_locations)))
+    folder = Path(next(iter(spec.submodule_search_locations))).joinpath(*rest)
+    return folder if folder.is_dir() else None
 
 
 def resolve_model_ref(ref: str, base_dir: Path) -> Path:

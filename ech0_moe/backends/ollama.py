@@ -10,11 +10,15 @@
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import os
+import socket
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import httpx
@@ -27,14 +31,55 @@ from ech0_moe.errors import BackendError
 
 
 def is_loopback(url: str) -> bool:
-    """True for http://127.x, [::1] and localhost: such hosts are reached directly, never through a proxy."""
-    host = urlparse(url).hostname or ""
-    if host == "localhost":
-        return True
+    """True when `url`'s host is this machine, decided on the parsed address: 127.x in any
+    spelling (127.1, 2130706433), [::1], an IPv4-mapped loopback, 0.0.0.0 and localhost names
+    (localhost., *.localhost). Such hosts are reached directly, never through a proxy."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        host = (urlparse(url).hostname or "").rstrip(".").lower()
     except ValueError:
         return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        try:  # inet_aton's spellings: 127.1, 0x7f.1, 2130706433
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_loopback or address.is_unspecified
+
+
+CONNECT_S = 10.0
+T = TypeVar("T")
+
+
+def within(seconds: float | None, call: Callable[[], T], cancel: Callable[[], None]) -> T:
+    """`call()` in a worker thread, waited for at most `seconds` by the clock (None: no limit);
+    past that, `cancel()` (closing the connection ends the worker at the next byte) and
+    `TimeoutError`. Runs in this thread's context, so LangGraph's stream handlers still see it."""
+    if seconds is None:
+        return call()
+    done: dict[str, Any] = {}
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            done["value"] = context.run(call)
+        except BaseException as exc:
+            done["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True, name="ech0-ollama")
+    worker.start()
+    worker.join(max(0.0, seconds))
+    if worker.is_alive():
+        cancel()
+        raise TimeoutError
+    if "error" in done:
+        raise done["error"]
+    return done["value"]
 
 
 @dataclass
@@ -66,8 +111,17 @@ class OllamaBackend:
         if host not in self._clients:  # HTTP(S)_PROXY applies to remote hosts only
             self._clients[host] = httpx.Client(base_url=host, trust_env=not is_loopback(host))
         client = self._clients[host]
-        try:
-            response = client.request(method, path, json=payload, timeout=self.timeouts(spec))
+        idle = min(spec.timeout, self.timeout)
+        limit = idle + min(CONNECT_S, idle)
+        try:  # the whole request by the clock: a host that trickles bytes resets httpx's read timeout
+            response = within(
+                limit, lambda: client.request(method, path, json=payload, timeout=self.timeouts(spec)), client.close
+            )
+        except TimeoutError:
+            self._clients.pop(host, None)  # closed to stop the request: the next one reconnects
+            raise BackendError(
+                f"Ollama at {host} did not finish {method} {path} within {limit:g} s (timeout)"
+            ) from None
         except httpx.TimeoutException:  # a hung host: asking again would only multiply the wait
             raise BackendError(
                 f"Ollama at {host} did not answer {method} {path} within {spec.timeout:g} s (timeout)"
@@ -131,8 +185,18 @@ class OllamaBackend:
             # a host that stops sending (or never starts) ends the answer when the deadline does
             client_kwargs={"timeout": self.timeouts(spec, deadline), "trust_env": not is_loopback(spec.host)},
         )
-        try:
-            reply = llm.invoke([(m["role"], m["content"]) for m in messages], config=run_config(deadline))
+        config = run_config(deadline)
+        try:  # the answer's deadline by the clock, not only when a whole token arrives
+            reply = within(
+                deadline.remaining + 1.0 if deadline else None,
+                lambda: llm.invoke([(m["role"], m["content"]) for m in messages], config=config),
+                llm._client._client.close,
+            )
+        except TimeoutError:
+            raise BackendError(
+                f"the answer took longer than answer_timeout ({deadline.seconds if deadline else 0:g} s): "
+                f"Ollama at {spec.host} was still sending"
+            ) from None
         except BackendError:
             raise
         except httpx.TimeoutException:

@@ -151,11 +151,11 @@ class _Reader:
                 self.add(f"{where}.model: model file not found: {path}")
             elif path is not None:
                 model = str(path.resolve())
-                size_bytes = (
-                    self._footprint(model, int(numbers["n_ctx"]))
-                    if size in (None, "auto")
-                    else self.size(size, f"{where}.size")
-                )
+                # the larger of `size:` and the header's estimate counts: a size below what the
+                # model really takes (`size: 1`) would let two models that do not fit both load
+                size_bytes = self._footprint(model, int(numbers["n_ctx"]))
+                if size not in (None, "auto"):
+                    size_bytes = max(size_bytes, self.size(size, f"{where}.size"))
         elif backend in ("ollama", "ray") and model:
             runtime = self.text(merged, "runtime", where, required=False) or "llamacpp"
             if backend == "ray" and runtime not in RUNTIMES:

@@ -109,3 +109,19 @@ def test_typed_control_tokens_never_reach_the_tokenizer_as_tokens(model_a: Path)
         assert control_count(_inert_messages(llm, messages)) == (3, 0)  # system, user, assistant: the template's
     finally:
         backend.unload(spec, llm)
+
+
+def test_a_size_below_the_headers_estimate_does_not_defeat_the_budget(write_config, model_a: Path, model_b: Path):
+    from ech0_moe.config import load_config
+    from ech0_moe.gguf import loaded_bytes
+
+    body = f"""\
+        memory_budget: 200MB
+        defaults: {{backend: llamacpp, size: 1, system_prompt: Be brief., description: x}}
+        experts:
+          - {{name: a, domain: x, model: {model_a}}}
+          - {{name: b, domain: y, model: {model_b}}}
+        """
+    config = load_config(write_config(body))
+    assert [e.size_bytes for e in config.experts] == [loaded_bytes(str(model_a), 2048)] * 2  # the larger counts
+    assert 2 * config.experts[0].size_bytes > config.memory_budget  # so the pool never admits both
