@@ -22,6 +22,19 @@ MAX_FILE_BYTES = 20_000_000  # `kb add` skips larger files unless asked (--max-f
 TEXT_SUFFIXES = frozenset({".md", ".markdown", ".txt", ".rst", ".text"})
 
 
+def read_text(path: Path) -> str:
+    """A text file's content through langchain-community's `TextLoader` (the document loaders'
+    one interface); its failures come back as the `OSError` or `UnicodeDecodeError` behind them."""
+    from langchain_community.document_loaders import TextLoader
+
+    try:
+        return "".join(d.page_content for d in TextLoader(str(path), encoding="utf-8").lazy_load())
+    except RuntimeError as exc:  # "Error loading PATH", raised from the real cause
+        if isinstance(exc.__cause__, UnicodeDecodeError | OSError):
+            raise exc.__cause__ from None
+        raise
+
+
 @store_op(writes=True)
 def add_paths(
     store: Store,
@@ -77,7 +90,7 @@ def add_paths(
     for n, f in enumerate(files):
         bar.set_postfix_str(f"{n}/{len(files)} files done, {f.name}")
         try:
-            text = f.read_text(encoding="utf-8")
+            text = read_text(f)
         except (UnicodeDecodeError, OSError) as exc:
             report["skipped"].append(f"{f}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}")
             bar.update(sizes[f])
