@@ -1,4 +1,4 @@
-"""`ech0-moe bench NAME [options]`: one benchmark of the registry (`ech0_moe.bench.BENCHMARKS`),
+"""`ech0-moe bench NAME [options]`: one benchmark of the registry (`ech0_moe.bench.registry.BENCHMARKS`),
 parsed by its own options; the last line printed is one JSON object."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ GLOBAL = ("experts_file", "kb_dir", "json")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ech0_moe.bench import BENCHMARKS
+    from ech0_moe.bench.registry import BENCHMARKS
 
     if args.name not in BENCHMARKS:
         raise Ech0Error(f"unknown benchmark {args.name!r}; use {', '.join(BENCHMARKS)}")
