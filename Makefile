@@ -73,7 +73,7 @@ test: install lint
 # With `make install` done they run in .venv; on a fresh clone in a light venv of their own.
 UNIT_VENV  := .venv-unit
 UNIT_STAMP := $(UNIT_VENV)/.installed
-UNIT_DEPS  := langgraph pyyaml numpy threadpoolctl tqdm httpx pytest pytest-timeout
+UNIT_DEPS  := langgraph pyyaml numpy scikit-learn threadpoolctl tqdm httpx pytest pytest-timeout
 $(UNIT_STAMP): pyproject.toml
 	test -x $(UNIT_VENV)/bin/python || $(PYTHON) -m venv $(UNIT_VENV)
 	$(UNIT_VENV)/bin/pip install --quiet --no-deps -e .
