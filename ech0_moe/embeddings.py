@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ech0_moe.errors import Ech0Error
-from ech0_moe.paths import cache_dir, package_dir
+from ech0_moe.paths import cache_dir, env_threads, package_dir
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIM = 384
@@ -148,7 +148,7 @@ class Embedder:
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.no_padding()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(os.environ.get("ECH0_THREADS", "0")) or min(4, os.cpu_count() or 2)
+        options.intra_op_num_threads = env_threads() or min(4, os.cpu_count() or 2)
         options.log_severity_level = 3
         # threads spin between the ops of one run (about 1 ms faster per query) and stop when
         # the run ends, so they never steal the cores llama.cpp generates on

@@ -19,11 +19,13 @@ class BudgetError(Ech0Error):
 
 class BackendError(Ech0Error):
     """A model runtime failed to load a model or to answer. `transient` failures (a dropped
-    connection, a crashed runner) are worth retrying; a corrupt file is not."""
+    connection, a crashed runner) are worth retrying; a corrupt file is not. `silent`: the host
+    never answered in time (hung or trickling; not retried: that would multiply the wait)."""
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
+    def __init__(self, message: str, *, transient: bool = False, silent: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+        self.silent = silent
 
 
 class InputError(Ech0Error, ValueError):

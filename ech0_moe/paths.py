@@ -79,3 +79,11 @@ def resolve_model_ref(ref: str, base_dir: Path) -> Path:
         return path
     path = Path(os.path.expanduser(ref))
     return path if path.is_absolute() else (base_dir / path)
+
+
+def env_threads() -> int:
+    """`ECH0_THREADS`: CPU threads for llama.cpp and the encoder (0 or unset: chosen per use)."""
+    raw = os.environ.get("ECH0_THREADS", "").strip() or "0"
+    if not raw.isdigit() or int(raw) > 1024:
+        raise ConfigError(f"ECH0_THREADS={raw!r}: expected a whole number of threads from 0 to 1024")
+    return int(raw)

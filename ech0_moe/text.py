@@ -27,6 +27,9 @@ _HEADING = re.compile(r"#{1,6}(?:\s|$)")  # "# Title"; not "#define" or "#!/bin/
 _LINE_UNIT = re.compile(r"^(?:\s*(?:[|#>]|[*+\-]\s|\d+[.)]\s|```)|\s{4})")
 
 
+_INVISIBLE = re.compile("[\u0000-\u0008\u000e-\u001f\u007f-\u009f\u200b-\u200f\u2060-\u2064\ufeff\u00ad]")
+
+
 def check_query(query: object) -> None:
     """Raise `InputError` for a query that is not text, empty or oversized."""
     if not isinstance(query, str):
@@ -35,7 +38,7 @@ def check_query(query: object) -> None:
         query.encode("utf-8")
     except UnicodeEncodeError as exc:  # lone surrogates: undecodable bytes on a command line, or broken text
         raise InputError(f"query is not valid text (an undecodable character at position {exc.start})") from None
-    if not query.strip():
+    if not _INVISIBLE.sub("", query).strip():  # zero-width and control characters show nothing
         raise InputError("empty query: ask a question")
     if len(query) > MAX_QUERY_CHARS:
         raise InputError(f"query too long: {len(query)} characters (limit {MAX_QUERY_CHARS})")
@@ -82,6 +85,20 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for unit in split_blocks(text) for s in _SENT.split(unit) if s.strip()]
 
 
+MAX_SENTENCE_CHARS = 2_000  # a "sentence" longer than this (a minified file, a 5 MB line) is cut
+
+
+def _pieces(sentence: str) -> list[str]:
+    """`sentence`, cut into pieces of at most MAX_SENTENCE_CHARS (at a space where there is one)."""
+    pieces = []
+    while len(sentence) > MAX_SENTENCE_CHARS:
+        cut = sentence.rfind(" ", 0, MAX_SENTENCE_CHARS)
+        cut = cut if cut > MAX_SENTENCE_CHARS // 2 else MAX_SENTENCE_CHARS
+        pieces.append(sentence[:cut])
+        sentence = sentence[cut:].lstrip()
+    return [*pieces, sentence]
+
+
 def chunk_text(text: str, max_tokens: int = 160, overlap: int = 1) -> list[tuple[str, str]]:
     """Split a document into (heading, chunk) pairs of about `max_tokens` words.
 
@@ -108,8 +125,12 @@ def chunk_text(text: str, max_tokens: int = 160, overlap: int = 1) -> list[tuple
                 heading = unit.lstrip("#").strip()
             continue
         in_code ^= unit.count("```") % 2 == 1
-        for sentence in _SENT.split(unit):
-            if fresh and count_tokens(" ".join(current)) + count_tokens(sentence) > max_tokens:
+        for sentence in (piece for s in _SENT.split(unit) for piece in _pieces(s)):
+            text = " ".join(current)
+            if fresh and (
+                count_tokens(text) + count_tokens(sentence) > max_tokens
+                or len(text) + len(sentence) > 2 * MAX_SENTENCE_CHARS
+            ):
                 flush(keep_overlap=True)
             current.append(sentence.strip())
             fresh += 1

@@ -34,7 +34,7 @@ def _model_problems(config: PoolConfig) -> tuple[list[str], list[str]]:
             try:
                 ollama.estimate_size(e)
             except BackendError as exc:
-                if exc.transient:
+                if exc.transient or exc.silent:  # unreachable or hung: a note, not a problem of the file
                     unreachable.add(e.host)
                     notes.append(f"Ollama at {e.host} did not answer: its model names were not checked")
                 else:

@@ -112,7 +112,10 @@ class Context:
 def _parse_env(name: str, raw: str, default: Any) -> Any:
     try:
         if isinstance(default, bool):
-            return raw.strip().lower() in ("1", "true", "yes", "on")
+            word = raw.strip().lower()
+            if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ValueError(word)
+            return word in ("1", "true", "yes", "on")
         return type(default)(raw)
     except ValueError:
         raise InputError(f"ECH0_{name.upper()}={raw!r}: expected a {type(default).__name__}") from None

@@ -29,7 +29,7 @@ def add_answers(left: list[Any] | None, right: list[Any] | None) -> list[Any]:
 class InputState:
     """What a caller provides."""
 
-    query: str = field(metadata={"description": "The user's question."})
+    query: str = field(default="", metadata={"description": "The user's question."})
     mode: Mode | None = field(
         default=None,
         metadata={"description": "optimized | fast | basic | ensemble; none = the context's default mode."},

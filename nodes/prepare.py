@@ -27,6 +27,8 @@ def resolve_mode(mode: object, ctx: Context) -> str:
 def prepare(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Reject empty or huge queries and unknown modes; reset every per-run field."""
     check_query(state.query)
+    if not isinstance(state.expert, str):
+        raise InputError(f"expert must be an expert's name (text), got {type(state.expert).__name__}")
     choices = check_choices(state.choices)
     mode = resolve_mode(state.mode, context(runtime))
     fresh = asdict(OutputState())

@@ -11,6 +11,7 @@ from ech0_moe.backends.chat_models import Deadline, LlamaCppChatModel, Reply, re
 from ech0_moe.config import ExpertSpec
 from ech0_moe.errors import BackendError
 from ech0_moe.gguf import N_BATCH, N_UBATCH, loaded_bytes
+from ech0_moe.paths import env_threads
 from ech0_moe.safety import inert
 
 # `make install` builds llama.cpp for x86-64-v3 (AVX2) without AMX: ggml's AMX matmul
@@ -86,7 +87,7 @@ class LlamaCppBackend:
     name = "llamacpp"
 
     def __init__(self, n_threads: int | None = None) -> None:
-        self.n_threads = n_threads or int(os.environ.get("ECH0_THREADS", "0")) or (os.cpu_count() or 2)
+        self.n_threads = n_threads or env_threads() or (os.cpu_count() or 2)
 
     def load(self, spec: ExpertSpec) -> tuple[Any, int]:
         size = self.estimate_size(spec)  # a damaged file is refused here, before llama.cpp reads it

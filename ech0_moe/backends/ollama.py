@@ -120,11 +120,11 @@ class OllamaBackend:
         except TimeoutError:
             self._clients.pop(host, None)  # closed to stop the request: the next one reconnects
             raise BackendError(
-                f"Ollama at {host} did not finish {method} {path} within {limit:g} s (timeout)"
+                f"Ollama at {host} did not finish {method} {path} within {limit:g} s (timeout)", silent=True
             ) from None
         except httpx.TimeoutException:  # a hung host: asking again would only multiply the wait
             raise BackendError(
-                f"Ollama at {host} did not answer {method} {path} within {spec.timeout:g} s (timeout)"
+                f"Ollama at {host} did not answer {method} {path} within {spec.timeout:g} s (timeout)", silent=True
             ) from None
         except httpx.HTTPError as exc:
             raise BackendError(f"Ollama at {host} is unreachable: {exc}", transient=True) from None

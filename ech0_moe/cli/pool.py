@@ -139,13 +139,22 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
     from ech0_moe.datasets import load_jsonl, split_dev
     from ech0_moe.routing.fit import config_data, fit_model, label_rows
 
+    if not 0 < args.split <= 1:
+        raise Ech0Error(
+            f"--split must be more than 0 and at most 1 (the share of each domain to fit on), got {args.split}"
+        )
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise Ech0Error(f"--out {out}: no such folder {out.parent}")
     config = config_of(args)
     rows = load_jsonl(args.data, ("question",)) if args.data else []
     fit_rows, held = split_dev(rows, args.split, args.seed)
     t0 = time.perf_counter()
     model = fit_model(config, config_data(config) + label_rows(config, fit_rows, args.data or ""))
-    out = Path(args.out)
-    model.save(out)
+    try:
+        model.save(out)
+    except OSError as exc:
+        raise Ech0Error(f"--out {out}: cannot write it ({exc.strerror or exc})") from None
     print(
         json.dumps(
             {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from ech0_moe.config.schema import (
     ollama_model_name,
     parse_size,
 )
+from ech0_moe.config.source import bounded_yaml, is_url
 from ech0_moe.errors import ConfigError
 from ech0_moe.gguf import loaded_bytes
 from ech0_moe.paths import experts_file, resolve_model_ref
@@ -53,20 +55,9 @@ EXPERT_KEYS = (
 RAY_KEYS = ("address", "app", "replicas", "replica_budget", "num_cpus", "num_gpus", "max_ongoing_requests", "threads")
 ROUTER_KEYS = ("model", "data", "min_confidence", "stay_margin", "stay_per_second")
 DEFAULTS = {"n_ctx": 2048, "max_tokens": 128, "temperature": 0.0, "timeout": 120.0}  # documented in the README
+WHOLE = frozenset({"n_ctx", "max_tokens", "replicas", "max_ongoing_requests", "threads"})
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 LIMITS = {"n_ctx": (64, 1 << 20), "max_tokens": (1, 1 << 16), "temperature": (0.0, 5.0), "timeout": (0.1, 86_400)}
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML loader that refuses a key given twice in one mapping (the later one would silently win)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            if key in seen:
-                raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 def unknown_key_problem(where: str, key: object, known: tuple[str, ...]) -> str:
@@ -115,6 +106,9 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
             self.add(f"{where}.{key}: expected a number from {low:g} to {high:g}, got {value!r}")
             return default
+        if key in WHOLE and value != int(value):  # n_ctx: 2048.5 is not a context size
+            self.add(f"{where}.{key}: expected a whole number, got {value!r}")
+            return default
         return value
 
     def size(self, value: Any, where: str) -> int:
@@ -133,6 +127,9 @@ class _Reader:
         where = f"{self.fname}: experts[{i}]" + (f" ({label})" if isinstance(label, str) else "")
         self.keys(raw, where, EXPERT_KEYS)
         name = self.text(merged, "name", where)
+        if name and not _NAME.match(name):
+            self.add(f"{where}.name: expected letters, digits, '_', '-' or '.' (at most 64), got {name!r}")
+            name = ""
         domain = self.text(merged, "domain", where)  # a free label: reporting, grouping, labelled data
         backend = self.text(merged, "backend", where)
         if backend and backend not in BACKENDS:
@@ -163,7 +160,7 @@ class _Reader:
             if backend == "ollama" or runtime == "ollama":
                 model = ollama_model_name(model)
                 host = (self.text(merged, "host", where, required=False) or DEFAULT_OLLAMA_HOST).rstrip("/")
-                if not host.startswith(("http://", "https://")):
+                if not is_url(host):
                     self.add(f"{where}.host: expected a URL such as {DEFAULT_OLLAMA_HOST}, got {host!r}")
             # backend ray: the model file (or node-local Ollama) is on the replicas' nodes and is
             # resolved and checked there (`serve_app.replica_config`), not on this machine
@@ -224,6 +221,9 @@ class _Reader:
             return {}
         out: dict[str, int] = {}
         for host, value in raw.items():
+            if not isinstance(host, str) or not is_url(host):
+                self.add(f"{self.fname}: hosts: expected an Ollama URL such as {DEFAULT_OLLAMA_HOST}, got {host!r}")
+                continue
             size = value.get("memory_budget") if isinstance(value, dict) else value
             budget = self.size(size, f"{self.fname}: hosts.{host}")
             if budget:
@@ -296,7 +296,10 @@ class _Reader:
             self.add(f"{fname}: experts file not found")
             return None
         try:
-            raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+            raw = bounded_yaml(p)
+        except ConfigError as exc:
+            self.add(f"{fname}: {exc}")
+            return None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -354,6 +357,9 @@ class _Reader:
                     f"{fname}: expert {e.name!r} needs {format_size(e.size_bytes)}, more than {which} "
                     f"{format_size(limit)}"
                 )
+        if "general_expert" in raw and not isinstance(raw["general_expert"], str):
+            self.add(f"{fname}: general_expert: expected an expert's name, got {raw['general_expert']!r}")
+            return None
         general = raw.get("general_expert") or next(
             (e.name for e in experts if e.domain == "general"), experts[0].name if experts else ""
         )

@@ -46,8 +46,8 @@ def parse_size(value: Any, where: str) -> int:
             size = float(m.group(1)) * _UNITS[m.group(2).upper()]
     if size is None or not math.isfinite(size):
         raise ConfigError(f"{where}: expected a size such as '20GB', got {value!r}")
-    if not 0 < size <= MAX_SIZE:
-        raise ConfigError(f"{where}: must be more than 0 and at most 1PiB, got {value!r}")
+    if not 1 <= size <= MAX_SIZE:  # 0.5 would be 0 bytes
+        raise ConfigError(f"{where}: must be more than 0 and at most 1PiB, got {value!r} (at least 1 byte)")
     return int(size)
 
 

@@ -35,6 +35,23 @@ def read_text(path: Path) -> str:
         raise
 
 
+def _not_ingestible(f: Path, root: Path, follow_symlinks: bool) -> str:
+    """Why a path inside a folder is not read ("" when it is, or when it is a folder to walk)."""
+    try:
+        target = f.resolve(strict=True)
+    except (OSError, RuntimeError):  # a symlink loop, or one whose target is gone
+        return "a broken or looping symlink"
+    if not follow_symlinks and not target.is_relative_to(root):
+        return f"a symlink out of {root} (not followed; --follow-symlinks to follow)"
+    if f.is_dir():
+        return ""
+    if not f.is_file():
+        return "not a regular file (a FIFO, socket or device)"
+    if f.suffix.lower() not in TEXT_SUFFIXES:
+        return f"not a text type this version reads ({', '.join(sorted(TEXT_SUFFIXES))})"
+    return ""
+
+
 @store_op(writes=True)
 def add_paths(
     store: Store,
@@ -63,12 +80,11 @@ def add_paths(
         if p.is_dir():
             root = p.resolve()
             for f in sorted(p.rglob("*")):
-                if not (f.is_file() and f.suffix.lower() in TEXT_SUFFIXES):
-                    continue
-                if not follow_symlinks and not f.resolve().is_relative_to(root):
-                    skipped.append(f"{f}: a symlink out of {p} (not followed)")
-                    continue
-                files.append(f)
+                why = _not_ingestible(f, root, follow_symlinks)
+                if why:
+                    skipped.append(f"{f}: {why}")
+                elif not f.is_dir():
+                    files.append(f)
         elif p.is_file():
             files.append(p)
         else:

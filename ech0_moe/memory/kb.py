@@ -6,6 +6,7 @@ passages by Maximal Marginal Relevance (`ranking.py`). Files go in through `inge
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -24,6 +25,7 @@ from ech0_moe.memory.store import Store, content_id, store_op, wanted_by
 __all__ = ["SEARCH_METHODS", "KnowledgeBase", "KnowledgeBaseError", "Passage"]
 
 SEARCH_METHODS = ("fused", "dense", "lexical")
+MAX_K = 50
 _NUMBERS = re.compile(r"\d+(?:\.\d+)?")
 
 
@@ -50,6 +52,10 @@ class KnowledgeBase(Store):
         `diversity` then drops near-duplicates in favour of passages that add something."""
         if method not in SEARCH_METHODS:
             raise Ech0Error(f"unknown search method {method!r}; use {', '.join(SEARCH_METHODS)}")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise Ech0Error(f"k must be a whole number from 1 to {MAX_K}, got {k!r}")
+        if not (isinstance(max_distance, int | float) and math.isfinite(max_distance) and 0 <= max_distance <= 2):
+            raise Ech0Error(f"max distance must be a number from 0 to 2 (cosine distance), got {max_distance!r}")
         n = self._lexical.count()  # the two indexes hold the same entries (`_align`); this count is cheaper
         if n == 0 or not query.strip():
             return []

@@ -23,10 +23,11 @@ from typing import Any, TypeVar
 import numpy as np
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 
-from ech0_moe.embeddings import MODEL_NAME, embed
+from ech0_moe.embeddings import DIM, MODEL_NAME, embed
 from ech0_moe.errors import Ech0Error, KnowledgeBaseError
 from ech0_moe.memory.lexical import LexicalIndex
 from ech0_moe.memory.lock import FolderLock
+from ech0_moe.memory.probe import check_index
 
 COLLECTION = "ech0_memory"
 READ_ONLY_COPY_BYTES = 1_000_000_000  # a store that cannot be written is searched from a copy up to this size
@@ -146,6 +147,7 @@ class Store:
                 f"knowledge base {self.path}: chroma.sqlite3 is empty (0 bytes), not a store; "
                 "move the folder away to start a new one"
             )
+        check_index(self.path, self.collection, DIM)  # a damaged saved index would crash Chroma's reader
         settings = Settings(anonymized_telemetry=False, allow_reset=False)
         with self._exclusive(writes=False, fresh=False):
             if not self.read_only:

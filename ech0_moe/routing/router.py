@@ -126,6 +126,8 @@ class Router:
                 from ech0_moe.embeddings import get_embedder
 
                 features = get_embedder("router").dim
+            except ConfigError:  # a setting to fix (ECH0_THREADS=abc), not a missing encoder
+                raise
             except (Ech0Error, ImportError, OSError) as exc:  # no embedder: route by keywords, and say so
                 print(f"ech0-moe: warning: embedding router unavailable ({exc}); routing by keywords", file=sys.stderr)
                 self.method = "keyword"

@@ -137,12 +137,24 @@ def deploy_problem(app: str) -> str:
         waiting = re.search(
             r"Resources required for each replica: (\{.*?\}), total resources available: (\{.*?\})", deployment.message
         )
-        if waiting:
+        if waiting and not fits(waiting.group(1), waiting.group(2)):  # else only slow to schedule
             return (
                 f"replicas of {name} cannot be placed (each needs {waiting.group(1)}, the cluster has "
                 f"{waiting.group(2)} free): free resources (`ray status`; other applications) or lower ray.replicas"
             )
     return ""
+
+
+def fits(required: str, available: str) -> bool:
+    """Whether Ray's "Resources required for each replica: {...}, total resources available: {...}"
+    leaves room for a replica (its "taking more than 30 s to schedule" warning says so on a slow machine)."""
+    import ast
+
+    try:
+        need, have = ast.literal_eval(required), ast.literal_eval(available)
+        return all(float(have.get(k, 0)) >= float(v) for k, v in need.items())
+    except (ValueError, SyntaxError, TypeError, AttributeError):
+        return False
 
 
 def delete(config: PoolConfig) -> None:

@@ -141,6 +141,60 @@ def bad_inputs(tmp: Path, model_a: Path, expert_yaml) -> list[tuple[str, list[st
         ),
         ("undecodable query", ["ask", "caf\udce9?"], "query is not valid text"),
         ("bad batch rows", ["batch", yaml_file(tmp, "rows.jsonl", "[1, 2]\n")], "rows.jsonl:1: expected a JSON object"),
+        *third_round(tmp, model_a, expert_yaml),
+    ]
+
+
+def third_round(tmp: Path, model_a: Path, expert_yaml) -> list[tuple[str, list[str], str]]:
+    """Inputs that gave `unexpected failure (...)` or were accepted and meant something else."""
+    good = "memory_budget: 200MB\nexperts:\n"
+    one = expert_yaml("x", "general", model_a)
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(12)
+    )
+
+    def pool(name: str, body: str) -> list[str]:
+        return ["experts", "--experts", yaml_file(tmp, name, body)]
+
+    return [
+        ("invisible query", ["ask", "\u200b\u200d\u2060"], "empty query: ask a question"),
+        ("YAML complex key", pool("complex.yaml", "? [a]\n: b\n"), "a key must be plain text"),
+        ("YAML alias bomb", pool("bomb.yaml", bomb), "invalid YAML: more than 100 aliases"),
+        ("general_expert a list", pool("gen.yaml", good + one + "general_expert: [x]\n"), "general_expert: expected"),
+        (
+            "host not a URL",
+            pool("host.yaml", good + expert_yaml("x", "g", "m:1", backend="ollama", host="'http://[::1'")),
+            ".host: expected a URL",
+        ),
+        (
+            "pkg: of a missing package",
+            pool("pkg.yaml", good + expert_yaml("x", "g", "pkg:nonexistent_pkg.sub/x.gguf")),
+            "package 'nonexistent_pkg.sub' for model",
+        ),
+        ("budget 0.5", pool("half.yaml", "memory_budget: 0.5\nexperts:\n" + one), "got 0.5 (at least 1 byte)"),
+        (
+            "n_ctx 2048.5",
+            pool("ctx.yaml", good + expert_yaml("x", "g", model_a, n_ctx="2048.5")),
+            "n_ctx: expected a whole number, got 2048.5",
+        ),
+        (
+            "expert name with a newline",
+            pool("name.yaml", good + expert_yaml('"a\\nb"', "g", model_a)),
+            ".name: expected",
+        ),
+        (
+            "hosts key not a URL",
+            pool("hosts.yaml", good + one + "hosts: {notaurl: 1GB}\n"),
+            "hosts: expected an Ollama URL",
+        ),
+        ("kb search --k 0", ["kb", "search", "anything", "--k", "0"], "k must be a whole number from 1 to 50, got 0"),
+        ("kb search --max-distance nan", ["kb", "search", "x", "--max-distance", "nan"], "max distance must be"),
+        ("router fit --split 0", ["router", "fit", "--split", "0", "--out", str(tmp / "r.npz")], "--split must be"),
+        (
+            "router fit --out in a missing folder",
+            ["router", "fit", "--out", "/proc/nonexistent/x.npz"],
+            "no such folder",
+        ),
     ]
 
 

@@ -125,3 +125,48 @@ def test_a_size_below_the_headers_estimate_does_not_defeat_the_budget(write_conf
     config = load_config(write_config(body))
     assert [e.size_bytes for e in config.experts] == [loaded_bytes(str(model_a), 2048)] * 2  # the larger counts
     assert 2 * config.experts[0].size_bytes > config.memory_budget  # so the pool never admits both
+
+
+def test_bad_environment_settings_are_one_line(tmp_path: Path, assert_one_line_error) -> None:
+    import os
+
+    for name, value, message in (
+        ("ECH0_THREADS", "abc", "ECH0_THREADS='abc': expected a whole number of threads"),
+        ("ECH0_PREFETCH", "maybe", "ECH0_PREFETCH='maybe': expected a bool"),
+    ):
+        env = {**os.environ, name: value}
+        cmd = [sys.executable, "-m", "ech0_moe.cli", "ask", "What is 2+2?", "--mode", "basic", "--kb", str(tmp_path)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+        assert_one_line_error(proc, message)
+
+
+def test_a_damaged_saved_index_is_one_line_not_a_crash(tmp_path: Path, run_cli, assert_one_line_error) -> None:
+    import os
+    import sqlite3
+
+    from ech0_moe.bench.rag import _pad
+    from ech0_moe.graph import Context, build_graph
+    from ech0_moe.memory.kb import KnowledgeBase
+    from ech0_moe.services import ServiceRegistry
+
+    kb = KnowledgeBase(tmp_path / "kb")
+    kb.add_paths([ROOT / "benchmarks" / "docs"], progress=False)
+    _pad(kb, 1200)  # past Chroma's sync threshold: the vectors are saved in the HNSW segment's files
+    del kb
+    (level0,) = (tmp_path / "kb").glob("*/data_level0.bin")
+    level0.write_bytes(os.urandom(level0.stat().st_size))  # same size, random bytes
+
+    def rows() -> list[tuple]:
+        with sqlite3.connect(tmp_path / "kb" / "chroma.sqlite3") as db:
+            return db.execute("SELECT id, key FROM embedding_metadata ORDER BY id, key").fetchall()
+
+    before = rows()
+    for args in (["kb", "stats"], ["kb", "search", "zstd dictionary", "--method", "lexical"]):
+        proc = run_cli(*args, kb=tmp_path / "kb")
+        assert_one_line_error(proc, "its saved vector index")
+        assert "is damaged (reading it crashed with SIG" in proc.stderr
+    ctx = Context(kb_dir=str(tmp_path / "kb"), max_tokens=8)
+    result = build_graph(services=ServiceRegistry()).invoke({"query": "What is zstd?"}, context=ctx)
+    assert result["solution"] and result["error"] == "" and result["retrieved_contexts"] == []
+    assert result["warnings"][0].startswith("retrieve skipped: knowledge base")
+    assert rows() == before  # no entry lost or rewritten
