@@ -25,7 +25,7 @@ def compress(state: State, runtime: Runtime[Context], services: ServiceProvider)
     sources = [
         f"past answer by {c['source'].removeprefix('learned:')}, unverified"
         if c["kind"] == "learned"
-        else Path(c["source"]).name
+        else Path(c["source"]).name + (f", page {c['page']}" if c.get("page") else "")
         for c in state.retrieved_contexts
     ]
     compressible = result.original_tokens - count_tokens(result.question)  # the question is always kept whole

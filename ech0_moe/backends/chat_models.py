@@ -113,6 +113,7 @@ class LlamaCppChatModel(StreamingChatModel):
     max_tokens: int = 128
     temperature: float = 0.0
     seed: int = 0
+    repeat_penalty: float = 1.0
 
     @property
     def _llm_type(self) -> str:
@@ -136,6 +137,7 @@ class LlamaCppChatModel(StreamingChatModel):
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             seed=self.seed,
+            repeat_penalty=self.repeat_penalty,
             stop=stop,
             stream=True,
         ):

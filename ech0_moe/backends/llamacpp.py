@@ -161,6 +161,8 @@ class LlamaCppBackend:
     def chat(
         self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int, deadline: Deadline | None
     ) -> Reply:
-        model = LlamaCppChatModel(llm=handle, max_tokens=max_tokens, temperature=spec.temperature)
+        model = LlamaCppChatModel(
+            llm=handle, max_tokens=max_tokens, temperature=spec.temperature, repeat_penalty=spec.repeat_penalty
+        )
         safe = _inert_messages(handle, messages)
         return reply_of(model.invoke([(m["role"], m["content"]) for m in safe], config=run_config(deadline)))

@@ -178,6 +178,7 @@ class OllamaBackend:
             model=model_name(spec.model),
             base_url=spec.host,
             temperature=spec.temperature,
+            repeat_penalty=spec.repeat_penalty,
             num_predict=max_tokens,
             num_ctx=spec.n_ctx,
             seed=0,

@@ -97,7 +97,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     warn(result["warnings"])
     if result["error"]:
         raise Ech0Error(result["error"])
-    sources = ", ".join(f"{c['source']} ({c['kind']}, {c['score']})" for c in result["retrieved_contexts"])
+    sources = ", ".join(_where(c) for c in result["retrieved_contexts"])
     print(
         f"\n[{result['mode']}] expert={result['expert_used']} swapped={result['swapped']} "
         f"load={result['load_seconds']}s compression={result['compression_ratio']} "
@@ -105,6 +105,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return exit_code(args, bool(result["warnings"]))
+
+
+def _where(context: dict[str, Any]) -> str:
+    """A retrieved passage as the run's summary line names it: file, page, kind and score."""
+    page = f" p.{context['page']}" if context.get("page") else ""
+    return f"{context['source']}{page} ({context['kind']}, {context['score']})"
 
 
 def cmd_batch(args: argparse.Namespace) -> int:

@@ -39,8 +39,9 @@ def cmd_kb(args: argparse.Namespace) -> int:
             how = {"fused": "BM25 and embeddings fused", "dense": "embeddings", "lexical": "BM25"}[args.method]
             print(f"{len(hits)} passage(s), ranked by {how}; similarity = cosine of the embeddings", file=sys.stderr)
             for rank, h in enumerate(hits, 1):
+                where = (f", page {h.page}" if h.page else "") + (f" > {h.heading}" if h.heading else "")
                 print(
-                    f"{rank}. similarity {h.score:.3f}  [{h.kind}] {h.source}  id={h.id}\n"
+                    f"{rank}. similarity {h.score:.3f}  [{h.kind}] {h.source}{where}  id={h.id}\n"
                     f"       {' '.join(h.text.split())[:160]}"
                 )
             return 0

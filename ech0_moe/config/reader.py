@@ -36,28 +36,24 @@ from ech0_moe.paths import experts_file, resolve_model_ref
 # ---- reading experts.yaml ------------------------------------------------------------------
 TOP_KEYS = ("memory_budget", "defaults", "experts", "general_expert", "router", "hosts", "ray")
 EXPERT_KEYS = (
-    "name",
-    "domain",
-    "backend",
-    "model",
-    "host",
-    "size",
-    "system_prompt",
-    "description",
-    "examples",
-    "keywords",
-    "n_ctx",
-    "max_tokens",
-    "temperature",
-    "timeout",
-    "runtime",
+    *("name", "domain", "backend", "model", "host", "size", "system_prompt", "description", "examples"),
+    *("keywords", "n_ctx", "max_tokens", "temperature", "repeat_penalty", "timeout", "runtime"),
 )
 RAY_KEYS = ("address", "app", "replicas", "replica_budget", "num_cpus", "num_gpus", "max_ongoing_requests", "threads")
 ROUTER_KEYS = ("model", "data", "min_confidence", "stay_margin", "stay_per_second")
-DEFAULTS = {"n_ctx": 2048, "max_tokens": 128, "temperature": 0.0, "timeout": 120.0}  # documented in the README
+DEFAULTS = {
+    "n_ctx": 2048,
+    "max_tokens": 128,
+    "temperature": 0.0,
+    "repeat_penalty": 1.1,
+    "timeout": 120.0,
+}  # documented in the README
 WHOLE = frozenset({"n_ctx", "max_tokens", "replicas", "max_ongoing_requests", "threads"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-LIMITS = {"n_ctx": (64, 1 << 20), "max_tokens": (1, 1 << 16), "temperature": (0.0, 5.0), "timeout": (0.1, 86_400)}
+LIMITS = {
+    **{"n_ctx": (64, 1 << 20), "max_tokens": (1, 1 << 16), "temperature": (0.0, 5.0), "repeat_penalty": (1.0, 2.0)},
+    "timeout": (0.1, 86_400),
+}
 
 
 def unknown_key_problem(where: str, key: object, known: tuple[str, ...]) -> str:
@@ -180,6 +176,7 @@ class _Reader:
             max_tokens=int(numbers["max_tokens"]),
             temperature=float(numbers["temperature"]),
             timeout=float(numbers["timeout"]),
+            repeat_penalty=float(numbers["repeat_penalty"]),
             runtime=(self.text(merged, "runtime", where, required=False) or "llamacpp") if backend == "ray" else "",
         )
         if backend != "ray" and "runtime" in merged:

@@ -81,6 +81,7 @@ class ExpertSpec:
     n_ctx: int = 2048
     max_tokens: int = 128
     temperature: float = 0.0
+    repeat_penalty: float = 1.1  # > 1 discourages repeating itself: small models loop until their cap otherwise
     timeout: float = 120.0  # Ollama: seconds without a byte (first, or between chunks) before the host counts as hung
     runtime: str = ""  # backend ray: what each replica runs the expert with (llamacpp or a node-local ollama)
 

@@ -15,24 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from ech0_moe.errors import Ech0Error
+from ech0_moe.memory import loaders
 from ech0_moe.memory.store import Store, content_id, store_op
 from ech0_moe.text import chunk_text
 
 MAX_FILE_BYTES = 20_000_000  # `kb add` skips larger files unless asked (--max-file-mb)
-TEXT_SUFFIXES = frozenset({".md", ".markdown", ".txt", ".rst", ".text"})
-
-
-def read_text(path: Path) -> str:
-    """A text file's content through langchain-community's `TextLoader` (the document loaders'
-    one interface); its failures come back as the `OSError` or `UnicodeDecodeError` behind them."""
-    from langchain_community.document_loaders import TextLoader
-
-    try:
-        return "".join(d.page_content for d in TextLoader(str(path), encoding="utf-8").lazy_load())
-    except RuntimeError as exc:  # "Error loading PATH", raised from the real cause
-        if isinstance(exc.__cause__, UnicodeDecodeError | OSError):
-            raise exc.__cause__ from None
-        raise
 
 
 def _not_ingestible(f: Path, root: Path, follow_symlinks: bool) -> str:
@@ -47,8 +34,8 @@ def _not_ingestible(f: Path, root: Path, follow_symlinks: bool) -> str:
         return ""
     if not f.is_file():
         return "not a regular file (a FIFO, socket or device)"
-    if f.suffix.lower() not in TEXT_SUFFIXES:
-        return f"not a text type this version reads ({', '.join(sorted(TEXT_SUFFIXES))})"
+    if f.suffix.lower() not in loaders.SUFFIXES:
+        return f"not a type kb add reads ({', '.join(sorted(loaders.SUFFIXES))})"
     return ""
 
 
@@ -62,7 +49,8 @@ def add_paths(
     follow_symlinks: bool = False,
     max_bytes: int = MAX_FILE_BYTES,
 ) -> dict:
-    """Ingest text/markdown files and folders: chunked, with source metadata.
+    """Ingest files and folders (every type of `loaders.py`): chunked, with where each chunk came
+    from (file, page of a PDF, heading of Markdown and HTML).
 
     Idempotent by content hash: an unchanged file is skipped; a changed file's new
     chunks are written first and its stale chunks removed after, so a crash at any
@@ -105,18 +93,16 @@ def add_paths(
     )
     for n, f in enumerate(files):
         bar.set_postfix_str(f"{n}/{len(files)} files done, {f.name}")
-        try:
-            text = read_text(f)
-        except (UnicodeDecodeError, OSError) as exc:
-            report["skipped"].append(f"{f}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}")
-            bar.update(sizes[f])
-            continue
-        if "\x00" in text or not text.strip():
-            report["skipped"].append(f"{f}: {'binary (NUL bytes)' if text.strip() else 'empty'}")
+        try:  # read whole, or not at all: nothing half-read is stored
+            parts = loaders.load(f)
+            if not any(p.text.strip() for p in parts):
+                raise loaders.Unreadable("empty")
+            file_hash = hashlib.sha256(f.read_bytes()).hexdigest()[:32]
+        except (loaders.Unreadable, OSError) as exc:
+            report["skipped"].append(f"{f}: {getattr(exc, 'strerror', None) or exc}")
             bar.update(sizes[f])
             continue
         source = str(f.resolve())
-        file_hash = hashlib.sha256(text.encode()).hexdigest()[:32]
         old = store.col.get(where={"source": source}, include=["metadatas"])
         metas_old = old["metadatas"] or []
         if metas_old and all(
@@ -125,26 +111,29 @@ def add_paths(
             report["unchanged"] += 1
             bar.update(sizes[f])
             continue
-        unique: dict[str, tuple[str, str]] = {}  # a chunk repeated word for word in one file is kept once
-        for heading, chunk in chunk_text(text):
-            unique.setdefault(content_id(chunk, source), (heading, chunk))
+        unique: dict[str, tuple[str, str, int]] = {}  # a chunk repeated word for word in one file is kept once
+        for part in parts:
+            for heading, chunk in chunk_text(part.text):
+                unique.setdefault(content_id(chunk, source), (heading, chunk, part.page))
         ids, chunks = list(unique), list(unique.values())
         metas = [
             {
                 "kind": "document",
                 "source": source,
                 "heading": heading[:200],
+                "page": page,
                 "chunk": i,
                 "file_hash": file_hash,
                 "n_chunks": len(chunks),
                 "domain": domain,
                 "timestamp": time.time(),
             }
-            for i, (heading, _) in enumerate(chunks)
+            for i, (heading, _, page) in enumerate(chunks)
         ]
         done = 0
         for start in range(0, len(ids), 64):
-            store.upsert(ids[start : start + 64], [c for _, c in chunks[start : start + 64]], metas[start : start + 64])
+            texts = [c for _, c, _ in chunks[start : start + 64]]
+            store.upsert(ids[start : start + 64], texts, metas[start : start + 64])
             step = sizes[f] * min(len(ids), start + 64) // max(1, len(ids)) - done
             bar.update(step)
             done += step

@@ -106,6 +106,8 @@ class KnowledgeBase(Store):
                 kind=str(found[cid][1].get("kind", "document")),
                 score=round(1.0 - found[cid][2], 4),
                 domain=str(found[cid][1].get("domain", "")),
+                page=int(found[cid][1].get("page") or 0),
+                heading=str(found[cid][1].get("heading", "")),
             )
             for cid in chosen
         ]

@@ -16,6 +16,8 @@ class Passage:
     kind: str  # "document" | "learned"
     score: float  # 1 - cosine distance
     domain: str = ""
+    page: int = 0  # a PDF's page (from 1); 0: not paged
+    heading: str = ""  # the Markdown or HTML heading the chunk sits under
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

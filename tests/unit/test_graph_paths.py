@@ -262,3 +262,11 @@ def test_a_broken_knowledge_base_is_a_warning_and_the_answer_survives(services: 
         "retrieve skipped: knowledge base /kb: file is not a database",
         "not learned: knowledge base /kb: attempt to write a readonly database",
     ]
+
+
+def test_a_wrong_input_shape_is_an_input_error(services: Services, ctx: Context) -> None:
+    graph = build_graph(services=services)
+    with pytest.raises(InputError, match="empty query"):
+        graph.invoke({}, context=ctx)
+    with pytest.raises(InputError, match="expert must be an expert's name"):
+        graph.invoke({"query": "hi", "expert": ["math"]}, context=ctx)
