@@ -120,7 +120,8 @@ class _Reader:
             return None
         merged = {**defaults, **raw}
         label = merged.get("name")
-        where = f"{self.fname}: experts[{i}]" + (f" ({label})" if isinstance(label, str) else "")
+        shown = label if isinstance(label, str) and _NAME.match(label) else repr(label)  # one line, always
+        where = f"{self.fname}: experts[{i}]" + (f" ({shown})" if isinstance(label, str) else "")
         self.keys(raw, where, EXPERT_KEYS)
         name = self.text(merged, "name", where)
         if name and not _NAME.match(name):

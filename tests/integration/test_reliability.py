@@ -188,7 +188,11 @@ def third_round(tmp: Path, model_a: Path, expert_yaml) -> list[tuple[str, list[s
             "hosts: expected an Ollama URL",
         ),
         ("kb search --k 0", ["kb", "search", "anything", "--k", "0"], "k must be a whole number from 1 to 50, got 0"),
-        ("kb search --max-distance nan", ["kb", "search", "x", "--max-distance", "nan"], "max distance must be"),
+        (
+            "kb search --max-distance nan",
+            ["kb", "search", "x", "--max-distance", "nan"],
+            "max_distance must be from 0 to 2, got nan",
+        ),
         ("router fit --split 0", ["router", "fit", "--split", "0", "--out", str(tmp / "r.npz")], "--split must be"),
         (
             "router fit --out in a missing folder",
