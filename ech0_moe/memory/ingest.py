@@ -22,14 +22,14 @@ from ech0_moe.text import chunk_text
 MAX_FILE_BYTES = 20_000_000  # `kb add` skips larger files unless asked (--max-file-mb)
 
 
-def _not_ingestible(f: Path, root: Path, follow_symlinks: bool) -> str:
-    """Why a path inside a folder is not read ("" when it is, or when it is a folder to walk)."""
+def _not_ingestible(f: Path, folder: Path, root: Path, follow_symlinks: bool) -> str:
+    """Why a path inside `folder` (resolved: `root`) is not read ("" when it is, or a folder to walk)."""
     try:
         target = f.resolve(strict=True)
     except (OSError, RuntimeError):  # a symlink loop, or one whose target is gone
         return "a broken or looping symlink"
     if not follow_symlinks and not target.is_relative_to(root):
-        return f"a symlink out of {root} (not followed; --follow-symlinks to follow)"
+        return f"a symlink out of {folder} (not followed)"
     if f.is_dir():
         return ""
     if not f.is_file():
@@ -68,7 +68,7 @@ def add_paths(
         if p.is_dir():
             root = p.resolve()
             for f in sorted(p.rglob("*")):
-                why = _not_ingestible(f, root, follow_symlinks)
+                why = _not_ingestible(f, p, root, follow_symlinks)
                 if why:
                     skipped.append(f"{f}: {why}")
                 elif not f.is_dir():
