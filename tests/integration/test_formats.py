@@ -109,3 +109,20 @@ def test_kb_search_and_the_answer_show_the_page(tmp_path: Path, documents: Path,
 
 def _sources(kb: KnowledgeBase) -> set[str]:
     return {str(m["source"]) for m in kb.col.get(include=["metadatas"])["metadatas"] or []}
+
+
+def test_fifos_devices_and_looping_symlinks_are_listed_not_read(tmp_path: Path) -> None:
+    import os
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "good.md").write_text("Kettles boil water quickly. " * 5)
+    os.mkfifo(folder / "pipe.txt")
+    (folder / "zero.txt").symlink_to("/dev/zero")
+    (folder / "loop.txt").symlink_to(folder / "loop.txt")
+    report = KnowledgeBase(tmp_path / "kb").add_paths([folder], progress=False)
+    skipped = {Path(line.split(":")[0]).name: line.split(": ", 1)[1] for line in report["skipped"]}
+    assert report["added"] == 1
+    assert skipped["pipe.txt"].startswith("not a regular file")
+    assert skipped["loop.txt"] == "a broken or looping symlink"
+    assert skipped["zero.txt"].startswith(("a symlink out of", "not a regular file"))

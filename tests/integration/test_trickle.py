@@ -83,3 +83,15 @@ def test_a_trickled_answer_ends_at_the_answer_deadline(trickler) -> None:
     with pytest.raises(BackendError, match="answer_timeout"):
         OllamaBackend().chat(spec, None, [{"role": "user", "content": "hi"}], 16, Deadline(3.0))
     assert time.monotonic() - t0 < 3.0 + 1.0 + 3.0
+
+
+def test_validate_calls_a_hung_host_a_note(trickler, write_config, run_cli) -> None:
+    host = trickler(headers_first=False)
+    body = (
+        "memory_budget: 1GB\nexperts:\n"
+        f'  - {{name: x, domain: general, backend: ollama, model: "m:1", host: "{host}", size: 1GB,'
+        " system_prompt: s, description: d}\n"
+    )
+    proc = run_cli("validate", str(write_config(body)), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"note: Ollama at {host} did not answer: its model names were not checked" in proc.stderr

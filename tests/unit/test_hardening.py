@@ -48,3 +48,18 @@ def test_a_pkg_reference_imports_nothing() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert "Beautiful is better than ugly" not in out  # the Zen of Python: `this` was imported
     assert out.strip().endswith("False") and "refused: package 'this.x'" in out
+
+
+def test_a_line_without_spaces_is_cut_into_chunks() -> None:
+    from ech0_moe.text import chunk_text
+
+    chunks = chunk_text("x" * 5_000_000)
+    assert len(chunks) > 1000 and max(len(text) for _, text in chunks) <= 4_100
+
+
+def test_rays_slow_scheduling_warning_is_not_a_placement_failure() -> None:
+    from ech0_moe.serving.admin import fits
+
+    assert fits("{'CPU': 1.0}", "{'CPU': 2.0, 'memory': 1e9}")  # room: only slow to schedule
+    assert not fits("{'CPU': 1.0, 'GPU': 1.0}", "{'CPU': 8.0}")  # no GPU: it cannot be placed
+    assert not fits("not a dict", "{}")
