@@ -96,6 +96,8 @@ bench: install
 	$(VENV)/bin/ech0-moe bench rag --json | tee .ech0/bench/rag.json
 	$(VENV)/bin/ech0-moe bench swap --json --kb .ech0/bench/kb | tee .ech0/bench/swap.json
 	$(VENV)/bin/ech0-moe bench startup --json | tee .ech0/bench/startup.json
+	$(VENV)/bin/ech0-moe bench vote --json | tee .ech0/bench/vote.json
+	$(VENV)/bin/ech0-moe bench finish --json | tee .ech0/bench/finish.json
 	$(VENV)/bin/ech0-moe bench modes --data $(ROUTING_DATA) --limit 80 --baseline single --oracle \
 		--plot .ech0/bench/modes.png --json | tee .ech0/bench/modes.json
 
