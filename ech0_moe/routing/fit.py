@@ -160,8 +160,9 @@ def fit_model(
     cache = features or FeatureCache()
     own = pool_rows(config)
     vectors = cache.features([t for t, _ in own])
-    keep = yielded_to_specialists(config, own, vectors)
-    own, vectors = [own[i] for i in keep], vectors[keep]
+    if not data:  # few-shot: the pool's own texts are all there is; with labelled data, the data decides
+        keep = yielded_to_specialists(config, own, vectors)
+        own, vectors = [own[i] for i in keep], vectors[keep]
     if data:
         extra = data_vectors if data_vectors is not None else cache.features([q for q, _ in data])
         vectors = np.vstack([vectors, extra])
