@@ -173,6 +173,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"(router and knowledge base ready in {time.perf_counter() - t0:.1f}s)\n")
     results: list[dict[str, Any]] = []
     warnings: list[str] = []
+    failed: list[str] = []
     bar = tqdm(DEMO_QUESTIONS, desc="demo", unit="q", file=sys.stderr, disable=args.json)
     for question, mode in bar:
         bar.set_postfix_str(mode)
@@ -180,6 +181,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         results.append({"question": question, **r})
         warnings += r["warnings"]
         warn(r["warnings"], f"question {len(results)}: ")
+        if r["error"]:  # a failed answer is never hidden behind an empty line
+            failed.append(r["error"])
+            print(f"ech0-moe: error: question {len(results)}: {r['error']}", file=sys.stderr, flush=True)
         if not args.json:
             timings = " ".join(f"{k}={v:.2f}s" for k, v in r["timings"].items())
             answer = " ".join(r["solution"].split())[:110]
@@ -209,6 +213,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"of {format_size(summary['budget_bytes'])} budget, "
             f"total {summary['seconds']}s"
         )
+    if failed:
+        print(f"ech0-moe: error: {len(failed)} of {len(results)} demo questions failed (above)", file=sys.stderr)
+        return 1
     return exit_code(args, bool(warnings))
 
 
