@@ -21,7 +21,7 @@ from ech0_moe.safety import inert
 from ech0_moe.services import ServiceProvider, Services
 from ech0_moe.text import count_tokens
 
-WORDS_PER_TOKEN = 0.3  # words to ask for per token of the cap: room to finish (bench finish: 0.6 left 20% cut, 0.3 11%)
+WORDS_PER_TOKEN = 0.3  # words asked for per token of the cap, leaving room to finish (docs/benchmarks.md: bench finish)
 
 
 def length_hint(max_tokens: int) -> str:

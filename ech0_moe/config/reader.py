@@ -160,7 +160,7 @@ class _Reader:
                 if not is_url(host):
                     self.add(f"{where}.host: expected a URL such as {DEFAULT_OLLAMA_HOST}, got {host!r}")
             # backend ray: the model file (or node-local Ollama) is on the replicas' nodes and is
-            # resolved and checked there (`serve_app.replica_config`), not on this machine
+            # resolved and checked there (`serving.app.replica_config`), not on this machine
             size_bytes = 0 if size in (None, "auto") else self.size(size, f"{where}.size")
         spec = ExpertSpec(
             name=name,

@@ -54,7 +54,7 @@ class RouterModel:
         sharpness: float = 1.0,
         pool_hash: str = "",
     ):
-        self.pool_hash = pool_hash  # `router_fit.pool_fingerprint` of the pool it was fitted for
+        self.pool_hash = pool_hash  # `routing.fit.pool_fingerprint` of the pool it was fitted for
         self.classes = list(classes)
         self.weights = weights.astype(np.float32)
         self.bias = bias.astype(np.float32)

@@ -73,7 +73,7 @@ class RayChatModel(StreamingChatModel):
 
 
 def failure(payload: dict[str, Any]) -> Ech0Error:
-    """The error a replica reported as data (`serve_app._failure`)."""
+    """The error a replica reported as data (`serving.app._failure`)."""
     if payload.get("budget"):
         return BudgetError(payload["error"])
     return BackendError(payload["error"], transient=bool(payload.get("transient")))

@@ -169,7 +169,7 @@ class RayPool:
 
 
 def _acquired(data: dict[str, Any]) -> Acquired:
-    """What a replica reported getting the expert cost (`serve_app`: `asdict(Acquired)`)."""
+    """What a replica reported getting the expert cost (`serving.app`: `asdict(Acquired)`)."""
     return Acquired(
         data["expert"], data["swapped"], data["load_seconds"], tuple(data["evicted"]), served_by=data["served_by"]
     )
