@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ EXPERT_KEYS = (
     *("name", "domain", "backend", "model", "host", "size", "system_prompt", "description", "examples"),
     *("keywords", "n_ctx", "max_tokens", "temperature", "repeat_penalty", "timeout", "runtime"),
 )
-RAY_KEYS = ("address", "app", "replicas", "replica_budget", "num_cpus", "num_gpus", "max_ongoing_requests", "threads")
+RAY_KEYS = tuple(f.name for f in fields(RaySettings))
 ROUTER_KEYS = ("model", "data", "min_confidence", "stay_margin", "stay_per_second")
 DEFAULTS = {
     "n_ctx": 2048,
@@ -250,6 +251,7 @@ class _Reader:
                 self.number(raw, "max_ongoing_requests", where, base.max_ongoing_requests, (1, 10_000))
             ),
             threads=int(self.number(raw, "threads", where, base.threads, (0, 1024))),
+            timeout=float(self.number(raw, "timeout", where, base.timeout, (0.1, 86_400))),
         )
 
     def router(self, raw: Any, base_dir: Path) -> RouterSettings:

@@ -128,6 +128,7 @@ class RaySettings:
     num_gpus: float = 0.0  # per replica (1 on a GPU cluster: one GPU per replica)
     max_ongoing_requests: int = 64  # per replica; Ray's default (5) spreads a cold burst over every replica
     threads: int = 0  # llama.cpp threads per replica (0 = num_cpus, at least 1)
+    timeout: float = 600.0  # seconds any one request to the application may take, by the clock (load + answer)
 
 
 @dataclass(frozen=True)

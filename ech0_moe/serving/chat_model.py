@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +24,8 @@ class RayChatModel(StreamingChatModel):
     handle: Any
     expert: str
     max_tokens: int = 128
-    timeout: float | None = None
+    timeout: float | None = None  # answer_timeout
+    limit: float = 600.0  # ray.timeout: the whole request (load and answer), by the clock
 
     @property
     def _llm_type(self) -> str:
@@ -44,6 +46,12 @@ class RayChatModel(StreamingChatModel):
         stream = self.handle.options(multiplexed_model_id=self.expert, stream=True).chat.remote(request)
         acquired: dict[str, Any] = {}
         reply: dict[str, Any] = {}
+        # by the clock, not per token: a replica that never sends the next item is cancelled
+        limit = min(self.limit, self.timeout or float("inf"))
+        expired = threading.Event()
+        timer = threading.Timer(limit, lambda: (expired.set(), stream.cancel()))
+        timer.daemon = True
+        timer.start()
         try:
             for item in stream:
                 if "error" in item:
@@ -56,10 +64,16 @@ class RayChatModel(StreamingChatModel):
                     yield chunk
                 reply = item.get("reply", reply)
         except ray_errors() as exc:  # the replica died or was replaced mid-answer: asking again may work
+            if expired.is_set():  # our own cancel: the deadline passed
+                what = "answer_timeout" if self.timeout and self.timeout <= self.limit else "ray.timeout"
+                raise BackendError(
+                    f"Ray Serve did not answer with {self.expert!r} within {limit:g} s ({what})"
+                ) from None
             raise BackendError(
                 f"Ray replica failed while answering with {self.expert!r}: {type(exc).__name__}", transient=True
             ) from None
         finally:
+            timer.cancel()
             stream.cancel()  # a no-op once finished; stops the replica when we stop early (deadline)
         if not reply:
             raise BackendError(f"Ray replica: the answer of {self.expert!r} was cut off mid-stream", transient=True)

@@ -127,8 +127,11 @@ class RayPool:
     def ensure_loaded(self, name: str) -> Acquired:
         """Make `name` resident on some replica (Ray picks: the one holding it, else a free one)."""
         handle = self.handle()
+        limit = self.settings.timeout
         try:
-            out = handle.options(multiplexed_model_id=name).load.remote().result()
+            out = handle.options(multiplexed_model_id=name).load.remote().result(timeout_s=limit)
+        except TimeoutError:  # Ray's GetTimeoutError is one too
+            raise BackendError(f"Ray Serve did not load {name!r} within {limit:g} s (ray.timeout)") from None
         except ray_errors() as exc:
             raise BackendError(f"Ray replica failed loading {name!r}: {type(exc).__name__}", transient=True) from None
         if "error" in out:
@@ -141,7 +144,9 @@ class RayPool:
         """Answer with expert `name` on the replica Ray routes it to (streaming its tokens)."""
         spec = self.specs[name]
         cap = max_tokens or spec.max_tokens
-        model = RayChatModel(handle=self.handle(), expert=name, max_tokens=cap, timeout=timeout)
+        model = RayChatModel(
+            handle=self.handle(), expert=name, max_tokens=cap, timeout=timeout, limit=self.settings.timeout
+        )
         deadline = Deadline(timeout) if timeout else None
         message = model.invoke([(m["role"], m["content"]) for m in messages], config=run_config(deadline))
         return reply_of(message), self._record(_acquired(message.response_metadata))

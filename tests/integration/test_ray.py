@@ -182,6 +182,29 @@ def test_killed_replica_mid_answer_is_retried_or_a_clear_error(
         assert values["solution"] and values["served_by"] != killed[0]
 
 
+def test_a_request_past_ray_timeout_fails_by_the_clock(deployed: Path, tmp_path: Path) -> None:
+    """`ray.timeout` bounds the whole request (load, prompt, every token), not the gap between items:
+    a long prompt on one thread with a 0.2 s limit fails soon after 0.2 s with one line."""
+    import time
+
+    from ech0_moe.errors import BackendError
+
+    config = tmp_path / "experts.yaml"
+    config.write_text(
+        deployed.read_text()
+        .replace("threads: 1}", "threads: 1, timeout: 0.2}")
+        .replace("model: ", f"model: {deployed.parent}/")
+    )
+    pool = RayPool(load_config(config))
+    prompt = "Summarise this. " + "The quick brown fox jumps over the lazy dog near the river bank. " * 60
+    started = time.monotonic()
+    with pytest.raises(BackendError, match=r"did not answer with 'math' within 0.2 s \(ray.timeout\)"):
+        pool.chat("math", [{"role": "user", "content": prompt}], max_tokens=64)
+    assert time.monotonic() - started < 0.2 + 2.0
+    reply, _ = RayPool(load_config(deployed)).chat("math", [{"role": "user", "content": "Hi"}], max_tokens=2)
+    assert reply.text is not None  # the replica was not left stuck on the cancelled request
+
+
 @pytest.mark.parametrize(
     ("ray_line", "expected"),
     [
