@@ -7,6 +7,7 @@ before sentences are split; tables, lists, headings and code stay line by line.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 
 from ech0_moe.errors import InputError
 
@@ -105,22 +106,20 @@ def chunk_text(text: str, max_tokens: int = 160, overlap: int = 1) -> list[tuple
     Chunks follow sentence boundaries, carry `overlap` trailing sentences of the
     previous chunk for context, and never straddle a markdown heading.
     """
-    chunks: list[tuple[str, str]] = []
+    return list(chunk_units(split_blocks(text), max_tokens, overlap))
+
+
+def chunk_units(units: Iterable[str], max_tokens: int = 160, overlap: int = 1) -> Iterator[tuple[str, str]]:
+    """`chunk_text` over units of `split_blocks`, as they come (a streamed file's blocks, one by one)."""
     heading = ""
     current: list[str] = []
     fresh = 0  # sentences not yet emitted in a chunk
-
-    def flush(keep_overlap: bool) -> None:
-        nonlocal current, fresh
-        if fresh:
-            chunks.append((heading, " ".join(current)))
-        current = current[-overlap:] if keep_overlap and overlap else []
-        fresh = 0
-
     in_code = False  # inside a ``` fence: `#define`, `# comment` are code, not headings
-    for unit in split_blocks(text):
+    for unit in units:
         if not in_code and (_HEADING.match(unit) or _SETEXT.fullmatch(unit)):
-            flush(keep_overlap=False)
+            if fresh:
+                yield heading, " ".join(current)
+            current, fresh = [], 0
             if unit.startswith("#"):
                 heading = unit.lstrip("#").strip()
             continue
@@ -131,8 +130,9 @@ def chunk_text(text: str, max_tokens: int = 160, overlap: int = 1) -> list[tuple
                 count_tokens(text) + count_tokens(sentence) > max_tokens
                 or len(text) + len(sentence) > 2 * MAX_SENTENCE_CHARS
             ):
-                flush(keep_overlap=True)
+                yield heading, text
+                current, fresh = current[-overlap:] if overlap else [], 0
             current.append(sentence.strip())
             fresh += 1
-    flush(keep_overlap=False)
-    return chunks
+    if fresh:
+        yield heading, " ".join(current)

@@ -92,8 +92,8 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None
         "--max-file-mb",
         dest="max_file_mb",
         type=float,
-        default=20.0,
+        default=100.0,
         metavar="MB",
-        help="add: skip (and list) files larger than this (default 20)",
+        help="add: skip (and list) files larger than this (default 100; text over 8 MB is streamed)",
     )
     p.set_defaults(func=cmd_kb)

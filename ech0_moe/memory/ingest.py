@@ -1,5 +1,11 @@
 """`kb add`: files and folders into the store, chunked, with where each chunk came from.
 
+Files are read and chunked one by one and written in batches (about BATCH_CHUNKS chunks): one
+encoder call, one Chroma upsert, one lexical write, one folder lock and one generation bump per
+batch, not per file, so a folder of small notes goes in at nearly the encoder's speed. A text
+file over STREAM_BYTES is streamed: checked whole first (UTF-8, no NUL bytes), then chunked and
+written a batch at a time, so its size does not become memory.
+
 Idempotent by content hash; a changed file's new chunks are written before its stale ones are
 deleted (from both indexes), so a crash leaves the old or the new version searchable.
 """
@@ -10,16 +16,34 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ech0_moe.embeddings import embed
 from ech0_moe.errors import Ech0Error
 from ech0_moe.memory import loaders
 from ech0_moe.memory.store import Store, content_id, store_op
-from ech0_moe.text import chunk_text
+from ech0_moe.text import chunk_units, split_blocks
 
-MAX_FILE_BYTES = 20_000_000  # `kb add` skips larger files unless asked (--max-file-mb)
+MAX_FILE_BYTES = 100_000_000  # `kb add` skips larger files unless asked (--max-file-mb)
+STREAM_BYTES = 8_000_000  # a text file larger than this is streamed, not read whole
+BATCH_CHUNKS = 256  # chunks encoded and written together
+
+Chunk = tuple[str, str, int]  # heading, text, page
+
+
+@dataclass
+class Prepared:
+    """One file read and chunked, waiting for its batch: its chunks by id (each once)."""
+
+    path: Path
+    source: str
+    file_hash: str
+    size: int
+    chunks: dict[str, Chunk] = field(default_factory=dict)
 
 
 def _not_ingestible(f: Path, folder: Path, root: Path, follow_symlinks: bool) -> str:
@@ -39,28 +63,7 @@ def _not_ingestible(f: Path, folder: Path, root: Path, follow_symlinks: bool) ->
     return ""
 
 
-@store_op(writes=True)
-def add_paths(
-    store: Store,
-    paths: Iterable[str | os.PathLike[str]],
-    *,
-    domain: str = "",
-    progress: bool = True,
-    follow_symlinks: bool = False,
-    max_bytes: int = MAX_FILE_BYTES,
-) -> dict:
-    """Ingest files and folders (every type of `loaders.py`): chunked, with where each chunk came
-    from (file, page of a PDF, heading of Markdown and HTML).
-
-    Idempotent by content hash: an unchanged file is skipped; a changed file's new
-    chunks are written first and its stale chunks removed after, so a crash at any
-    point leaves either the old or the new version searchable, never neither.
-    Inside a folder, a symlink that leads out of it is skipped unless `follow_symlinks`;
-    binary (NUL-filled), undecodable and files over `max_bytes` are skipped; every skip is
-    listed with its reason. The progress bar counts bytes, so one big file moves it too.
-    """
-    from tqdm import tqdm
-
+def _walk(paths: Iterable[str | os.PathLike[str]], follow_symlinks: bool) -> tuple[list[Path], list[str]]:
     files: list[Path] = []
     skipped: list[str] = []
     for raw in paths:
@@ -77,73 +80,229 @@ def add_paths(
             files.append(p)
         else:
             raise Ech0Error(f"no such file or folder: {p}")
-    report: dict[str, Any] = {"files": len(files), "added": 0, "unchanged": 0, "skipped": skipped, "chunks": 0}
+    return files, skipped
+
+
+def _chunks(source: str, units: Iterable[tuple[str, int]]) -> Iterator[tuple[str, Chunk]]:
+    """(id, chunk) for each chunk of `units` (text, page); a chunk repeated word for word is kept once."""
+    seen: set[str] = set()
+    for text, page in units:
+        for heading, chunk in chunk_units(split_blocks(text)):
+            cid = content_id(chunk, source)
+            if cid not in seen:
+                seen.add(cid)
+                yield cid, (heading, chunk, page)
+
+
+class Ingest:
+    """One `kb add` run: the report, the time spent in each step, the progress bar."""
+
+    def __init__(self, store: Store, domain: str, files: int, total_bytes: int, progress: bool) -> None:
+        from tqdm import tqdm
+
+        self.store, self.domain = store, domain
+        self.files, self.done_files = files, 0
+        self.spent: Counter[str] = Counter()  # seconds: read, chunk, encode, write (then the store's own parts)
+        self.report: dict[str, Any] = {"added": 0, "unchanged": 0, "chunks": 0}
+        self.bar = tqdm(
+            total=total_bytes, desc="kb add", unit="B", unit_scale=True, file=sys.stderr, disable=not progress
+        )
+
+    def show(self) -> None:
+        self.bar.set_postfix_str(f"{self.done_files}/{self.files} files done, {self.report['chunks']} chunks")
+
+    def prepare(self, f: Path, size: int) -> Prepared:
+        """Read and chunk a whole file (`loaders.Unreadable` or `OSError` when it cannot be)."""
+        t = time.perf_counter()
+        parts = loaders.load(f)
+        if not any(p.text.strip() for p in parts):
+            raise loaders.Unreadable("empty")
+        file_hash = hashlib.sha256(f.read_bytes()).hexdigest()[:32]
+        t2 = time.perf_counter()
+        source = str(f.resolve())
+        prepared = Prepared(f, source, file_hash, size, dict(_chunks(source, ((p.text, p.page) for p in parts))))
+        self.spent["read"] += t2 - t
+        self.spent["chunk"] += time.perf_counter() - t2
+        return prepared
+
+    def write(self, batch: list[Prepared]) -> None:
+        """Encode and write the chunks of `batch`'s files that are new or changed."""
+        if not batch:
+            return
+        current = self.current([p.source for p in batch])
+        todo = [p for p in batch if current.get(p.source) != (p.file_hash, len(p.chunks))]
+        self.report["unchanged"] += len(batch) - len(todo)
+        ids = [cid for p in todo for cid in p.chunks]
+        texts = [c[1] for p in todo for c in p.chunks.values()]
+        t = time.perf_counter()
+        vectors = embed(texts)
+        self.spent["encode"] += time.perf_counter() - t
+        metas = [self.meta(p, i, c) for p in todo for i, c in enumerate(p.chunks.values())]
+        keep = {p.source: set(p.chunks) for p in todo}
+        self.commit(ids, texts, metas, vectors, keep)
+        self.report["added"] += len(todo)
+        self.report["chunks"] += len(ids)
+        self.done_files += len(batch)
+        self.bar.update(sum(p.size for p in batch))
+        self.show()
+
+    def meta(self, p: Prepared, i: int, chunk: Chunk, n_chunks: int = 0) -> dict[str, Any]:
+        heading, _, page = chunk
+        return {
+            "kind": "document",
+            "source": p.source,
+            "heading": heading[:200],
+            "page": page,
+            "chunk": i,
+            "file_hash": p.file_hash,
+            "n_chunks": n_chunks or len(p.chunks),
+            "domain": self.domain,
+            "timestamp": time.time(),
+        }
+
+    def current(self, sources: list[str]) -> dict[str, tuple[str, int] | None]:
+        """Each stored source's (file hash, chunks) when all its chunks agree on them and are all
+        there; a version cut short by a crash (or changed) is None, to be written again."""
+        got = _stored(self.store, sources)
+        by: dict[str, list[dict[str, Any]]] = {}
+        for meta in got["metadatas"] or []:
+            by.setdefault(str((meta or {}).get("source")), []).append(meta or {})
+        out: dict[str, tuple[str, int] | None] = {}
+        for source, metas in by.items():
+            marks = {(m.get("file_hash"), m.get("n_chunks")) for m in metas}
+            out[source] = marks.pop() if len(marks) == 1 and metas[0].get("n_chunks") == len(metas) else None
+        return out
+
+    def commit(
+        self, ids: list[str], texts: list[str], metas: list[dict[str, Any]], vectors: Any, keep: dict[str, set[str]]
+    ) -> None:
+        """One locked write: the new chunks, then each file's stale ones (`keep` None: keep all)."""
+        t = time.perf_counter()
+        _commit(self.store, ids, texts, metas, vectors, keep)
+        self.spent["write"] += time.perf_counter() - t
+
+    def stream(self, f: Path, size: int) -> None:
+        """A big text file: checked whole, then chunked and written a batch at a time."""
+        t = time.perf_counter()
+        file_hash = loaders.check_text(f)  # Unreadable before anything is stored
+        source = str(f.resolve())
+        p = Prepared(f, source, file_hash, size)
+        n_chunks = sum(1 for _ in _chunks(source, ((b, 0) for b in loaders.text_blocks(f))))
+        self.spent["read"] += time.perf_counter() - t
+        if self.current([source]).get(source) == (file_hash, n_chunks):
+            self.report["unchanged"] += 1
+            self.done_files += 1
+            self.bar.update(size)
+            return
+        written: set[str] = set()
+        batch: list[tuple[str, Chunk]] = []
+        done = 0
+
+        def flush(last: bool) -> None:
+            nonlocal done
+            t = time.perf_counter()
+            vectors = embed([c[1] for _, c in batch])
+            self.spent["encode"] += time.perf_counter() - t
+            metas = [self.meta(p, len(written) + i, c, n_chunks) for i, (_, c) in enumerate(batch)]
+            written.update(cid for cid, _ in batch)
+            self.commit(
+                [cid for cid, _ in batch], [c[1] for _, c in batch], metas, vectors, {source: written} if last else {}
+            )
+            self.report["chunks"] += len(batch)
+            step = size * len(written) // max(1, n_chunks) - done
+            self.bar.update(step)
+            done += step
+            self.show()
+            batch.clear()
+
+        t = time.perf_counter()
+        for item in _chunks(source, ((b, 0) for b in loaders.text_blocks(f))):
+            batch.append(item)
+            if len(batch) >= BATCH_CHUNKS:
+                self.spent["chunk"] += time.perf_counter() - t
+                flush(last=False)
+                t = time.perf_counter()
+        self.spent["chunk"] += time.perf_counter() - t
+        flush(last=True)
+        self.bar.update(size - done)
+        self.report["added"] += 1
+        self.done_files += 1
+
+
+@store_op(writes=False)
+def _stored(store: Store, sources: list[str]) -> dict[str, Any]:
+    return store.col.get(where={"source": {"$in": sources}}, include=["metadatas"])
+
+
+@store_op(writes=True)
+def _commit(
+    store: Store, ids: list[str], texts: list[str], metas: list[dict[str, Any]], vectors: Any, keep: dict[str, set[str]]
+) -> None:
+    store.upsert(ids, texts, metas, embeddings=vectors)
+    if keep:  # stale chunks: what each file had before and no longer has (read under the same lock)
+        old = store.col.get(where={"source": {"$in": list(keep)}}, include=["metadatas"])
+        stale = {
+            i for i, m in zip(old["ids"], old["metadatas"] or [], strict=True) if i not in keep[(m or {})["source"]]
+        }
+        store.delete(stale)  # both indexes: the lexical one must not keep them
+
+
+def add_paths(
+    store: Store,
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    domain: str = "",
+    progress: bool = True,
+    follow_symlinks: bool = False,
+    max_bytes: int = MAX_FILE_BYTES,
+    stream_bytes: int = STREAM_BYTES,
+) -> dict:
+    """Ingest files and folders (every type of `loaders.py`): chunked, with where each chunk came
+    from (file, page of a PDF, heading of Markdown and HTML).
+
+    Idempotent by content hash: an unchanged file is skipped; a changed file's new chunks are
+    written first and its stale chunks removed after, so a crash at any point leaves either the
+    old or the new version searchable, never neither. Inside a folder, a symlink that leads out
+    of it is skipped unless `follow_symlinks`; binary (NUL-filled), undecodable and files over
+    `max_bytes` are skipped; every skip is listed with its reason. The progress bar counts bytes
+    (with chunks and an ETA), so one big file moves it too. The report's `seconds_in` splits the
+    time: read (and parse), chunk, encode, write; and within write: chroma, lexical, lock (waiting)."""
+    store.check_writable()
+    files, skipped = _walk(paths, follow_symlinks)
+    files = list({f.resolve(): f for f in reversed(files)}.values())[::-1]  # a file named twice is read once
     sizes = {f: f.stat().st_size for f in files}
     for f in [f for f in files if sizes[f] > max_bytes]:
         skipped.append(f"{f}: larger than {max_bytes / 1e6:g}MB (raise the limit with --max-file-mb)")
         files.remove(f)
     t0 = time.perf_counter()
-    bar = tqdm(
-        total=sum(sizes[f] for f in files),
-        desc="kb add",
-        unit="B",
-        unit_scale=True,
-        file=sys.stderr,
-        disable=not progress,
-    )
-    for n, f in enumerate(files):
-        bar.set_postfix_str(f"{n}/{len(files)} files done, {f.name}")
-        try:  # read whole, or not at all: nothing half-read is stored
-            parts = loaders.load(f)
-            if not any(p.text.strip() for p in parts):
-                raise loaders.Unreadable("empty")
-            file_hash = hashlib.sha256(f.read_bytes()).hexdigest()[:32]
+    before = Counter(store.spent)
+    run = Ingest(store, domain, len(files), sum(sizes[f] for f in files), progress)
+    batch: list[Prepared] = []
+    for f in files:
+        try:
+            if sizes[f] > stream_bytes and loaders.KINDS.get(f.suffix.lower()) == "text":
+                run.write(batch)
+                batch = []
+                run.stream(f, sizes[f])
+                continue
+            batch.append(run.prepare(f, sizes[f]))  # read whole, or not at all: nothing half-read is stored
         except (loaders.Unreadable, OSError) as exc:
-            report["skipped"].append(f"{f}: {getattr(exc, 'strerror', None) or exc}")
-            bar.update(sizes[f])
+            skipped.append(f"{f}: {getattr(exc, 'strerror', None) or exc}")
+            run.done_files += 1
+            run.bar.update(sizes[f])
             continue
-        source = str(f.resolve())
-        old = store.col.get(where={"source": source}, include=["metadatas"])
-        metas_old = old["metadatas"] or []
-        if metas_old and all(
-            (m or {}).get("file_hash") == file_hash and (m or {}).get("n_chunks") == len(metas_old) for m in metas_old
-        ):  # complete and current; a version cut short by a crash is written again
-            report["unchanged"] += 1
-            bar.update(sizes[f])
-            continue
-        unique: dict[str, tuple[str, str, int]] = {}  # a chunk repeated word for word in one file is kept once
-        for part in parts:
-            for heading, chunk in chunk_text(part.text):
-                unique.setdefault(content_id(chunk, source), (heading, chunk, part.page))
-        ids, chunks = list(unique), list(unique.values())
-        metas = [
-            {
-                "kind": "document",
-                "source": source,
-                "heading": heading[:200],
-                "page": page,
-                "chunk": i,
-                "file_hash": file_hash,
-                "n_chunks": len(chunks),
-                "domain": domain,
-                "timestamp": time.time(),
-            }
-            for i, (heading, _, page) in enumerate(chunks)
-        ]
-        done = 0
-        for start in range(0, len(ids), 64):
-            texts = [c for _, c, _ in chunks[start : start + 64]]
-            store.upsert(ids[start : start + 64], texts, metas[start : start + 64])
-            step = sizes[f] * min(len(ids), start + 64) // max(1, len(ids)) - done
-            bar.update(step)
-            done += step
-        store.delete(set(old["ids"]) - set(ids))  # both indexes: the lexical one must not keep them
-        bar.update(sizes[f] - done)
-        report["added"] += 1
-        report["chunks"] += len(ids)
-    bar.set_postfix_str(f"{len(files)}/{len(files)} files done")
-    bar.close()
+        if sum(len(p.chunks) for p in batch) >= BATCH_CHUNKS:
+            run.write(batch)
+            batch = []
+    run.write(batch)
+    run.bar.close()
     seconds = time.perf_counter() - t0
-    report["seconds"] = round(seconds, 2)
-    report["chunks_per_second"] = round(report["chunks"] / seconds, 1) if report["chunks"] else 0.0
-    return report
+    spent = run.spent + (store.spent - before)
+    return {
+        "files": len(files),
+        **run.report,
+        "skipped": skipped,
+        "seconds": round(seconds, 2),
+        "chunks_per_second": round(run.report["chunks"] / seconds, 1) if run.report["chunks"] else 0.0,
+        "seconds_in": {k: round(v, 3) for k, v in sorted(spent.items())},
+    }

@@ -13,7 +13,10 @@ a one-line reason, and nothing of that file is stored.
 
 from __future__ import annotations
 
+import codecs
+import hashlib
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +75,43 @@ def _text(path: Path) -> str:
     if "\x00" in text:
         raise Unreadable("binary (NUL bytes)")
     return text
+
+
+def check_text(path: Path, block: int = 1 << 20) -> str:
+    """A big text file read once, a block at a time: its content hash, or `Unreadable` (not UTF-8,
+    or NUL bytes) before anything of it is stored."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while data := fh.read(block):
+            digest.update(data)
+            try:
+                text = decoder.decode(data)
+            except UnicodeDecodeError:
+                raise Unreadable("not UTF-8 text") from None
+            if "\x00" in text:
+                raise Unreadable("binary (NUL bytes)")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise Unreadable("not UTF-8 text (cut inside a character)") from None
+    return digest.hexdigest()[:32]
+
+
+def text_blocks(path: Path, block: int = 1 << 20) -> Iterator[str]:
+    """A text file in pieces of about `block` characters, each ending at a blank line where one
+    is near (so paragraphs, headings and chunks come out as from the whole text)."""
+    carry = ""
+    with path.open(encoding="utf-8") as fh:
+        while data := fh.read(block):
+            text = carry + data
+            cut = text.rfind("\n\n")
+            if cut < len(text) // 2:  # no paragraph break in the second half: cut at a line, else anywhere
+                cut = max(text.rfind("\n"), len(text) // 2)
+            yield text[:cut]
+            carry = text[cut:]
+    if carry.strip():
+        yield carry
 
 
 def _pdf(path: Path) -> list[Part]:

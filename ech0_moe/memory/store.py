@@ -16,6 +16,8 @@ import os
 import re
 import shutil
 import tempfile
+import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -80,14 +82,6 @@ def _drop_client(folder: Path) -> None:
     SharedSystemClient._identifier_to_refcount.pop(str(folder), None)
 
 
-def _drop_client(folder: Path) -> None:
-    """Forget Chroma's per-folder client after a failed open (it caches the half-started one)."""
-    from chromadb.api.shared_system_client import SharedSystemClient
-
-    SharedSystemClient._identifier_to_system.pop(str(folder), None)
-    SharedSystemClient._identifier_to_refcount.pop(str(folder), None)
-
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -127,6 +121,7 @@ class Store:
         self.lexical: LexicalIndex | None = None
         self.read_only = ""  # why the folder cannot be written; "" when it can
         self.store = self.path  # the folder Chroma and the lexical index open (a snapshot when read-only)
+        self.spent: Counter[str] = Counter()  # seconds in: chroma (writes), lexical (writes), lock (waiting)
         _one_line(self, self._open)
 
     def _open(self) -> None:
@@ -206,18 +201,25 @@ class Store:
         assert self.lexical is not None, "opened in _connect"
         return self.lexical
 
-    @contextlib.contextmanager
-    def _exclusive(self, writes: bool, fresh: bool = True) -> Iterator[None]:
-        if writes and self.read_only:
+    def check_writable(self) -> None:
+        """A `KnowledgeBaseError` when this store cannot be written (a read-only folder, a full disk)."""
+        if self.read_only:
             raise KnowledgeBaseError(
                 f"knowledge base {self.path} cannot be written ({self.read_only}): nothing was stored"
             )
+
+    @contextlib.contextmanager
+    def _exclusive(self, writes: bool, fresh: bool = True) -> Iterator[None]:
+        if writes:
+            self.check_writable()
+        t = time.perf_counter()
         with self.lock.hold(shared=bool(self.read_only)) as outermost:
+            self.spent["lock"] += time.perf_counter() - t
             if fresh and outermost and not self.read_only and self.lock.generation() != self.lock.seen:
                 self._client.close()  # another process wrote: read the store anew
                 self._connect(self._factory, self._settings)
             yield
-            if writes:
+            if writes and outermost:  # one generation bump per outermost write, however many it nests
                 self.lock.seen = self.lock.generation() + 1
                 _one_line(self, self.lock.bump)
 
@@ -235,8 +237,12 @@ class Store:
     ) -> None:
         """Write entries to both indexes (committed when this returns); embeddings default to the texts'."""
         if ids:
+            t = time.perf_counter()
             self.col.upsert(ids=ids, documents=texts, metadatas=metadatas, embeddings=embeddings)  # type: ignore[arg-type]
+            t2 = time.perf_counter()
             self._lexical.upsert(ids, texts, metadatas)
+            self.spent["chroma"] += t2 - t
+            self.spent["lexical"] += time.perf_counter() - t2
 
     @store_op(writes=True)
     def delete(self, ids: Iterable[str]) -> int:
