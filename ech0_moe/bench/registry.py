@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from ech0_moe.bench import compress, finish, modes, rag, ray_serve, routing, startup, swap, vote
+from ech0_moe.bench import compress, finish, ingest, modes, rag, ray_serve, routing, startup, swap, vote
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], dict[str, Any]]
@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, tuple[AddArguments, Run]] = {
     "routing": (routing.add_arguments, routing.run),
     "compress": (compress.add_arguments, compress.run),
     "rag": (rag.add_arguments, rag.run),
+    "ingest": (ingest.add_arguments, ingest.run),
     "swap": (swap.add_arguments, swap.run),
     "startup": (startup.add_arguments, startup.run),
     "modes": (modes.add_arguments, modes.run),

@@ -97,11 +97,11 @@ def _chunks(source: str, units: Iterable[tuple[str, int]]) -> Iterator[tuple[str
 class Ingest:
     """One `kb add` run: the report, the time spent in each step, the progress bar."""
 
-    def __init__(self, store: Store, domain: str, files: int, total_bytes: int, progress: bool) -> None:
+    def __init__(self, store: Store, domain: str, files: int, total_bytes: int, progress: bool, batch: int) -> None:
         from tqdm import tqdm
 
         self.store, self.domain = store, domain
-        self.files, self.done_files = files, 0
+        self.files, self.done_files, self.batch_chunks = files, 0, batch
         self.spent: Counter[str] = Counter()  # seconds: read, chunk, encode, write (then the store's own parts)
         self.report: dict[str, Any] = {"added": 0, "unchanged": 0, "chunks": 0}
         self.bar = tqdm(
@@ -121,6 +121,8 @@ class Ingest:
         t2 = time.perf_counter()
         source = str(f.resolve())
         prepared = Prepared(f, source, file_hash, size, dict(_chunks(source, ((p.text, p.page) for p in parts))))
+        if not prepared.chunks:
+            raise loaders.Unreadable("no text beyond headings")
         self.spent["read"] += t2 - t
         self.spent["chunk"] += time.perf_counter() - t2
         return prepared
@@ -132,16 +134,16 @@ class Ingest:
         current = self.current([p.source for p in batch])
         todo = [p for p in batch if current.get(p.source) != (p.file_hash, len(p.chunks))]
         self.report["unchanged"] += len(batch) - len(todo)
-        ids = [cid for p in todo for cid in p.chunks]
-        texts = [c[1] for p in todo for c in p.chunks.values()]
-        t = time.perf_counter()
-        vectors = embed(texts)
-        self.spent["encode"] += time.perf_counter() - t
-        metas = [self.meta(p, i, c) for p in todo for i, c in enumerate(p.chunks.values())]
-        keep = {p.source: set(p.chunks) for p in todo}
-        self.commit(ids, texts, metas, vectors, keep)
-        self.report["added"] += len(todo)
-        self.report["chunks"] += len(ids)
+        if todo:  # else nothing new: no write, no lock, no generation bump
+            ids = [cid for p in todo for cid in p.chunks]
+            texts = [c[1] for p in todo for c in p.chunks.values()]
+            t = time.perf_counter()
+            vectors = embed(texts)
+            self.spent["encode"] += time.perf_counter() - t
+            metas = [self.meta(p, i, c) for p in todo for i, c in enumerate(p.chunks.values())]
+            self.commit(ids, texts, metas, vectors, {p.source: set(p.chunks) for p in todo})
+            self.report["added"] += len(todo)
+            self.report["chunks"] += len(ids)
         self.done_files += len(batch)
         self.bar.update(sum(p.size for p in batch))
         self.show()
@@ -218,7 +220,7 @@ class Ingest:
         t = time.perf_counter()
         for item in _chunks(source, ((b, 0) for b in loaders.text_blocks(f))):
             batch.append(item)
-            if len(batch) >= BATCH_CHUNKS:
+            if len(batch) >= self.batch_chunks:
                 self.spent["chunk"] += time.perf_counter() - t
                 flush(last=False)
                 t = time.perf_counter()
@@ -256,6 +258,7 @@ def add_paths(
     follow_symlinks: bool = False,
     max_bytes: int = MAX_FILE_BYTES,
     stream_bytes: int = STREAM_BYTES,
+    batch_chunks: int = BATCH_CHUNKS,
 ) -> dict:
     """Ingest files and folders (every type of `loaders.py`): chunked, with where each chunk came
     from (file, page of a PDF, heading of Markdown and HTML).
@@ -276,7 +279,7 @@ def add_paths(
         files.remove(f)
     t0 = time.perf_counter()
     before = Counter(store.spent)
-    run = Ingest(store, domain, len(files), sum(sizes[f] for f in files), progress)
+    run = Ingest(store, domain, len(files), sum(sizes[f] for f in files), progress, batch_chunks)
     batch: list[Prepared] = []
     for f in files:
         try:
@@ -291,7 +294,7 @@ def add_paths(
             run.done_files += 1
             run.bar.update(sizes[f])
             continue
-        if sum(len(p.chunks) for p in batch) >= BATCH_CHUNKS:
+        if sum(len(p.chunks) for p in batch) >= batch_chunks:
             run.write(batch)
             batch = []
     run.write(batch)
