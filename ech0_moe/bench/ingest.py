@@ -148,6 +148,9 @@ def big_file(megabytes: float, folder: Path, progress: bool) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--docs", metavar="FOLDER", default=str(DOCS), help="documents to ingest (default: benchmarks/docs)"
+    )
     parser.add_argument("--small-files", type=int, default=3000, metavar="N", help="small notes (default 3000)")
     parser.add_argument("--big-mb", type=float, default=0, metavar="MB", help="also one big text file (e.g. 50)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the one-write-per-file runs")
@@ -157,7 +160,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """The encoder alone and `kb add` on each corpus, side by side."""
     with tempfile.TemporaryDirectory(prefix="ech0-bench-corpus-") as tmp:
         out: dict[str, Any] = {
-            "documents": {"folder": str(DOCS), "written_here": False, **corpus(DOCS, not args.no_baseline)},
+            "documents": {
+                "folder": args.docs,
+                "written_here": False,
+                **corpus(Path(args.docs), not args.no_baseline),
+            },
             "small_files": {
                 "written_here": True,
                 **corpus(small_notes(Path(tmp) / "notes", args.small_files), not args.no_baseline),

@@ -298,6 +298,8 @@ def add_paths(
             run.write(batch)
             batch = []
     run.write(batch)
+    if run.report["chunks"]:
+        store.snapshot_lexical()  # the next process's first search reads it, not the whole index
     run.bar.close()
     seconds = time.perf_counter() - t0
     spent = run.spent + (store.spent - before)

@@ -179,10 +179,9 @@ class KnowledgeBase(Store):
 
     @store_op(writes=False)
     def stats(self) -> dict[str, Any]:
-        got = self.col.get(include=["metadatas"])
         kinds: dict[str, int] = {}
         sources: set[str] = set()
-        for meta in got["metadatas"] or []:
+        for meta in self.metadatas():
             kinds[str(meta.get("kind", "document"))] = kinds.get(str(meta.get("kind", "document")), 0) + 1
             sources.add(str(meta.get("source", "")))
         report = {"path": str(self.path), "entries": self.count(), "by_kind": kinds, "sources": len(sources)}

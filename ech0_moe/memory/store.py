@@ -32,6 +32,7 @@ from ech0_moe.memory.lock import FolderLock
 from ech0_moe.memory.probe import check_index
 
 COLLECTION = "ech0_memory"
+PAGE = 5000  # entries read or deleted per call
 READ_ONLY_COPY_BYTES = 1_000_000_000  # a store that cannot be written is searched from a copy up to this size
 
 
@@ -244,11 +245,29 @@ class Store:
             self.spent["chroma"] += t2 - t
             self.spent["lexical"] += time.perf_counter() - t2
 
+    @store_op(writes=False)
+    def snapshot_lexical(self) -> None:
+        """Save the lexical postings for the next process (`LexicalIndex.save_snapshot`)."""
+        t = time.perf_counter()
+        self._lexical.save_snapshot()
+        self.spent["lexical"] += time.perf_counter() - t
+
     @store_op(writes=True)
     def delete(self, ids: Iterable[str]) -> int:
         """Remove entries from both indexes (ids that are not there are ignored); how many were there."""
-        existing = sorted(set(self.col.get(ids=sorted(set(ids)), include=[])["ids"])) if ids else []
+        wanted = sorted(set(ids))
+        existing: list[str] = []
+        for start in range(0, len(wanted), PAGE):  # SQLite allows so many variables in one statement
+            existing += self.col.get(ids=wanted[start : start + PAGE], include=[])["ids"]
+        for start in range(0, len(existing), PAGE):
+            self.col.delete(ids=existing[start : start + PAGE])
         if existing:
-            self.col.delete(ids=existing)
             self._lexical.delete(existing)
         return len(existing)
+
+    def metadatas(self) -> Iterator[dict[str, Any]]:
+        """Every entry's metadata, a page at a time (one `get` of 50k entries is too many SQL variables)."""
+        for start in range(0, self.col.count(), PAGE):
+            yield from (
+                m or {} for m in self.col.get(include=["metadatas"], limit=PAGE, offset=start)["metadatas"] or []
+            )

@@ -10,6 +10,8 @@ from ech0_moe.bench.ingest import big_text, small_notes
 from ech0_moe.memory.kb import KnowledgeBase
 from ech0_moe.memory.lock import GENERATION_FILE
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def _generation(kb_dir: Path) -> int:
     return int((kb_dir / GENERATION_FILE).read_text() or 0)
@@ -38,16 +40,17 @@ def _stored(kb: KnowledgeBase) -> set[tuple[str, str, int]]:
 
 
 def test_a_big_text_file_streams_to_the_same_chunks(tmp_path: Path) -> None:
-    big = big_text(tmp_path / "big.md", 0.3)
+    big = big_text(tmp_path / "big.md", 0.06)
     whole, streamed = KnowledgeBase(tmp_path / "whole"), KnowledgeBase(tmp_path / "streamed")
+    stream = {"progress": False, "stream_bytes": 20_000, "batch_chunks": 32}  # 60 kB over a 20 kB threshold
     a = whole.add_paths([big], progress=False)
-    b = streamed.add_paths([big], progress=False, stream_bytes=50_000)  # 300 kB over a 50 kB threshold
-    assert a["chunks"] == b["chunks"] > 256  # more than one batch
+    b = streamed.add_paths([big], **stream)
+    assert a["chunks"] == b["chunks"] > 64  # several batches
     assert _stored(whole) == _stored(streamed)
-    assert streamed.add_paths([big], progress=False, stream_bytes=50_000)["unchanged"] == 1
+    assert streamed.add_paths([big], **stream)["unchanged"] == 1
     # changed: the new version's chunks written, then the old version's stale chunks removed
     big.write_text(big.read_text().replace("[0]", "[zero]"))
-    streamed.add_paths([big], progress=False, stream_bytes=50_000)
+    streamed.add_paths([big], **stream)
     whole.add_paths([big], progress=False)
     assert _stored(whole) == _stored(streamed)
     assert streamed.lexical is not None and streamed.lexical.count() == streamed.count()
@@ -62,8 +65,12 @@ def test_a_streamed_file_bad_near_its_end_stores_nothing(tmp_path: Path) -> None
     assert kb.count() == 0
 
 
-def test_bench_ingest_puts_the_encoder_beside_kb_add(run_cli) -> None:
-    proc = run_cli("bench", "ingest", "--small-files", "40", "--big-mb", "0.1", "--json")
+def test_bench_ingest_puts_the_encoder_beside_kb_add(run_cli, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "zstd.md").write_text((ROOT / "benchmarks" / "docs" / "zstd.md").read_text())
+    args = ("--docs", str(docs), "--small-files", "30", "--big-mb", "0.05", "--json")
+    proc = run_cli("bench", "ingest", *args)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     for name in ("documents", "small_files"):
@@ -71,6 +78,6 @@ def test_bench_ingest_puts_the_encoder_beside_kb_add(run_cli) -> None:
         assert row["encoder_alone"]["chunks"] == row["kb_add"]["chunks"] > 0
         assert row["encoder_alone"]["tokens_per_second"] > 0 and 0 < row["kb_add"]["share_of_encoder"] < 2
         assert row["kb_add_one_write_per_file"]["chunks"] == row["kb_add"]["chunks"]
-    assert out["small_files"]["kb_add"]["files"] == 40 and out["documents"]["written_here"] is False
+    assert out["small_files"]["kb_add"]["files"] == 30 and out["documents"]["written_here"] is False
     assert out["big_file"]["chunks"] > 0 and out["big_file"]["resident_growth_mb"] < 300
     assert "files done" in proc.stderr and "chunks" in proc.stderr  # the big file's progress bar

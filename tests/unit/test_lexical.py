@@ -119,3 +119,27 @@ def test_a_failed_commit_rolls_back_and_the_postings_forget_the_write(tmp_path: 
     index._db = real
     assert not real.in_transaction and index.count() == 20
     assert index.search("zeppelin", 3) == []  # neither the file nor memory holds the failed write
+
+
+def test_a_new_process_starts_from_the_snapshot_brought_up_to_date(tmp_path: Path) -> None:
+    """The first search saves the postings beside the file; another connection's writes after it
+    are applied from the change log; a recreated file never uses an old snapshot."""
+    from ech0_moe.memory.lexical import SNAPSHOT
+
+    first = LexicalIndex(tmp_path)
+    fill(first, corpus(300))
+    assert first.search("gasket valve", 5)
+    assert (tmp_path / SNAPSHOT).is_file()
+    writer = LexicalIndex(tmp_path)  # another process, in effect
+    writer.upsert(["new"], ["zirconium gasket"], [{"domain": "", "kind": "document"}])
+    writer.delete(["e0"])
+    fresh = LexicalIndex(tmp_path)
+    found = dict(fresh.search("zirconium", 3))
+    assert list(found) == ["new"] and "e0" not in dict(fresh.search(" ".join(WORDS), 400))
+    got, want = fresh.search("pump torque", 10), fts5_ranking(tmp_path, "pump torque", 10)
+    assert [round(s, 3) for _, s in got] == [round(s, 3) for _, s in want]  # the same BM25 as a full read
+    for index in (first, writer, fresh):
+        index.close()
+    (tmp_path / FILE).unlink()  # a new, empty file: the snapshot is of another file
+    empty = LexicalIndex(tmp_path)
+    assert empty.search("gasket", 5) == []
