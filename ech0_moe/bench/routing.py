@@ -1,5 +1,6 @@
-"""`ech0-moe bench routing`: routing accuracy per expert on questions the router never saw,
-few-shot and with labelled data, with calibration, latency and the keyword baseline."""
+"""`ech0-moe bench routing`: routing accuracy per expert on questions the router never saw, in
+three settings (the pool alone, with our written examples, with labelled data), beside plain
+baselines on the same features and rows, with calibration, latency and the keyword baseline."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ech0_moe.bench.common import accuracy, calibration_error, median_ms
 from ech0_moe.config import PoolConfig, load_pool
 from ech0_moe.datasets import fold_of
 from ech0_moe.errors import Ech0Error
-from ech0_moe.routing.fit import FeatureCache, experts_by_domain, fit_model
+from ech0_moe.routing.fit import FeatureCache, experts_by_domain, fit_model, pool_rows
 from ech0_moe.routing.model import RouterModel
 from ech0_moe.routing.router import Router, decide
 
@@ -76,7 +77,7 @@ def swap_tradeoff(
             chosen, _, _ = decide(
                 scored[i],
                 general=router.general_expert,
-                min_confidence=router.config.confidence_floor,
+                min_confidence=router.floor,
                 loaded=loaded,
                 stay_margin=margin,
             )
@@ -126,16 +127,67 @@ def _scores(model: RouterModel, vectors: np.ndarray) -> list[dict[str, float]]:
     return [dict(zip(model.classes, row.tolist(), strict=True)) for row in model.proba(vectors)]
 
 
-def _evaluate(config: PoolConfig, scored: list[dict[str, float]], gold: list[str]) -> dict[str, Any]:
-    """Accuracy after the confidence fallback, calibration of the top score, and how often it abstained."""
-    chosen = [decide(s, general=config.general_expert, min_confidence=config.confidence_floor)[0] for s in scored]
-    top = [max(s, key=s.__getitem__) for s in scored]
-    hits = [t == g for t, g in zip(top, gold, strict=True)]
+def peers(rows: np.ndarray, labels: list[str], names: list[str], vectors: np.ndarray) -> dict[str, np.ndarray]:
+    """The plain baselines, fitted on the same rows and features as the router: class-balanced
+    logistic regression (scikit-learn's defaults otherwise), a 5-nearest-neighbour vote, and
+    semantic-router's rule (each route scores the mean similarity of its 5 closest utterances;
+    its documented default aggregation, computed here on our features, not its package)."""
+    from sklearn.linear_model import LogisticRegression
+
+    index = np.array([names.index(y) for y in labels])
+    out: dict[str, np.ndarray] = {}
+    clf = LogisticRegression(max_iter=3000, class_weight="balanced").fit(rows, index)
+    out["logistic_regression"] = np.zeros((len(vectors), len(names)))
+    out["logistic_regression"][:, clf.classes_] = clf.predict_proba(vectors)
+    sims = vectors @ rows.T
+    near = np.argsort(-sims, axis=1)[:, :5]
+    votes = np.zeros((len(vectors), len(names)))
+    for r, nn in enumerate(near):
+        np.add.at(votes[r], index[nn], 1.0 + 1e-3 * sims[r, nn])  # ties: the closer neighbours
+    out["nearest_neighbours_5"] = votes / votes.sum(axis=1, keepdims=True)
+    top5 = np.full((len(vectors), len(names)), -1.0)
+    for c in np.unique(index):
+        own = sims[:, index == c]
+        top5[:, c] = -np.partition(-own, min(5, own.shape[1]) - 1, axis=1)[:, :5].mean(axis=1)
+    out["semantic_router_rule"] = top5
+    return out
+
+
+def _table(
+    names: list[str], probs: np.ndarray, gold: list[str], held: np.ndarray, general: str = "", floor: float = 0.0
+) -> dict[str, Any]:
+    """Accuracy (after abstaining below `floor`), on every row and on the held-out half; ECE of the top score."""
+    scored = [dict(zip(names, row.tolist(), strict=True)) for row in probs]
+    chosen = [decide(s, general=general or names[0], min_confidence=floor)[0] for s in scored]
+    top = [names[i] for i in probs.argmax(axis=1)]
+    confidence = probs.max(axis=1) if probs.min() >= 0 else np.full(len(probs), 1.0 / len(names))
     return {
         **accuracy(gold, chosen),
-        "calibration_error": calibration_error([max(s.values()) for s in scored], hits),
-        "abstained": sum(c == config.general_expert != t for c, t in zip(chosen, top, strict=True)),
+        "macro_accuracy_held_out_half": accuracy(
+            [g for g, h in zip(gold, held, strict=True) if h], [c for c, h in zip(chosen, held, strict=True) if h]
+        )["macro_accuracy"],
+        "calibration_error": calibration_error(confidence.tolist(), [t == g for t, g in zip(top, gold, strict=True)]),
+        "abstained": sum(c == general != t for c, t in zip(chosen, top, strict=True)),
     }
+
+
+def _setting(
+    config: PoolConfig, protocol: str, ours: np.ndarray, floor: float, theirs: dict[str, np.ndarray], gold, held
+) -> dict[str, Any]:
+    names = config.names
+    row = {
+        "protocol": protocol,
+        "router": {
+            **_table(names, ours, gold, held, config.general_expert, floor),
+            "floor": floor,
+            "macro_accuracy_without_floor": _table(names, ours, gold, held)["macro_accuracy"],
+        },
+        **{name: _table(names, p, gold, held) for name, p in theirs.items()},
+    }
+    best = max(theirs, key=lambda n: row[n]["macro_accuracy"])
+    row["best_baseline"] = best
+    row["router_minus_best_baseline"] = round(row["router"]["macro_accuracy"] - row[best]["macro_accuracy"], 4)
+    return row
 
 
 def bench_routing(
@@ -146,50 +198,69 @@ def bench_routing(
     subject_map: dict[str, str] | None = None,
     latency_sample: int = 200,
 ) -> dict[str, Any]:
-    """Routing accuracy per expert, never on a question the router was fitted on, in two settings:
+    """Routing accuracy per expert, never on a question the router was fitted on, beside the plain
+    baselines on the same features and rows (`peers`), in three settings:
 
-    - `few_shot`: fitted on the pool alone (descriptions, examples, matching written
-      examples): what a new user gets;
-    - `with_data`: k-fold cross-validation, each fold routed by a model fitted on the pool
-      plus the other folds of `rows`.
-    Plus the latency of whole `Router.route` calls, the keyword baseline and the stay-margin
-    trade-off on a shuffled stream."""
+    - `pool_only`: the pool's descriptions, their topics and examples (a user's new domain);
+    - `pool_and_written`: plus our written examples of the pool's domains;
+    - `with_data`: k-fold cross-validation, each fold fitted on the pool plus the other folds.
+    Few-shot figures are given on every row and on the half the few-shot recipe was not chosen
+    on (`macro_accuracy_held_out_half`). Plus the latency of whole `Router.route` calls, the
+    keyword baseline and the stay-margin trade-off on a shuffled stream."""
     if folds < 2:
         raise Ech0Error(f"--folds must be at least 2, got {folds}")
     if len(rows) < 2 * folds:
         raise Ech0Error(f"{len(rows)} rows are too few for {folds}-fold cross-validation")
     gold = gold_experts(config, rows, subject_map)
     questions = [r["question"] for r in rows]
+    names = config.names
     features = FeatureCache()
     vectors = features.features(questions)
-    t0 = time.perf_counter()
-    few = _evaluate(config, _scores(fit_model(config, features=features), vectors), gold)
-    fit_seconds = time.perf_counter() - t0
+    held = np.array(fold_of(gold, 2)) == 1
+    out: dict[str, Any] = {"router": "", "experts": len(names), "n": len(rows)}
+    for name, written in (("pool_only", False), ("pool_and_written", True)):
+        own = pool_rows(config, written)
+        t0 = time.perf_counter()
+        model = fit_model(config, features=features, written=written)
+        out[f"{name}_fit_seconds"] = round(time.perf_counter() - t0, 3)
+        theirs = peers(features.features([t for t, _ in own]), [e for _, e in own], names, vectors)
+        protocol = f"fitted on {len(own)} texts of the pool" + (" and our written examples" if written else "")
+        out[name] = _setting(config, protocol, model.proba(vectors), model.floor, theirs, gold, held)
     fold = fold_of(gold, folds)
-    scored: list[dict[str, float]] = [{} for _ in rows]
+    ours = np.zeros((len(rows), len(names)))
+    theirs = {}
+    floors = []
+    own = pool_rows(config)
+    own_vectors = features.features([t for t, _ in own])
     for f in tqdm(range(folds), desc="fit folds", unit="fold", file=sys.stderr, leave=False):
         train = [i for i in range(len(rows)) if fold[i] != f]
-        held = [i for i in range(len(rows)) if fold[i] == f]
+        test = [i for i in range(len(rows)) if fold[i] == f]
         data = [(questions[i], gold[i]) for i in train]
         model = fit_model(config, data, features=features, data_vectors=vectors[train])
-        for i, s in zip(held, _scores(model, vectors[held]), strict=True):
-            scored[i] = s
-    with_data = _evaluate(config, scored, gold)
+        ours[test] = model.proba(vectors[test])
+        floors.append(model.floor)
+        part = peers(
+            np.vstack([own_vectors, vectors[train]]),
+            [e for _, e in own] + [gold[i] for i in train],
+            names,
+            vectors[test],
+        )
+        for name, p in part.items():
+            theirs.setdefault(name, np.zeros((len(rows), len(names))))[test] = p
+    floor = float(np.median(floors))
+    protocol = f"{folds}-fold cross-validation: the pool and our written examples plus the other folds"
+    out["with_data"] = _setting(config, protocol, ours, floor, theirs, gold, np.ones(len(rows), bool))
+    out["with_data"]["router"]["floor_per_fold"] = floors
     router = Router(config, model=model)
-    sample = questions[: max(1, latency_sample)]
-    _, _, seconds = _route_all(router, sample, "route latency")
+    out["router"] = router.method
+    _, _, seconds = _route_all(router, questions[: max(1, latency_sample)], "route latency")
     keyword = Router(config, keyword_only=True)
     _, kw_chosen, kw_seconds = _route_all(keyword, questions, "keyword")
+    scored = [dict(zip(names, row.tolist(), strict=True)) for row in ours]
     return {
-        "router": router.method,
-        "experts": len(config.experts),
-        "n": len(rows),
-        "few_shot": {"protocol": "fitted on the pool's descriptions and examples only", **few},
-        "with_data": {"protocol": f"{folds}-fold cross-validation: the pool plus the other folds", **with_data},
-        "fit_seconds": round(fit_seconds, 3),
+        **out,
         "median_ms": median_ms(seconds),
         "p95_ms": round(float(np.percentile(seconds, 95)) * 1000, 3),
-        "min_confidence": config.confidence_floor,
         "keyword_baseline": {**accuracy(gold, kw_chosen), "median_ms": median_ms(kw_seconds)},
         "swap_tradeoff": swap_tradeoff(router, scored, gold),
     }

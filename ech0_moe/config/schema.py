@@ -108,7 +108,7 @@ class RouterSettings:
 
     model: str = ""  # .npz from `ech0-moe router fit --out`; empty = fitted to the pool (and cached) on first use
     data: str = ""  # JSONL of labelled questions (`question` + `expert` or `domain`) the router also learns from
-    # below this top score the general expert answers; None: scaled to the pool (`PoolConfig.confidence_floor`)
+    # below this top score the general expert answers; None: the fitted model's floor (chosen on data)
     min_confidence: float | None = None
     stay_margin: float = 0.2  # stay on a loaded expert within this of the best (bench: -10% swaps, same accuracy)
     # plus this much margin per second the avoided load is expected to take: the score (probability)
@@ -163,13 +163,3 @@ class PoolConfig:
         if self.ray is None:
             raise ConfigError(f"{self.path}: no `ray:` settings and no expert uses backend ray")
         return self.ray
-
-    @property
-    def confidence_floor(self) -> float:
-        """The top score below which the router abstains to the general expert: `router.min_confidence`,
-        or by default 2.4 x a uniform score (1 / experts), at most 0.3. Scores spread over more
-        experts in a bigger pool; a fixed 0.3 made the few-shot 16-expert pool abstain on 512 of
-        1,387 questions (macro 0.53; 0.61 with this floor, 0.15 there) and left 8 experts as they were."""
-        if self.router.min_confidence is not None:
-            return self.router.min_confidence
-        return min(0.3, 2.4 / max(1, len(self.experts)))

@@ -22,6 +22,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -39,7 +40,9 @@ from ech0_moe.routing.model import PACKAGED_MODEL, RouterModel, question_id
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 EXAMPLES_FILE = DATA_DIR / "router_examples.yaml"
-FIT_VERSION = "experts-as-classes/minilm-int8-mean+max/2-general-yields"  # part of every pool hash: bump to refit all
+FIT_VERSION = (
+    "experts-as-classes/minilm-int8-mean+max/3-topics-topmean-floor"  # part of every pool hash: bump to refit all
+)
 
 
 @functools.cache
@@ -90,12 +93,29 @@ def read_labels(config: PoolConfig, path: str | Path) -> list[tuple[str, str]]:
     return label_rows(config, rows, str(path))
 
 
-def pool_rows(config: PoolConfig) -> list[tuple[str, str]]:
-    """What a pool teaches the router by itself: descriptions, examples and matching written examples."""
-    rows = [(text, e.name) for e in config.experts for text in e.routing_texts]
-    domains = experts_by_domain(config)
-    for domain, texts in written_examples().items():
-        rows += [(text, name) for name in domains.get(domain, []) for text in texts]
+_LEAD = re.compile(r":\s|\s[-\u2013\u2014]\s")
+
+
+def topic_phrases(description: str) -> list[str]:
+    """The topics a description lists, each as a text of its own: "Mathematics: algebra, calculus
+    and geometry." -> ["algebra", "calculus", "geometry"]. One sentence averages its topics into
+    one vector; each topic alone is an example a question on it lands near."""
+    parts = _LEAD.split(description, maxsplit=1)  # "Law - contracts, ...", "Law: contracts, ..."
+    listed = parts[-1]
+    if len(parts) == 1 and listed.count(",") < 2:  # a sentence, not a list of topics
+        return []
+    topics = (p.strip(" .;") for p in re.split(r",|;| and ", listed))
+    return [p for p in topics if len(p) > 2]
+
+
+def pool_rows(config: PoolConfig, written: bool = True) -> list[tuple[str, str]]:
+    """What a pool teaches the router by itself: descriptions, the topics they list, examples and
+    (`written`) our written examples of the experts' domains."""
+    rows = [(text, e.name) for e in config.experts for text in [*e.routing_texts, *topic_phrases(e.description)]]
+    if written:
+        domains = experts_by_domain(config)
+        for domain, texts in written_examples().items():
+            rows += [(text, name) for name in domains.get(domain, []) for text in texts]
     return rows
 
 
@@ -154,30 +174,41 @@ def fit_model(
     *,
     features: FeatureCache | None = None,
     data_vectors: np.ndarray | None = None,
+    written: bool = True,
 ) -> RouterModel:
-    """Fit a router whose classes are `config`'s experts, on the pool's own rows plus
-    `data` (question, expert) pairs (`data_vectors`: their features, if the caller has them)."""
+    """Fit a router whose classes are `config`'s experts, on the pool's own rows (with our written
+    examples unless not `written`) plus `data` (question, expert) pairs (`data_vectors`: their
+    features, if the caller has them)."""
     cache = features or FeatureCache()
-    own = pool_rows(config)
+    own = pool_rows(config, written)
     vectors = cache.features([t for t, _ in own])
-    if not data:  # few-shot: the pool's own texts are all there is; with labelled data, the data decides
+    if not data:  # few-shot: the pool's own texts are all there is (chosen in `bench routing`, docs/routing.md)
         keep = yielded_to_specialists(config, own, vectors)
         own, vectors = [own[i] for i in keep], vectors[keep]
-    if data:
+        model = RouterModel.fit(vectors, [e for _, e in own], classes=config.names, **FEW_SHOT)
+    else:  # with labelled data, the data decides; calibrated, and the floor chosen, on held-out folds
         extra = data_vectors if data_vectors is not None else cache.features([q for q, _ in data])
         vectors = np.vstack([vectors, extra])
-    labels = [e for _, e in own] + [e for _, e in data]
-    model = RouterModel.fit(vectors, labels, [question_id(q) for q, _ in data], classes=config.names)
-    if data:  # calibrated on labelled questions; a pool's own examples are easier than real questions
-        model.sharpness = fit_sharpness(vectors, labels, config.names)
+        labels = [e for _, e in own] + [e for _, e in data]
+        model = RouterModel.fit(vectors, labels, [question_id(q) for q, _ in data], classes=config.names)
+        model.sharpness, model.floor = fit_calibration(vectors, labels, config.names, config.general_expert)
     model.pool_hash = pool_fingerprint(config)  # the pool it serves (labelled data or not)
     return model
+
+
+# few-shot: a stronger linear fit (few rows, little to overfit) mixed half and half with the
+# class-by-class top-5 mean similarity; no abstention floor (it lowered macro accuracy in every
+# few-shot setting of `bench routing`)
+FEW_SHOT: dict[str, Any] = {"c": 10.0, "vote": "topmean", "k": 5, "mix": 0.5, "temperature": 0.05}
 
 
 # the general expert is the fallback, not a competitor: a row of its own (description, example,
 # written example) that a model of the specialists alone gives to one specialist with at least
 # this probability is that specialist's topic, and is left out of the general expert's rows
+# (probabilities spread over more specialists: 5 / specialists when that is lower; 16 experts:
+# few-shot macro with our written examples 0.553 at 0.5, 0.585 at 0.35; 8 experts: 0.5 is best)
 CLAIMED = 0.5
+CLAIMED_SHARE = 5.0
 
 
 def yielded_to_specialists(config: PoolConfig, rows: Sequence[tuple[str, str]], vectors: np.ndarray) -> list[int]:
@@ -189,22 +220,26 @@ def yielded_to_specialists(config: PoolConfig, rows: Sequence[tuple[str, str]], 
     if not mine or len({rows[i][1] for i in others}) < 2:
         return list(range(len(rows)))
     judge = RouterModel.fit(vectors[others], [rows[i][1] for i in others], classes=specialists)
-    claimed = judge.proba(vectors[mine]).max(axis=1) >= CLAIMED
+    claimed = judge.proba(vectors[mine]).max(axis=1) >= min(CLAIMED, CLAIMED_SHARE / len(specialists))
     dropped = {i for i, c in zip(mine, claimed, strict=True) if c}
     return [i for i in range(len(rows)) if i not in dropped]
 
 
 SHARPNESS_GRID = (0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.4)
+FLOOR_GRID = (0.0, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
 
-def fit_sharpness(vectors: np.ndarray, labels: Sequence[str], classes: Sequence[str], folds: int = 3) -> float:
-    """The power that calibrates the mixed scores: the one with the lowest log loss on
-    out-of-fold predictions of the training rows (the raw mix is under-confident:
-    measured on the dev set, 0.65 confidence for 0.78 accuracy)."""
+def fit_calibration(
+    vectors: np.ndarray, labels: Sequence[str], classes: Sequence[str], general: str, folds: int = 3
+) -> tuple[float, float]:
+    """(sharpness, floor) from out-of-fold predictions of the training rows: the power that
+    calibrates the mixed scores (lowest log loss; the raw mix is under-confident: 0.65 confidence
+    for 0.78 accuracy on the dev set), and the abstention floor that gives the best macro
+    accuracy (0 when abstaining to the general expert does not help)."""
     from ech0_moe.datasets import fold_of
 
     if len(set(labels)) < 2 or len(labels) < 4 * folds:
-        return 1.0
+        return 1.0, 0.0
     fold = np.array(fold_of(list(labels), folds))
     truth = np.array([list(classes).index(y) for y in labels])
     probs = np.zeros((len(labels), len(classes)))
@@ -213,12 +248,22 @@ def fit_sharpness(vectors: np.ndarray, labels: Sequence[str], classes: Sequence[
         part = RouterModel.fit(vectors[train], [y for y, t in zip(labels, train, strict=True) if t], classes=classes)
         probs[held] = part.proba(vectors[held])
 
-    def log_loss(power: float) -> float:
+    def sharpen(power: float) -> np.ndarray:
         sharp = probs**power
-        sharp /= sharp.sum(axis=1, keepdims=True)
-        return float(-np.log(sharp[np.arange(len(truth)), truth] + 1e-9).mean())
+        return sharp / sharp.sum(axis=1, keepdims=True)
 
-    return min(SHARPNESS_GRID, key=log_loss)
+    def log_loss(power: float) -> float:
+        return float(-np.log(sharpen(power)[np.arange(len(truth)), truth] + 1e-9).mean())
+
+    power = min(SHARPNESS_GRID, key=log_loss)
+    sharp = sharpen(power)
+    top, g = sharp.argmax(axis=1), list(classes).index(general)
+
+    def macro(floor: float) -> float:
+        chosen = np.where(sharp.max(axis=1) < floor, g, top)
+        return float(np.mean([np.mean(chosen[truth == c] == c) for c in np.unique(truth)]))
+
+    return power, max(FLOOR_GRID, key=lambda f: (round(macro(f), 4), -f))
 
 
 def config_data(config: PoolConfig) -> list[tuple[str, str]]:

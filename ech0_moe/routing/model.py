@@ -7,6 +7,7 @@ import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -31,9 +32,12 @@ class RouterModel:
 
     Two views of the same fitted examples, mixed:
     - linear: softmax(W x + b), class-balanced logistic regression;
-    - memory: the k nearest fitted examples vote with weight exp(sim / temperature),
-      each vote divided by its class's share of the examples (so the 1,000
-      `general` questions do not outvote the 14 `engineering` ones).
+    - memory, `vote="knn"` (with labelled data): the k nearest fitted examples vote with weight
+      exp(sim / temperature), each vote divided by its class's share of the examples (so the
+      1,000 `general` questions do not outvote the 14 `engineering` ones);
+      `vote="topmean"` (few-shot): each class scores the mean similarity of its k closest
+      examples (semantic-router's rule), softmax(score / temperature) - with a handful of
+      examples per class, a vote of 20 neighbours reaches into every class.
     The memory keeps the fine structure a linear boundary loses (a `general`
     nutrition question sits next to other nutrition questions, not next to
     biology); measured +2 to +3 points of macro accuracy (README, Benchmarks).
@@ -52,6 +56,8 @@ class RouterModel:
         mix: float = 0.6,
         temperature: float = 0.1,
         sharpness: float = 1.0,
+        vote: str = "knn",
+        floor: float = 0.0,
         pool_hash: str = "",
     ):
         self.pool_hash = pool_hash  # `routing.fit.pool_fingerprint` of the pool it was fitted for
@@ -63,6 +69,8 @@ class RouterModel:
         self.memory_labels = np.zeros(0, np.int64) if memory_labels is None else memory_labels.astype(np.int64)
         self.k, self.mix, self.temperature = k, mix, temperature
         self.sharpness = sharpness  # probabilities are raised to this power and renormalised (calibration)
+        self.vote = vote
+        self.floor = floor  # below this top score the general expert answers (chosen on data; 0: never)
         counts = np.bincount(self.memory_labels, minlength=len(self.classes)).astype(np.float32)
         self._inverse_share = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
 
@@ -85,6 +93,14 @@ class RouterModel:
 
     def _vote(self, x: np.ndarray) -> np.ndarray:
         sims = x @ self.memory.T
+        if self.vote == "topmean":
+            scores = np.full((len(x), len(self.classes)), -np.inf, np.float32)
+            for c in np.unique(self.memory_labels):
+                own = sims[:, self.memory_labels == c]
+                k = min(self.k, own.shape[1])
+                scores[:, c] = -np.partition(-own, k - 1, axis=1)[:, :k].mean(axis=1)
+            e = np.exp((scores - scores.max(axis=1, keepdims=True)) / self.temperature)
+            return e / e.sum(axis=1, keepdims=True)
         k = min(self.k, sims.shape[1])
         near = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         votes = np.zeros((len(x), len(self.classes)), np.float32)
@@ -103,9 +119,11 @@ class RouterModel:
         *,
         classes: Sequence[str] = (),
         c: float = 3.0,
+        **knobs: Any,
     ) -> RouterModel:
         """Class-balanced logistic regression (scikit-learn, fit time only) plus the example memory.
-        `classes` fixes the order (and includes classes without rows, which then score 0)."""
+        `classes` fixes the order (and includes classes without rows, which then score 0);
+        `knobs`: k, mix, temperature, vote (see the class docstring)."""
         from sklearn.linear_model import LogisticRegression
 
         order = list(classes) or sorted(set(labels))
@@ -119,7 +137,7 @@ class RouterModel:
             clf = LogisticRegression(C=c, max_iter=3000, class_weight="balanced").fit(vectors, index)
             weights[clf.classes_] = clf.coef_
             bias[clf.classes_] = clf.intercept_
-        return cls(order, weights, bias, trained_ids, vectors.astype(np.float16), index)
+        return cls(order, weights, bias, trained_ids, vectors.astype(np.float16), index, **knobs)
 
     def save(self, path: Path) -> None:
         np.savez_compressed(
@@ -130,7 +148,9 @@ class RouterModel:
             trained_ids=np.array(sorted(self.trained_ids)),
             memory=self.memory.astype(np.float16),
             memory_labels=self.memory_labels.astype(np.int16),
-            knobs=np.array([self.k, self.mix, self.temperature, self.sharpness], np.float64),
+            knobs=np.array(
+                [self.k, self.mix, self.temperature, self.sharpness, self.vote == "topmean", self.floor], np.float64
+            ),
             pool_hash=np.array(self.pool_hash),
         )
 
@@ -138,7 +158,9 @@ class RouterModel:
     def load(cls, path: Path) -> RouterModel:
         try:
             with np.load(path, allow_pickle=False) as z:
-                k, mix, temperature, sharpness = [*z["knobs"].tolist(), 1.0][:4] if "knobs" in z else (20, 0, 0.1, 1)
+                knobs = z["knobs"].tolist() if "knobs" in z else [20, 0, 0.1]  # older files: fewer knobs
+                defaults = [20, 0, 0.1, 1.0, 0.0, 0.0]  # k, mix, temperature, sharpness, topmean, floor
+                k, mix, temperature, sharpness, topmean, floor = knobs + defaults[len(knobs) :]
                 return cls(
                     [str(c) for c in z["classes"]],
                     z["weights"],
@@ -150,6 +172,8 @@ class RouterModel:
                     mix=float(mix),
                     temperature=float(temperature),
                     sharpness=float(sharpness),
+                    vote="topmean" if topmean else "knn",
+                    floor=float(floor),
                     pool_hash=str(z["pool_hash"]) if "pool_hash" in z else "",
                 )
         except (OSError, KeyError, ValueError) as exc:

@@ -9,7 +9,8 @@ when the pool changes and caches it. A model records which questions it saw, so
 `bench routing` never scores a question the model was fitted on.
 
 Decisions on top of the scores:
-- low confidence (top probability < `min_confidence`) -> the general expert;
+- low confidence (top probability < the floor: `min_confidence`, else the one fitted on
+  labelled data; few-shot there is none) -> the general expert;
 - swap-cost awareness: if an already-loaded expert scores within
   `stay_margin` (+ `stay_per_second` x the expected load seconds) of the best,
   stay on it and skip the load;
@@ -140,6 +141,8 @@ class Router:
                 )
         names = config.names
         self.model = model or RouterModel(names, np.zeros((len(names), 1)), np.zeros(len(names)))
+        # abstain below `router.min_confidence` if set, else below the floor fitted on labelled data (few-shot: none)
+        self.floor = self.settings.min_confidence if self.settings.min_confidence is not None else self.model.floor
 
     def expert_scores(self, query: str) -> dict[str, float]:
         """A probability for every expert of the pool (the model's classes are the experts)."""
@@ -165,7 +168,7 @@ class Router:
         chosen, reason, stayed = decide(
             scores,
             general=self.general_expert,
-            min_confidence=self.config.confidence_floor,
+            min_confidence=self.floor,
             loaded=loaded,
             stay_margin=self.settings.stay_margin if stay_margin is None else stay_margin,
             stay_per_second=self.settings.stay_per_second,

@@ -73,9 +73,13 @@ def test_bench_routing_prints_json_last(tmp_path: Path, run_cli, assert_one_line
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["experts"] == 16 and result["n"] == len(rows)
     assert result["with_data"]["protocol"].startswith("4-fold cross-validation")
-    assert len(result["with_data"]["per_expert"]) == 16
-    assert result["with_data"]["macro_accuracy"] > result["few_shot"]["macro_accuracy"] > 0.3
-    assert 0 <= result["with_data"]["calibration_error"] <= 0.2 and result["median_ms"] < 50
+    ours = {s: result[s]["router"] for s in ("pool_only", "pool_and_written", "with_data")}
+    assert len(ours["with_data"]["per_expert"]) == 16
+    assert ours["with_data"]["macro_accuracy"] > ours["pool_and_written"]["macro_accuracy"] > 0.3
+    assert 0 <= ours["with_data"]["calibration_error"] <= 0.2 and result["median_ms"] < 50
+    for setting in ours:  # the peers on the same features and rows, in the same run
+        peers = {"logistic_regression", "nearest_neighbours_5", "semantic_router_rule"}
+        assert peers <= set(result[setting]) and result[setting]["best_baseline"] in peers
     assert "fit folds" in proc.stderr  # progress
     unmapped = run_cli("bench", "routing", "--experts", str(ROOT / "examples" / "pool-16.yaml"), "--data", str(data))
     assert_one_line_error(unmapped, "has 2 experts in the pool: give rows an 'expert', or --map")

@@ -140,10 +140,12 @@ def test_bench_scores_few_shot_and_cross_validated(config, tmp_path: Path) -> No
     data.write_text("\n".join(json.dumps({"question": q, "domain": d}) for q, d in OWN * 2) + "\n")
     result = bench_routing(config, load_jsonl(data, ("question",)), folds=2)
     assert result["n"] == 2 * len(OWN) and result["experts"] == 8
-    for setting in ("few_shot", "with_data"):
-        assert {"macro_accuracy", "micro_accuracy", "per_expert", "calibration_error"} <= set(result[setting])
-        assert set(result[setting]["per_expert"]) == set(config.names)
-    assert result["few_shot"]["macro_accuracy"] >= 0.8  # our own clear questions
+    for setting in ("pool_only", "pool_and_written", "with_data"):
+        for method in ("router", "logistic_regression", "nearest_neighbours_5", "semantic_router_rule"):
+            figures = result[setting][method]
+            assert {"macro_accuracy", "micro_accuracy", "per_expert", "calibration_error"} <= set(figures)
+            assert set(figures["per_expert"]) == set(config.names)
+    assert result["pool_and_written"]["router"]["macro_accuracy"] >= 0.8  # our own clear questions
     margins = result["swap_tradeoff"]
     assert margins[0]["stay_margin"] == 0 and margins[-1]["swaps"] <= margins[0]["swaps"]
     with pytest.raises(Ech0Error, match="too few"):

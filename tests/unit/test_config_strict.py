@@ -115,13 +115,3 @@ def test_backend_ray_serves_the_whole_pool(tmp_path: Path) -> None:
     body = pool(EXPERT.format(name="a", extra=", backend: ray"), EXPERT.format(name="b", extra=", backend: llamacpp"))
     _, problems = check_config(write(tmp_path, body))
     assert any("backend ray serves the whole pool" in p for p in problems), problems
-
-
-def test_the_confidence_floor_scales_with_the_pool_unless_set(tmp_path: Path) -> None:
-    def floor(n: int, top: str = "memory_budget: 1GB\ndefaults: {backend: llamacpp}\n") -> float:
-        experts = [EXPERT.format(name=f"e{i}", extra="") for i in range(n)]
-        return load_config(write(tmp_path, pool(*experts, top=top))).confidence_floor
-
-    assert floor(4) == floor(8) == 0.3  # at most 0.3
-    assert floor(16) == pytest.approx(0.15) and floor(64) == pytest.approx(0.0375)  # 2.4 x a uniform score
-    assert floor(16, top="memory_budget: 1GB\ndefaults: {backend: llamacpp}\nrouter: {min_confidence: 0.5}\n") == 0.5
