@@ -114,7 +114,13 @@ def pool_rows(config: PoolConfig, written: bool = True) -> list[tuple[str, str]]
     rows = [(text, e.name) for e in config.experts for text in [*e.routing_texts, *topic_phrases(e.description)]]
     if written:
         domains = experts_by_domain(config)
-        for domain, texts in written_examples().items():
+        general = config.expert(config.general_expert).domain
+        ours = written_examples()
+        for domain, texts in ours.items():
+            # our `general` examples are what the shipped specialists do not cover (law, history,
+            # money...): a pool with a specialist we wrote nothing for may cover them itself
+            if domain == general and any(d not in ours for d in domains):
+                continue
             rows += [(text, name) for name in domains.get(domain, []) for text in texts]
     return rows
 
@@ -186,12 +192,11 @@ def fit_model(
         keep = yielded_to_specialists(config, own, vectors)
         own, vectors = [own[i] for i in keep], vectors[keep]
         model = RouterModel.fit(vectors, [e for _, e in own], classes=config.names, **FEW_SHOT)
-    else:  # with labelled data, the data decides; calibrated, and the floor chosen, on held-out folds
+    else:  # with labelled data, the data decides: recipe, calibration and floor, on held-out folds
         extra = data_vectors if data_vectors is not None else cache.features([q for q, _ in data])
         vectors = np.vstack([vectors, extra])
         labels = [e for _, e in own] + [e for _, e in data]
-        model = RouterModel.fit(vectors, labels, [question_id(q) for q, _ in data], classes=config.names)
-        model.sharpness, model.floor = fit_calibration(vectors, labels, config.names, config.general_expert)
+        model = fit_with_data(vectors, labels, [question_id(q) for q, _ in data], config, len(own))
     model.pool_hash = pool_fingerprint(config)  # the pool it serves (labelled data or not)
     return model
 
@@ -229,41 +234,56 @@ SHARPNESS_GRID = (0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.4)
 FLOOR_GRID = (0.0, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
 
-def fit_calibration(
-    vectors: np.ndarray, labels: Sequence[str], classes: Sequence[str], general: str, folds: int = 3
-) -> tuple[float, float]:
-    """(sharpness, floor) from out-of-fold predictions of the training rows: the power that
-    calibrates the mixed scores (lowest log loss; the raw mix is under-confident: 0.65 confidence
-    for 0.78 accuracy on the dev set), and the abstention floor that gives the best macro
-    accuracy (0 when abstaining to the general expert does not help)."""
+def fit_with_data(
+    vectors: np.ndarray, labels: Sequence[str], ids: Sequence[str], config: PoolConfig, first_data: int, folds: int = 3
+) -> RouterModel:
+    """The router fitted on the pool's rows plus labelled data (rows from `first_data` on), its
+    recipe and calibration chosen on out-of-fold predictions of the training rows: the recipe
+    (the data recipe's 20-neighbour vote, or the few-shot one, which wins with a few dozen
+    labelled questions) and the abstention floor with the best macro accuracy on the labelled
+    rows (0 when abstaining does not help), and the power that calibrates the scores (lowest log
+    loss; the raw mix is under-confident: 0.65 confidence for 0.78 accuracy on the dev set)."""
     from ech0_moe.datasets import fold_of
 
+    classes = config.names
     if len(set(labels)) < 2 or len(labels) < 4 * folds:
-        return 1.0, 0.0
+        return RouterModel.fit(vectors, labels, ids, classes=classes)
     fold = np.array(fold_of(list(labels), folds))
-    truth = np.array([list(classes).index(y) for y in labels])
-    probs = np.zeros((len(labels), len(classes)))
-    for f in range(folds):
-        train, held = fold != f, fold == f
-        part = RouterModel.fit(vectors[train], [y for y, t in zip(labels, train, strict=True) if t], classes=classes)
-        probs[held] = part.proba(vectors[held])
+    truth = np.array([classes.index(y) for y in labels])
+    g = classes.index(config.general_expert)
 
-    def sharpen(power: float) -> np.ndarray:
-        sharp = probs**power
-        return sharp / sharp.sum(axis=1, keepdims=True)
+    def calibrated(knobs: dict[str, Any]) -> tuple[float, float, float]:
+        """(macro accuracy on the labelled rows, power, floor) of a recipe, out of fold."""
+        probs = np.zeros((len(labels), len(classes)))
+        for f in range(folds):
+            train, held = fold != f, fold == f
+            fitted = [y for y, t in zip(labels, train, strict=True) if t]
+            probs[held] = RouterModel.fit(vectors[train], fitted, classes=classes, **knobs).proba(vectors[held])
 
-    def log_loss(power: float) -> float:
-        return float(-np.log(sharpen(power)[np.arange(len(truth)), truth] + 1e-9).mean())
+        def sharpen(power: float) -> np.ndarray:
+            sharp = probs**power
+            return sharp / sharp.sum(axis=1, keepdims=True)
 
-    power = min(SHARPNESS_GRID, key=log_loss)
-    sharp = sharpen(power)
-    top, g = sharp.argmax(axis=1), list(classes).index(general)
+        def log_loss(power: float) -> float:
+            return float(-np.log(sharpen(power)[np.arange(len(truth)), truth] + 1e-9).mean())
 
-    def macro(floor: float) -> float:
-        chosen = np.where(sharp.max(axis=1) < floor, g, top)
-        return float(np.mean([np.mean(chosen[truth == c] == c) for c in np.unique(truth)]))
+        power = min(SHARPNESS_GRID, key=log_loss)
+        sharp = sharpen(power)[first_data:]
+        top, want = sharp.argmax(axis=1), truth[first_data:]
 
-    return power, max(FLOOR_GRID, key=lambda f: (round(macro(f), 4), -f))
+        def macro(floor: float) -> float:
+            chosen = np.where(sharp.max(axis=1) < floor, g, top)
+            return round(float(np.mean([np.mean(chosen[want == c] == c) for c in np.unique(want)])), 4)
+
+        floor = max(FLOOR_GRID, key=lambda f: (macro(f), -f))
+        return macro(floor), power, floor
+
+    recipes: list[dict[str, Any]] = [{}, FEW_SHOT]
+    scored = [calibrated(knobs) for knobs in recipes]
+    best = max(range(len(recipes)), key=lambda i: (scored[i][0], -i))
+    model = RouterModel.fit(vectors, labels, ids, classes=classes, **recipes[best])
+    _, model.sharpness, model.floor = scored[best]
+    return model
 
 
 def config_data(config: PoolConfig) -> list[tuple[str, str]]:
