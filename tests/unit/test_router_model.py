@@ -66,3 +66,37 @@ def test_calibration_error() -> None:
 def test_folds_are_stratified() -> None:
     fold = fold_of(["a"] * 10 + ["b"] * 5, 5)
     assert sorted(fold[:10]) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4] and sorted(fold[10:]) == [0, 1, 2, 3, 4]
+
+
+def test_topmean_vote_scores_each_class_by_its_closest_examples() -> None:
+    """Few-shot memory: a class scores the mean similarity of its k closest examples, so one
+    class's many middling examples do not outweigh another's close ones."""
+    e1, e2 = np.eye(2, dtype=np.float32)
+    memory = np.vstack([e1, e1, *[np.array([0.6, 0.8], np.float32)] * 8])
+    model = RouterModel(["a", "b"], np.zeros((2, 2)), np.zeros(2), (), memory, np.array([0, 0] + [1] * 8))
+    model.mix, model.vote, model.k, model.temperature = 1.0, "topmean", 5, 0.05
+    assert model.proba(e1[None, :])[0].argmax() == 0 and model.proba(e2[None, :])[0].argmax() == 1
+
+
+def test_knobs_round_trip_and_older_files_load(tmp_path) -> None:
+    x = np.eye(2, dtype=np.float32)
+    model = RouterModel.fit(np.vstack([x] * 3), ["a", "b"] * 3, vote="topmean", k=5, mix=0.5, temperature=0.05)
+    model.floor, model.sharpness = 0.25, 1.4
+    model.save(tmp_path / "m.npz")
+    back = RouterModel.load(tmp_path / "m.npz")
+    assert (back.vote, back.floor, back.sharpness, back.k, back.mix) == ("topmean", 0.25, 1.4, 5, 0.5)
+    with np.load(tmp_path / "m.npz") as z:
+        old = {k: z[k] for k in z.files}
+    old["knobs"] = old["knobs"][:4]  # a file from before vote and floor
+    np.savez(tmp_path / "old.npz", **old)
+    older = RouterModel.load(tmp_path / "old.npz")
+    assert (older.vote, older.floor, older.sharpness) == ("knn", 0.0, 1.4)
+
+
+def test_a_description_lists_its_topics() -> None:
+    from ech0_moe.routing.fit import topic_phrases
+
+    assert topic_phrases("Law - contracts, wills and divorce.") == ["contracts", "wills", "divorce"]
+    assert topic_phrases("Cooking: recipes, baking; sauces") == ["recipes", "baking", "sauces"]
+    assert topic_phrases("Questions about high school biology.") == []  # a sentence, not a list
+    assert topic_phrases("tax, pensions, deadlines") == ["tax", "pensions", "deadlines"]
