@@ -94,6 +94,7 @@ bench: install
 	$(VENV)/bin/ech0-moe bench routing --data $(ROUTING_DATA) --json | tee .ech0/bench/routing.json
 	$(VENV)/bin/ech0-moe bench compress --json | tee .ech0/bench/compress.json
 	$(VENV)/bin/ech0-moe bench rag --json | tee .ech0/bench/rag.json
+	$(VENV)/bin/ech0-moe bench ingest --json | tee .ech0/bench/ingest.json
 	$(VENV)/bin/ech0-moe bench swap --json --kb .ech0/bench/kb | tee .ech0/bench/swap.json
 	$(VENV)/bin/ech0-moe bench startup --json | tee .ech0/bench/startup.json
 	$(VENV)/bin/ech0-moe bench vote --json | tee .ech0/bench/vote.json
