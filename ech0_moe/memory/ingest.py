@@ -165,10 +165,9 @@ class Ingest:
     def current(self, sources: list[str]) -> dict[str, tuple[str, int] | None]:
         """Each stored source's (file hash, chunks) when all its chunks agree on them and are all
         there; a version cut short by a crash (or changed) is None, to be written again."""
-        got = _stored(self.store, sources)
         by: dict[str, list[dict[str, Any]]] = {}
-        for meta in got["metadatas"] or []:
-            by.setdefault(str((meta or {}).get("source")), []).append(meta or {})
+        for _, meta in _stored(self.store, sources):
+            by.setdefault(str(meta.get("source")), []).append(meta)
         out: dict[str, tuple[str, int] | None] = {}
         for source, metas in by.items():
             marks = {(m.get("file_hash"), m.get("n_chunks")) for m in metas}
@@ -232,8 +231,8 @@ class Ingest:
 
 
 @store_op(writes=False)
-def _stored(store: Store, sources: list[str]) -> dict[str, Any]:
-    return store.col.get(where={"source": {"$in": sources}}, include=["metadatas"])
+def _stored(store: Store, sources: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    return list(store.entries({"source": {"$in": sources}}))
 
 
 @store_op(writes=True)
@@ -242,11 +241,10 @@ def _commit(
 ) -> None:
     store.upsert(ids, texts, metas, embeddings=vectors)
     if keep:  # stale chunks: what each file had before and no longer has (read under the same lock)
-        old = store.col.get(where={"source": {"$in": list(keep)}}, include=["metadatas"])
-        stale = {
-            i for i, m in zip(old["ids"], old["metadatas"] or [], strict=True) if i not in keep[(m or {})["source"]]
-        }
-        store.delete(stale)  # both indexes: the lexical one must not keep them
+        old = store.entries({"source": {"$in": list(keep)}})
+        store.delete(
+            {i for i, m in old if i not in keep[m["source"]]}
+        )  # both indexes: the lexical one must not keep them
 
 
 def add_paths(

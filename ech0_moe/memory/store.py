@@ -266,8 +266,16 @@ class Store:
         return len(existing)
 
     def metadatas(self) -> Iterator[dict[str, Any]]:
-        """Every entry's metadata, a page at a time (one `get` of 50k entries is too many SQL variables)."""
-        for start in range(0, self.col.count(), PAGE):
-            yield from (
-                m or {} for m in self.col.get(include=["metadatas"], limit=PAGE, offset=start)["metadatas"] or []
-            )
+        """Every entry's metadata, a page at a time."""
+        return (meta for _, meta in self.entries())
+
+    def entries(self, where: dict[str, Any] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(id, metadata) of every entry `where` matches, a page at a time: one `get` of more than
+        about 30k entries is too many SQL variables for Chroma's SQLite."""
+        start = 0
+        while True:
+            got = self.col.get(where=where, include=["metadatas"], limit=PAGE, offset=start)
+            yield from zip(got["ids"], (m or {} for m in got["metadatas"] or []), strict=True)
+            if len(got["ids"]) < PAGE:
+                return
+            start += PAGE

@@ -39,7 +39,8 @@ def _stored(kb: KnowledgeBase) -> set[tuple[str, str, int]]:
     return {(d, m["heading"], m["n_chunks"]) for d, m in zip(got["documents"], got["metadatas"], strict=True)}
 
 
-def test_a_big_text_file_streams_to_the_same_chunks(tmp_path: Path) -> None:
+def test_a_big_text_file_streams_to_the_same_chunks(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("ech0_moe.memory.store.PAGE", 20)  # reads and deletes page past SQLite's limit
     big = big_text(tmp_path / "big.md", 0.06)
     whole, streamed = KnowledgeBase(tmp_path / "whole"), KnowledgeBase(tmp_path / "streamed")
     stream = {"progress": False, "stream_bytes": 20_000, "batch_chunks": 32}  # 60 kB over a 20 kB threshold
