@@ -19,7 +19,7 @@ from ech0_moe.config import PoolConfig, load_pool
 from ech0_moe.datasets import fold_of
 from ech0_moe.errors import Ech0Error
 from ech0_moe.routing.fit import FeatureCache, experts_by_domain, fit_model, pool_rows
-from ech0_moe.routing.model import RouterModel
+from ech0_moe.routing.model import top_mean
 from ech0_moe.routing.router import Router, decide
 
 STAY_MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -123,10 +123,6 @@ def subject_pool(config: PoolConfig, rows: list[dict[str, Any]], size: int) -> t
     return replace(config, experts=experts, general_expert=general), {s: s for s in subjects}
 
 
-def _scores(model: RouterModel, vectors: np.ndarray) -> list[dict[str, float]]:
-    return [dict(zip(model.classes, row.tolist(), strict=True)) for row in model.proba(vectors)]
-
-
 def peers(rows: np.ndarray, labels: list[str], names: list[str], vectors: np.ndarray) -> dict[str, np.ndarray]:
     """The plain baselines, fitted on the same rows and features as the router: class-balanced
     logistic regression (scikit-learn's defaults otherwise), a 5-nearest-neighbour vote, and
@@ -145,28 +141,31 @@ def peers(rows: np.ndarray, labels: list[str], names: list[str], vectors: np.nda
     for r, nn in enumerate(near):
         np.add.at(votes[r], index[nn], 1.0 + 1e-3 * sims[r, nn])  # ties: the closer neighbours
     out["nearest_neighbours_5"] = votes / votes.sum(axis=1, keepdims=True)
-    top5 = np.full((len(vectors), len(names)), -1.0)
-    for c in np.unique(index):
-        own = sims[:, index == c]
-        top5[:, c] = -np.partition(-own, min(5, own.shape[1]) - 1, axis=1)[:, :5].mean(axis=1)
-    out["semantic_router_rule"] = top5
+    out["semantic_router_rule"] = top_mean(sims, index, len(names), 5)  # similarities, not probabilities
     return out
 
 
 def _table(
-    names: list[str], probs: np.ndarray, gold: list[str], held: np.ndarray, general: str = "", floor: float = 0.0
+    names: list[str],
+    probs: np.ndarray,
+    gold: list[str],
+    held: np.ndarray,
+    general: str = "",
+    floor: float = 0.0,
+    probabilities: bool = True,
 ) -> dict[str, Any]:
     """Accuracy (after abstaining below `floor`), on every row and on the held-out half; ECE of the top score."""
     scored = [dict(zip(names, row.tolist(), strict=True)) for row in probs]
     chosen = [decide(s, general=general or names[0], min_confidence=floor)[0] for s in scored]
     top = [names[i] for i in probs.argmax(axis=1)]
-    confidence = probs.max(axis=1) if probs.min() >= 0 else np.full(len(probs), 1.0 / len(names))
+    hits = [t == g for t, g in zip(top, gold, strict=True)]
     return {
         **accuracy(gold, chosen),
         "macro_accuracy_held_out_half": accuracy(
             [g for g, h in zip(gold, held, strict=True) if h], [c for c, h in zip(chosen, held, strict=True) if h]
         )["macro_accuracy"],
-        "calibration_error": calibration_error(confidence.tolist(), [t == g for t, g in zip(top, gold, strict=True)]),
+        # a probability's calibration; semantic-router's rule scores similarities, which have none
+        "calibration_error": calibration_error(probs.max(axis=1).tolist(), hits) if probabilities else None,
         "abstained": sum(c == general != t for c, t in zip(chosen, top, strict=True)),
     }
 
@@ -182,7 +181,10 @@ def _setting(
             "floor": floor,
             "macro_accuracy_without_floor": _table(names, ours, gold, held)["macro_accuracy"],
         },
-        **{name: _table(names, p, gold, held) for name, p in theirs.items()},
+        **{
+            name: _table(names, p, gold, held, probabilities=name != "semantic_router_rule")
+            for name, p in theirs.items()
+        },
     }
     best = max(theirs, key=lambda n: row[n]["macro_accuracy"])
     row["best_baseline"] = best

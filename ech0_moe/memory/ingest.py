@@ -137,13 +137,9 @@ class Ingest:
         if todo:  # else nothing new: no write, no lock, no generation bump
             ids = [cid for p in todo for cid in p.chunks]
             texts = [c[1] for p in todo for c in p.chunks.values()]
-            t = time.perf_counter()
-            vectors = embed(texts)
-            self.spent["encode"] += time.perf_counter() - t
             metas = [self.meta(p, i, c) for p in todo for i, c in enumerate(p.chunks.values())]
-            self.commit(ids, texts, metas, vectors, {p.source: set(p.chunks) for p in todo})
+            self.store_chunks(ids, texts, metas, {p.source: set(p.chunks) for p in todo})
             self.report["added"] += len(todo)
-            self.report["chunks"] += len(ids)
         self.done_files += len(batch)
         self.bar.update(sum(p.size for p in batch))
         self.show()
@@ -174,42 +170,44 @@ class Ingest:
             out[source] = marks.pop() if len(marks) == 1 and metas[0].get("n_chunks") == len(metas) else None
         return out
 
-    def commit(
-        self, ids: list[str], texts: list[str], metas: list[dict[str, Any]], vectors: Any, keep: dict[str, set[str]]
+    def store_chunks(
+        self, ids: list[str], texts: list[str], metas: list[dict[str, Any]], keep: dict[str, set[str]]
     ) -> None:
-        """One locked write: the new chunks, then each file's stale ones (`keep` None: keep all)."""
+        """Encode `texts`, then one locked write: the new chunks, then the stale chunks of each
+        file in `keep` (what it had before and no longer has; `keep` empty: remove nothing)."""
         t = time.perf_counter()
+        vectors = embed(texts)
+        t2 = time.perf_counter()
         _commit(self.store, ids, texts, metas, vectors, keep)
-        self.spent["write"] += time.perf_counter() - t
+        self.spent["encode"] += t2 - t
+        self.spent["write"] += time.perf_counter() - t2
+        self.report["chunks"] += len(ids)
 
     def stream(self, f: Path, size: int) -> None:
         """A big text file: checked whole, then chunked and written a batch at a time."""
         t = time.perf_counter()
         file_hash = loaders.check_text(f)  # Unreadable before anything is stored
         source = str(f.resolve())
-        p = Prepared(f, source, file_hash, size)
-        n_chunks = sum(1 for _ in _chunks(source, ((b, 0) for b in loaders.text_blocks(f))))
-        self.spent["read"] += time.perf_counter() - t
-        if self.current([source]).get(source) == (file_hash, n_chunks):
+        stored = self.current([source]).get(source)  # complete, and of this content: nothing to do
+        if stored and stored[0] == file_hash:
+            self.spent["read"] += time.perf_counter() - t
             self.report["unchanged"] += 1
             self.done_files += 1
             self.bar.update(size)
             return
+        p = Prepared(f, source, file_hash, size)
+        n_chunks = sum(1 for _ in _chunks(source, ((b, 0) for b in loaders.text_blocks(f))))  # for `n_chunks`
+        self.spent["read"] += time.perf_counter() - t
         written: set[str] = set()
         batch: list[tuple[str, Chunk]] = []
         done = 0
 
         def flush(last: bool) -> None:
             nonlocal done
-            t = time.perf_counter()
-            vectors = embed([c[1] for _, c in batch])
-            self.spent["encode"] += time.perf_counter() - t
             metas = [self.meta(p, len(written) + i, c, n_chunks) for i, (_, c) in enumerate(batch)]
             written.update(cid for cid, _ in batch)
-            self.commit(
-                [cid for cid, _ in batch], [c[1] for _, c in batch], metas, vectors, {source: written} if last else {}
-            )
-            self.report["chunks"] += len(batch)
+            ids, texts = [cid for cid, _ in batch], [c[1] for _, c in batch]
+            self.store_chunks(ids, texts, metas, {source: written} if last else {})
             step = size * len(written) // max(1, n_chunks) - done
             self.bar.update(step)
             done += step

@@ -181,7 +181,7 @@ class KnowledgeBase(Store):
     def stats(self) -> dict[str, Any]:
         kinds: dict[str, int] = {}
         sources: set[str] = set()
-        for meta in self.metadatas():
+        for _, meta in self.entries():
             kinds[str(meta.get("kind", "document"))] = kinds.get(str(meta.get("kind", "document")), 0) + 1
             sources.add(str(meta.get("source", "")))
         report = {"path": str(self.path), "entries": self.count(), "by_kind": kinds, "sources": len(sources)}

@@ -303,9 +303,8 @@ class LexicalIndex:
         """After a big write (`kb add`): save the postings for the next process's first search,
         unless the snapshot there is close enough to be brought up to date on the way."""
         with self._lock:
-            if self._from_snapshot() is None:
-                self._postings = self._read_all()
-                self._version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            self._postings = None
+            self._fresh_postings()
 
     def _log(self, ids: Sequence[str]) -> None:
         """Record that the change being written (the counter's next value) touches `ids`."""

@@ -265,10 +265,6 @@ class Store:
             self._lexical.delete(existing)
         return len(existing)
 
-    def metadatas(self) -> Iterator[dict[str, Any]]:
-        """Every entry's metadata, a page at a time."""
-        return (meta for _, meta in self.entries())
-
     def entries(self, where: dict[str, Any] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         """(id, metadata) of every entry `where` matches, a page at a time: one `get` of more than
         about 30k entries is too many SQL variables for Chroma's SQLite."""

@@ -40,9 +40,8 @@ from ech0_moe.routing.model import PACKAGED_MODEL, RouterModel, question_id
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 EXAMPLES_FILE = DATA_DIR / "router_examples.yaml"
-FIT_VERSION = (
-    "experts-as-classes/minilm-int8-mean+max/3-topics-topmean-floor"  # part of every pool hash: bump to refit all
-)
+# part of every pool hash: bump to refit all
+FIT_VERSION = "experts-as-classes/minilm-int8-mean+max/3-topics-topmean-floor"
 
 
 @functools.cache

@@ -22,6 +22,17 @@ def question_id(text: str) -> str:
     return hashlib.sha1(" ".join(text.lower().split()).encode()).hexdigest()[:16]
 
 
+def top_mean(sims: np.ndarray, labels: np.ndarray, classes: int, k: int) -> np.ndarray:
+    """Each class's mean similarity to its `k` closest examples (semantic-router's rule); a
+    class without examples scores -inf. `sims`: (queries, examples); `labels`: class per example."""
+    scores = np.full((len(sims), classes), -np.inf, np.float32)
+    for c in np.unique(labels):
+        own = sims[:, labels == c]
+        n = min(k, own.shape[1])
+        scores[:, c] = -np.partition(-own, n - 1, axis=1)[:, :n].mean(axis=1)
+    return scores
+
+
 @functools.cache
 def _blas() -> ThreadpoolController:
     return ThreadpoolController()
@@ -94,11 +105,7 @@ class RouterModel:
     def _vote(self, x: np.ndarray) -> np.ndarray:
         sims = x @ self.memory.T
         if self.vote == "topmean":
-            scores = np.full((len(x), len(self.classes)), -np.inf, np.float32)
-            for c in np.unique(self.memory_labels):
-                own = sims[:, self.memory_labels == c]
-                k = min(self.k, own.shape[1])
-                scores[:, c] = -np.partition(-own, k - 1, axis=1)[:, :k].mean(axis=1)
+            scores = top_mean(sims, self.memory_labels, len(self.classes), self.k)
             e = np.exp((scores - scores.max(axis=1, keepdims=True)) / self.temperature)
             return e / e.sum(axis=1, keepdims=True)
         k = min(self.k, sims.shape[1])
