@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ech0_moe.datasets import BENCH_DIR
+from ech0_moe.errors import Ech0Error
 from ech0_moe.text import chunk_text
 
 DOCS = BENCH_DIR / "docs"
@@ -57,7 +58,14 @@ def encoder_alone(folder: Path) -> dict[str, Any]:
     from ech0_moe.memory import ingest, loaders
 
     files, _ = ingest._walk([folder], follow_symlinks=False)
-    texts = [c[1] for f in files for _, c in ingest._chunks(str(f), ((p.text, p.page) for p in loaders.load(f)))]
+    texts = []
+    for f in files:
+        try:
+            texts += [c[1] for _, c in ingest._chunks(str(f), ((p.text, p.page) for p in loaders.load(f)))]
+        except (loaders.Unreadable, OSError):
+            continue  # kb add skips it too
+    if not texts:
+        raise Ech0Error(f"{folder}: no file there that kb add reads, nothing to measure")
     embed(["warm up"])
     t = time.perf_counter()
     embed(texts)
@@ -158,6 +166,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """The encoder alone and `kb add` on each corpus, side by side."""
+    if not 1 <= args.small_files <= 1_000_000:
+        raise Ech0Error(f"--small-files must be a whole number from 1 to 1000000, got {args.small_files}")
+    if not 0 <= args.big_mb <= 10_000:
+        raise Ech0Error(f"--big-mb must be from 0 (none) to 10000, got {args.big_mb:g}")
     with tempfile.TemporaryDirectory(prefix="ech0-bench-corpus-") as tmp:
         out: dict[str, Any] = {
             "documents": {

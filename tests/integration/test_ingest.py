@@ -82,3 +82,14 @@ def test_bench_ingest_puts_the_encoder_beside_kb_add(run_cli, tmp_path: Path) ->
     assert out["small_files"]["kb_add"]["files"] == 30 and out["documents"]["written_here"] is False
     assert out["big_file"]["chunks"] > 0 and out["big_file"]["resident_growth_mb"] < 300
     assert "files done" in proc.stderr and "chunks" in proc.stderr  # the big file's progress bar
+
+
+def test_bench_ingest_bad_options_are_one_line(run_cli, assert_one_line_error, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    for args, message in (
+        (["--small-files", "0"], "--small-files must be a whole number from 1 to 1000000, got 0"),
+        (["--big-mb", "-1"], "--big-mb must be from 0 (none) to 10000, got -1"),
+        (["--docs", str(tmp_path / "none")], "no such file or folder"),
+        (["--docs", str(tmp_path / "empty"), "--small-files", "1"], "no file there that kb add reads"),
+    ):
+        assert_one_line_error(run_cli("bench", "ingest", *args, "--no-baseline", "--json"), message)
