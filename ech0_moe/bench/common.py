@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -58,3 +61,33 @@ def recall(ranks: list[int], k: int) -> dict[str, float]:
         f"recall@{k}": round(sum(0 < r <= k for r in ranks) / len(ranks), 4),
         "mrr": round(sum(1 / r for r in ranks if r) / len(ranks), 4),
     }
+
+
+def burst(invoke: Callable[[int], Any], clients: int) -> tuple[list[Any], list[float], float]:
+    """`clients` concurrent calls `invoke(i)`, all started at once: their results, each one's
+    seconds from the start of the burst to its result (queueing included), and the wall time."""
+    t0 = time.perf_counter()
+
+    def timed(i: int) -> tuple[Any, float]:
+        out = invoke(i)
+        return out, time.perf_counter() - t0
+
+    with ThreadPoolExecutor(clients) as pool:
+        done = list(pool.map(timed, range(clients)))
+    return [r for r, _ in done], [s for _, s in done], time.perf_counter() - t0
+
+
+def max_latency(seconds: Sequence[float]) -> dict[str, float]:
+    """p50, p95 and the longest, for bursts."""
+    return {**latency(seconds), "max_seconds": round(max(seconds, default=0.0), 3)}
+
+
+def counts_arg(text: str) -> tuple[int, ...]:
+    """An option's comma-separated counts ("32,128")."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or not all(1 <= v <= 1024 for v in values):
+        raise argparse.ArgumentTypeError(f"expected whole numbers from 1 to 1024 separated by commas, got {text!r}")
+    return values

@@ -1,13 +1,15 @@
 """`ech0-moe bench ray`: a `backend: ray` pool on its cluster, each run on fresh replicas.
 
 - `stream_shuffled`: one question at a time in arrival order (one client, no batching);
-- `burst_ray_defaults`: every question at once from concurrent clients, with Ray Serve's
-  default `max_ongoing_requests` (5): the cold-burst behaviour of plain multiplexing;
-- `burst`: the same burst with the pool's own `ray:` settings;
 - `affinity_batched`: the questions as one `batch` (grouped by expert, one group per replica).
 
 Each reports loads (a replica loaded an expert), swaps (a load that evicted another expert),
 p50/p95 seconds per question (the graph's own node timings) and questions per minute.
+
+`bursts`: cold bursts of N concurrent clients over K experts (the pool's experts, then copies
+under new names), each on fresh replicas twice: with Ray Serve's defaults (its multiplexing
+alone, `max_ongoing_requests` 5) and with the dispatcher grouping requests by expert
+(`ray.fairness`). Seconds per question here run from the start of the burst to its answer.
 """
 
 from __future__ import annotations
@@ -17,21 +19,20 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 from tqdm import tqdm
 
 from ech0_moe.batch import solve_batch
-from ech0_moe.bench.common import latency
+from ech0_moe.bench.common import burst, counts_arg, latency, max_latency
 from ech0_moe.config import PoolConfig, load_pool
 from ech0_moe.errors import Ech0Error
 from ech0_moe.graph import Context, build_graph, result_of
 from ech0_moe.memory.kb import KnowledgeBase
 from ech0_moe.routing.router import Router
 from ech0_moe.services import Services
-from ech0_moe.serving.admin import deploy
+from ech0_moe.serving.admin import deploy, dispatch_stats
 from ech0_moe.serving.pool import RayPool
 
 RAY_DEFAULT_MAX_ONGOING = 5  # ray.serve's DEFAULT_MAX_ONGOING_REQUESTS
@@ -46,6 +47,76 @@ def mixed_questions(config: PoolConfig, n: int, seed: int = 0) -> list[str]:
         questions.append(own[(i // len(pools)) % len(own)])
     random.Random(seed).shuffle(questions)
     return questions
+
+
+def widened(config: PoolConfig, count: int) -> PoolConfig:
+    """`config` with `count` experts: its own, then copies of them under new names (a replica
+    holds one expert name at a time, so each copy is a load of its own)."""
+    base = config.experts
+    experts = [
+        base[i] if i < len(base) else replace(base[i % len(base)], name=f"{base[i % len(base)].name}-{i // len(base)}")
+        for i in range(count)
+    ]
+    return replace(config, experts=tuple(experts))
+
+
+def _burst_run(config: PoolConfig, context: Context, router: Router, clients: int) -> dict[str, Any]:
+    """One cold burst on fresh replicas: client i asks expert i mod K one of its own examples."""
+    deploy(config, fresh=True)
+    svc = Services.create(config, kb=lambda: KnowledgeBase(context.kb_dir), router=router)
+    assert isinstance(svc.pool, RayPool)
+    graph = build_graph(services=svc)
+    experts = [e.name for e in config.experts]
+
+    def ask(i: int) -> dict[str, Any]:
+        spec = config.experts[i % len(experts)]
+        question = (spec.examples or (spec.description,))[i // len(experts) % len(spec.examples or (1,))]
+        return result_of(graph.invoke({"query": question, "mode": "basic", "expert": spec.name}, context=context))
+
+    results, seconds, wall = burst(ask, clients)
+    out = {
+        "errors": sum(bool(r["error"]) for r in results),
+        "loads": svc.pool.swaps,
+        "swaps": sum(bool(e.evicted) for e in svc.pool.events),
+        **max_latency(seconds),
+        "questions_per_minute": round(60 * clients / wall, 1),
+    }
+    record = dispatch_stats(config.ray_settings())
+    if record:
+        out["dispatcher"] = {k: record[k] for k in ("max_queued_s", "max_unserved_s", "forced_switches")}
+    return out
+
+
+def bench_bursts(
+    config: PoolConfig, context: Context, clients: tuple[int, ...], experts: tuple[int, ...], progress: bool = True
+) -> dict[str, Any]:
+    """`bursts` of the module docstring: ours beside Ray's defaults, for every clients x experts."""
+    assert config.ray is not None
+    router = Router(config)
+    defaults = replace(config.ray, max_ongoing_requests=RAY_DEFAULT_MAX_ONGOING, fairness=0.0)
+    rows = []
+    plan = [(n, k) for k in experts for n in clients]
+    for n, k in tqdm(plan, desc="bench ray bursts", unit="burst", file=sys.stderr, disable=not progress):
+        wide = widened(config, k)
+        ray_defaults = _burst_run(replace(wide, ray=defaults), context, router, n)
+        ours = _burst_run(wide, context, router, n)
+        bound = k + config.ray.replicas - 1 + 2
+        answer = ours["max_seconds"] - ours.get("dispatcher", {}).get("max_queued_s", 0.0)
+        rows.append(
+            {
+                "clients": n,
+                "experts": k,
+                "ray_defaults": ray_defaults,
+                "grouped": ours,
+                "load_bound": bound,
+                "within_load_bound": ours["loads"] <= bound,
+                "p95_no_worse": ours["p95_seconds"] <= ray_defaults["p95_seconds"],
+                "unserved_within_fairness_plus_one_answer": ours.get("dispatcher", {}).get("max_unserved_s", 0.0)
+                <= config.ray.fairness + max(answer, 0.0),
+            }
+        )
+    deploy(config, fresh=True)
+    return {"replicas": config.ray.replicas, "fairness_s": config.ray.fairness, "bursts": rows}
 
 
 def _summary(results: list[dict[str, Any]], pool: RayPool, wall: float) -> dict[str, Any]:
@@ -77,19 +148,10 @@ def bench_ray(
         graph = build_graph(services=svc)
         return [result_of(graph.invoke({"query": q, "mode": "basic"}, context=context)) for q in asked]
 
-    def burst(svc: Services) -> list[dict[str, Any]]:
-        graph = build_graph(services=svc)
-        with ThreadPoolExecutor(len(asked)) as clients:
-            futures = [clients.submit(graph.invoke, {"query": q, "mode": "basic"}, context=context) for q in asked]
-            return [result_of(f.result()) for f in futures]
-
     def batched(svc: Services) -> list[dict[str, Any]]:
         return solve_batch(asked, context, svc, mode="basic", progress=False)
 
-    defaults = replace(config, ray=replace(config.ray, max_ongoing_requests=RAY_DEFAULT_MAX_ONGOING))
     runs["stream_shuffled"] = (config, one_by_one)
-    runs["burst_ray_defaults"] = (defaults, burst)
-    runs["burst"] = (config, burst)
     runs["affinity_batched"] = (config, batched)
     out: dict[str, Any] = {
         "replicas": config.ray.replicas,
@@ -116,10 +178,21 @@ def bench_ray(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--questions", type=int, default=32, metavar="N", help="mixed questions per run (default 32)")
+    parser.add_argument(
+        "--clients", type=counts_arg, default=(32, 128), metavar="N,N", help="clients per burst (default 32,128)"
+    )
+    parser.add_argument(
+        "--burst-experts", type=counts_arg, default=(4, 8), metavar="K,K", help="experts per burst (default 4,8)"
+    )
+    parser.add_argument("--no-bursts", action="store_true", help="skip the cold bursts")
     parser.add_argument("--max-tokens", dest="max_tokens", type=int, metavar="N", help="answer length cap in tokens")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Loads, swaps and latency of a `backend: ray` pool: one by one, bursts and an affinity batch."""
     ctx = Context.of(**vars(args))
-    return bench_ray(load_pool(ctx.experts_file), ctx, questions=args.questions)
+    config = load_pool(ctx.experts_file)
+    out = bench_ray(config, ctx, questions=args.questions)
+    if not args.no_bursts:
+        out["bursts"] = bench_bursts(config, ctx, args.clients, args.burst_experts)
+    return out

@@ -14,6 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from ech0_moe.batch import solve_batch
+from ech0_moe.bench.common import burst, counts_arg, max_latency
 from ech0_moe.graph import Context, build_graph
 from ech0_moe.pool import ExpertPool
 from ech0_moe.services import Services, process_registry
@@ -97,7 +98,58 @@ def _load_costs(pool: ExpertPool, expert: str) -> dict[str, Any]:
     return row
 
 
-def bench_swap(context: Context, svc: Services, repeats: int = 5) -> dict[str, Any]:
+def spread_experts(pool: ExpertPool, count: int) -> list[str]:
+    """`count` of the pool's experts, taken from its weights files in turn (so a burst over them
+    needs every file)."""
+    by_file: dict[str, list[str]] = {}
+    for name, spec in pool.specs.items():
+        by_file.setdefault(spec.model_key, []).append(name)
+    files = list(by_file.values())
+    order = [names[i] for i in range(max(map(len, files))) for names in files if i < len(names)]
+    return order[:count]
+
+
+def concurrent_bursts(
+    context: Context, svc: Services, clients: tuple[int, ...], experts: tuple[int, ...]
+) -> list[dict[str, Any]]:
+    """Cold bursts of concurrent invokes on the embedded pool: client i asks expert i mod K (of
+    `spread_experts`). Loads (swaps), and seconds from the start of the burst to each answer."""
+    pool = svc.pool
+    assert isinstance(pool, ExpertPool)
+    graph = build_graph(services=svc)
+    rows = []
+    for k in experts:
+        names = spread_experts(pool, k)
+        for n in clients:
+            pool.unload_all()
+            before = pool.swaps
+
+            def ask(i: int, names: list[str] = names) -> dict[str, Any]:
+                question, expert = SWAP_QUESTIONS[i % len(SWAP_QUESTIONS)], names[i % len(names)]
+                return graph.invoke({"query": question, "mode": "basic", "expert": expert}, context=context)
+
+            results, seconds, wall = burst(ask, n)
+            files = len({pool.specs[e].model_key for e in names})
+            loads = pool.swaps - before
+            rows.append(
+                {
+                    "clients": n,
+                    "experts": len(names),
+                    "weights_files": files,
+                    "errors": sum(bool(r["error"]) for r in results),
+                    "loads": loads,
+                    **max_latency(seconds),
+                    "questions_per_minute": round(60 * n / wall, 1),
+                    "load_bound": files + pool.lanes - 1 + 2,
+                    "within_load_bound": loads <= files + pool.lanes - 1 + 2,
+                }
+            )
+    return rows
+
+
+def bench_swap(
+    context: Context, svc: Services, repeats: int = 5, bursts: tuple[tuple[int, ...], ...] = ()
+) -> dict[str, Any]:
     """Swap costs on `svc`'s pool (runs the real models): see `ech0-moe bench swap`."""
     pool = svc.pool
     graph = build_graph(services=svc)
@@ -169,14 +221,23 @@ def bench_swap(context: Context, svc: Services, repeats: int = 5) -> dict[str, A
             "max_tokens": tokens,
         },
         "prefetch": prefetch,
+        "concurrent": concurrent_bursts(context, svc, *bursts) if bursts else [],
     }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens", dest="max_tokens", type=int, metavar="N", help="answer length cap in tokens")
+    parser.add_argument(
+        "--clients", type=counts_arg, default=(32, 128), metavar="N,N", help="clients per burst (default 32,128)"
+    )
+    parser.add_argument(
+        "--burst-experts", type=counts_arg, default=(4, 8), metavar="K,K", help="experts per burst (default 4,8)"
+    )
+    parser.add_argument("--no-bursts", action="store_true", help="skip the concurrent bursts")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Load and swap costs on the configured pool, driving the real graph."""
     ctx = Context.of(**vars(args))
-    return bench_swap(ctx, process_registry().for_run(ctx.experts_file, ctx.kb_dir))
+    bursts = () if args.no_bursts else (args.clients, args.burst_experts)
+    return bench_swap(ctx, process_registry().for_run(ctx.experts_file, ctx.kb_dir), bursts=bursts)

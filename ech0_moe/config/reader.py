@@ -42,13 +42,7 @@ EXPERT_KEYS = (
 )
 RAY_KEYS = tuple(f.name for f in fields(RaySettings))
 ROUTER_KEYS = ("model", "data", "min_confidence", "stay_margin", "stay_per_second")
-DEFAULTS = {
-    "n_ctx": 2048,
-    "max_tokens": 128,
-    "temperature": 0.0,
-    "repeat_penalty": 1.1,
-    "timeout": 120.0,
-}  # documented in the README
+DEFAULTS = {"n_ctx": 2048, "max_tokens": 128, "temperature": 0.0, "repeat_penalty": 1.1, "timeout": 120.0}  # README
 WHOLE = frozenset({"n_ctx", "max_tokens", "replicas", "max_ongoing_requests", "threads"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 LIMITS = {
@@ -240,18 +234,20 @@ class _Reader:
         self.keys(raw, where, RAY_KEYS)
         base = RaySettings()
         budget = raw.get("replica_budget")
+        bounds = {
+            "replicas": (1, 1024),
+            "num_cpus": (0, 1024),
+            "num_gpus": (0, 64),
+            "max_ongoing_requests": (1, 10_000),
+            "threads": (0, 1024),
+            "timeout": (0.1, 86_400),
+            "fairness": (0, 86_400),
+        }
         return RaySettings(
             address=self.text(raw, "address", where, required=False) or base.address,
             app=self.text(raw, "app", where, required=False) or base.app,
-            replicas=int(self.number(raw, "replicas", where, base.replicas, (1, 1024))),
             replica_budget=0 if budget is None else self.size(budget, f"{where}.replica_budget"),
-            num_cpus=float(self.number(raw, "num_cpus", where, base.num_cpus, (0, 1024))),
-            num_gpus=float(self.number(raw, "num_gpus", where, base.num_gpus, (0, 64))),
-            max_ongoing_requests=int(
-                self.number(raw, "max_ongoing_requests", where, base.max_ongoing_requests, (1, 10_000))
-            ),
-            threads=int(self.number(raw, "threads", where, base.threads, (0, 1024))),
-            timeout=float(self.number(raw, "timeout", where, base.timeout, (0.1, 86_400))),
+            **{k: type(getattr(base, k))(self.number(raw, k, where, getattr(base, k), b)) for k, b in bounds.items()},
         )
 
     def router(self, raw: Any, base_dir: Path) -> RouterSettings:

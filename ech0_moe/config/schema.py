@@ -129,6 +129,10 @@ class RaySettings:
     max_ongoing_requests: int = 64  # per replica; Ray's default (5) spreads a cold burst over every replica
     threads: int = 0  # llama.cpp threads per replica (0 = num_cpus, at least 1)
     timeout: float = 600.0  # seconds any one request to the application may take, by the clock (load + answer)
+    # concurrent requests are grouped by expert: a replica switches expert when its expert's queue
+    # is empty, or when another expert has waited this many seconds (0 = no grouping: Ray's
+    # multiplexing routes each request on its own)
+    fairness: float = 60.0
 
 
 @dataclass(frozen=True)

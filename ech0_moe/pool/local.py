@@ -25,6 +25,7 @@ from ech0_moe.choices import LETTERS, Choice, choose_by_letter
 from ech0_moe.config import ExpertSpec, PoolConfig, format_size
 from ech0_moe.errors import BudgetError
 from ech0_moe.pool.base import ASSUMED_LOAD_BYTES_PER_S, Acquired, SwapEvent, serving_order
+from ech0_moe.pool.grouping import DEFAULT_FAIRNESS_S, Grouping
 
 RELOAD_THRESHOLD_S = 0.05  # a load_duration above this, reported with an answer, means a reload
 
@@ -32,8 +33,11 @@ RELOAD_THRESHOLD_S = 0.05  # a load_duration above this, reported with an answer
 class ExpertPool:
     """Thread-safe pool: loads the expert asked for, evicting idle ones so each device's budget holds."""
 
-    def __init__(self, config: PoolConfig, backends: dict[str, Backend] | None = None) -> None:
+    def __init__(
+        self, config: PoolConfig, backends: dict[str, Backend] | None = None, fairness: float = DEFAULT_FAIRNESS_S
+    ) -> None:
         self.config = config
+        self.fairness = fairness
         self.budget = config.memory_budget
         self.specs: dict[str, ExpertSpec] = {e.name: e for e in config.experts}
         self._backends: dict[str, Backend] = dict(backends or {})
@@ -45,6 +49,7 @@ class ExpertPool:
         self._peak: dict[str, int] = {}
         self._estimates: dict[str, int] = {}  # model key -> bytes, for experts.yaml entries without a size
         self._unloading: dict[str, int] = {}  # device -> bytes of evicted models still being unloaded
+        self._groups: dict[str, Grouping] = {}  # device -> its requests waiting, by model (`pool.grouping`)
 
     # ---- introspection -------------------------------------------------
     def backend(self, name: str) -> Backend:
@@ -207,34 +212,51 @@ class ExpertPool:
                 f"expert {name!r} needs {format_size(need)}, more than the budget {format_size(budget)} of {device}"
             )
         evicted: list[str] = []
-        while True:
-            resident = backend.resident(spec)  # network (Ollama): never under the lock
-            victims: list[LoadedModel] = []
-            with self._cond:
-                self._reconcile(spec, resident)
-                model = self._loaded.get(key)
-                if model is not None:
-                    model.users += 1
-                    model.last_used = time.monotonic()
-                    return model, Acquired(name, False, 0.0, served_by=device)
-                if key not in self._reserved:
-                    if budget - self._used(device) >= need:
-                        self._reserved[key] = (device, need)
-                        break
-                    victims = self._pick_victims(device, need)
-                    busy = any(m.users for m in self._loaded.values() if m.device == device) or any(
-                        d == device for d, _ in self._reserved.values()
-                    )
-                    if not victims and not busy and not self._unloading.get(device):
-                        # only models we do not manage are in the way: waiting would not help
-                        foreign = ", ".join(sorted(self._foreign.get(device, {}))) or "nothing"
-                        raise BudgetError(
-                            f"expert {name!r} ({format_size(need)}) does not fit on {device}: "
-                            f"other clients hold {foreign}; unload them or raise that host's budget"
+        with self._cond:
+            group = self._groups.setdefault(device, Grouping(self.fairness))
+            ticket = group.arrive(key)
+        try:
+            while True:
+                resident = backend.resident(spec)  # network (Ollama): never under the lock
+                victims: list[LoadedModel] = []
+                with self._cond:
+                    self._reconcile(spec, resident)
+                    here = {k for k, m in self._loaded.items() if m.device == device} | {
+                        k for k, (d, _) in self._reserved.items() if d == device
+                    }
+                    model = self._loaded.get(key)
+                    if model is not None and not group.starving(exclude=here):
+                        group.grant(ticket)
+                        model.users += 1
+                        model.last_used = time.monotonic()
+                        return model, Acquired(name, False, 0.0, served_by=device)
+                    if model is None and key not in self._reserved:
+                        if group.first(k for k in group.waiting if k not in here) != key:
+                            self._cond.wait(timeout=1.0)  # another model has waited longer: its turn
+                            continue
+                        if budget - self._used(device) >= need:
+                            group.grant(ticket)
+                            self._reserved[key] = (device, need)
+                            break
+                        victims = self._pick_victims(device, need)
+                        busy = any(m.users for m in self._loaded.values() if m.device == device) or any(
+                            d == device for d, _ in self._reserved.values()
                         )
-                if not victims:
-                    self._cond.wait(timeout=1.0)
-            evicted += self._unload(victims)
+                        if not victims and not busy and not self._unloading.get(device):
+                            # only models we do not manage are in the way: waiting would not help
+                            foreign = ", ".join(sorted(self._foreign.get(device, {}))) or "nothing"
+                            raise BudgetError(
+                                f"expert {name!r} ({format_size(need)}) does not fit on {device}: "
+                                f"other clients hold {foreign}; unload them or raise that host's budget"
+                            )
+                    if not victims:
+                        self._cond.wait(timeout=1.0)
+                evicted += self._unload(victims)
+        except BaseException:
+            with self._cond:
+                group.cancel(ticket)
+                self._cond.notify_all()
+            raise
         t0 = time.perf_counter()
         try:
             handle, size = backend.load(spec)

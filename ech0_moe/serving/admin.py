@@ -177,3 +177,18 @@ def residency(settings: RaySettings) -> list[dict[str, Any]]:
         return list(handle.table.remote().result(timeout_s=30))
     except ray_errors() as exc:
         raise BackendError(f"Ray Serve residency table unavailable: {str(exc).splitlines()[0]}") from None
+
+
+def dispatch_stats(settings: RaySettings) -> dict[str, Any]:
+    """The dispatcher's record (`dispatch.Dispatcher.stats`); empty without one (`ray.fairness: 0`)."""
+    from ray import serve
+
+    from ech0_moe.serving.dispatch import DISPATCHER_DEPLOYMENT
+
+    if not settings.fairness:
+        return {}
+    handle = serve.get_deployment_handle(DISPATCHER_DEPLOYMENT, app_name=settings.app)
+    try:
+        return dict(handle.stats.remote().result(timeout_s=30))
+    except ray_errors() as exc:
+        raise BackendError(f"Ray Serve dispatcher unavailable: {str(exc).splitlines()[0]}") from None

@@ -2,14 +2,16 @@
 
 Each replica of `ExpertReplica` runs an ordinary `ExpertPool` (the same llama.cpp code as the
 embedded default, or a node-local Ollama) with the replica's byte budget, and holds at most one
-expert at a time: Ray Serve's model multiplexing (`@serve.multiplexed`, one model per replica)
-routes a request tagged with an expert's name to the replica that already holds it, and evicts
-the replica's expert when another must load. Every answer reports what the replica did (loaded
-or not, seconds, which replica), so the graph's metadata stays true.
+expert at a time (`@serve.multiplexed`, one model per replica: a request tagged with another
+expert's name evicts the replica's expert and loads it). Which replica gets a request is the
+`Dispatcher`'s decision (`dispatch.py`: concurrent requests grouped by expert, the ingress when
+`ray.fairness` > 0), else Ray's multiplexing (the replica holding the expert, if any). Every
+answer reports what the replica did (loaded or not, seconds, which replica), so the graph's
+metadata stays true.
 
 `Residency` is a one-replica deployment of the same application: a table of what each replica
 holds (expert, bytes, last load), read by `ech0-moe serve --status` and by the router's
-stay-on-resident rule. Ray decides placement; the table only reports it.
+stay-on-resident rule and the dispatcher's list of replicas.
 """
 
 from __future__ import annotations
@@ -240,11 +242,22 @@ def _failure(exc: Ech0Error, node: str) -> _Failed:
 
 
 def build_app(config: PoolConfig) -> Any:
-    """The Serve application for `config` (its `ray:` settings size and place the replicas)."""
+    """The Serve application for `config` (its `ray:` settings size and place the replicas). With
+    `ray.fairness` > 0 its ingress is the `Dispatcher`, which groups concurrent requests by expert
+    and pins each to a replica; with 0, Ray's multiplexing routes each request on its own."""
     settings = config.ray_settings()
-    experts = ExpertReplica.options(
-        num_replicas=settings.replicas,
-        max_ongoing_requests=settings.max_ongoing_requests,
-        ray_actor_options={"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus},
-    )
-    return experts.bind(config, Residency.bind())
+    options: dict[str, Any] = {
+        "num_replicas": settings.replicas,
+        "max_ongoing_requests": settings.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus},
+    }
+    residency = Residency.bind()
+    if not settings.fairness:
+        return ExpertReplica.options(**options).bind(config, residency)
+    from ray.serve.config import RequestRouterConfig
+
+    from ech0_moe.serving.dispatch import Dispatcher
+
+    router = RequestRouterConfig(request_router_class="ech0_moe.serving.dispatch.PinnedRouter")
+    experts = ExpertReplica.options(**options, request_router_config=router).bind(config, residency)
+    return Dispatcher.bind(experts, residency, settings.fairness)
