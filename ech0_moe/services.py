@@ -29,7 +29,7 @@ from ech0_moe.errors import Ech0Error
 from ech0_moe.paths import experts_file as resolve_experts_file
 from ech0_moe.paths import kb_dir as resolve_kb_dir
 from ech0_moe.pool import Pool, make_pool
-from ech0_moe.routing.router import Router
+from ech0_moe.routing.router import Router, taught_router
 from ech0_moe.turns import TurnRegistry
 from ech0_moe.vote import Agreement
 
@@ -99,12 +99,12 @@ class Services:
                     raise Ech0Error(f"unknown compression_method {method!r}; use {', '.join(COMPRESSION_METHODS)}")
             return self._compressors[method]
 
-    def with_kb(self, kb: KnowledgeBase | Callable[[], KnowledgeBase]) -> Services:
-        """The same pool, router, turns and compressors with another knowledge base."""
+    def with_kb(self, kb: KnowledgeBase | Callable[[], KnowledgeBase], router: Router | None = None) -> Services:
+        """The same pool, turns and compressors (and router, unless another) with another knowledge base."""
         return Services(
             self.config,
             self.pool,
-            self.router,
+            router or self.router,
             kb,
             turns=self.turns,
             compressors=self._compressors,
@@ -151,7 +151,8 @@ class ServiceRegistry:
         with self._lock:
             found = self._runs.get(key)
         if found is None:
-            found = self.services(key[0]).with_kb(lambda: self.kb(key[1]))
+            shared = self.services(key[0])
+            found = shared.with_kb(lambda: self.kb(key[1]), router=taught_router(shared.config, key[1]))
             with self._lock:
                 found = self._runs.setdefault(key, found)
         return found

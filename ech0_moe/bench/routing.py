@@ -18,11 +18,12 @@ from ech0_moe.bench.common import accuracy, calibration_error, median_ms
 from ech0_moe.config import PoolConfig, load_pool
 from ech0_moe.datasets import fold_of
 from ech0_moe.errors import Ech0Error
-from ech0_moe.routing.fit import FeatureCache, experts_by_domain, fit_model, pool_rows
+from ech0_moe.routing.fit import FeatureCache, experts_by_domain, fit_model, pool_rows, taught_rows
 from ech0_moe.routing.model import top_mean
 from ech0_moe.routing.router import Router, decide
 
 STAY_MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+TAUGHT_PER_DOMAIN = (20, 100, 500)  # document chunks per domain in `taught_documents`
 
 
 def gold_experts(config: PoolConfig, rows: list[dict[str, Any]], subject_map: dict[str, str] | None) -> list[str]:
@@ -192,6 +193,35 @@ def _setting(
     return row
 
 
+def taught_documents(
+    config: PoolConfig, rows: list[dict[str, Any]], gold: list[str], held: np.ndarray, features: FeatureCache
+) -> dict[str, Any]:
+    """What documents added with a domain (`kb add --domain`) add to the few-shot router: N chunks
+    per domain taught on top of the pool and our written examples, scored on the held-out half.
+    Stand-in chunks: the other half's questions with their choices (no corpus of real documents
+    per domain ships), so N stops at what that half holds per expert."""
+    domain = {e.name: e.domain for e in config.experts}
+    own: dict[str, list[int]] = {}
+    for i in np.flatnonzero(~held):
+        own.setdefault(gold[i], []).append(int(i))
+    test = np.flatnonzero(held)
+    vectors = features.features([rows[i]["question"] for i in test])
+    out: dict[str, Any] = {"chunks": "question and choices of the half not held out (stand-ins)"}
+    for n in TAUGHT_PER_DOMAIN:
+        docs = [
+            {"text": " ".join([rows[i]["question"], *map(str, rows[i].get("choices", []))]), "domain": domain[gold[i]]}
+            for picked in own.values()
+            for i in picked[:n]
+        ]
+        model = fit_model(config, features=features, taught=taught_rows(config, docs))
+        table = _table(config.names, model.proba(vectors), [gold[i] for i in test], np.ones(len(test), bool))
+        out[str(n)] = {
+            "chunks_per_domain": min(n, max(map(len, own.values()))),
+            "macro_accuracy_held_out_half": table["macro_accuracy"],
+        }
+    return out
+
+
 def bench_routing(
     config: PoolConfig,
     rows: list[dict[str, Any]],
@@ -205,6 +235,7 @@ def bench_routing(
 
     - `pool_only`: the pool's descriptions, their topics and examples (a user's new domain);
     - `pool_and_written`: plus our written examples of the pool's domains;
+    - `taught_documents`: pool and written examples plus N document chunks per domain (`taught_documents`);
     - `with_data`: k-fold cross-validation, each fold fitted on the pool plus the other folds.
     Few-shot figures are given on every row and on the half the few-shot recipe was not chosen
     on (`macro_accuracy_held_out_half`). Plus the latency of whole `Router.route` calls, the
@@ -228,6 +259,7 @@ def bench_routing(
         theirs = peers(features.features([t for t, _ in own]), [e for _, e in own], names, vectors)
         protocol = f"fitted on {len(own)} texts of the pool" + (" and our written examples" if written else "")
         out[name] = _setting(config, protocol, model.proba(vectors), model.floor, theirs, gold, held)
+    out["taught_documents"] = taught_documents(config, rows, gold, held, features)
     fold = fold_of(gold, folds)
     ours = np.zeros((len(rows), len(names)))
     theirs = {}

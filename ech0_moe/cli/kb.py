@@ -61,7 +61,23 @@ def cmd_kb(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    """Record which expert should answer a question: a routing example on the router's next refit."""
+    from ech0_moe.cli.common import config_of
+    from ech0_moe.paths import kb_dir
+    from ech0_moe.routing.taught import add_feedback
+
+    row = add_feedback(kb_dir(context_of(args).kb_dir), config_of(args), args.question, args.expert)
+    print(json.dumps({"recorded": row, "applies": "from the next process that routes with this knowledge base"}))
+    return 0
+
+
 def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    p = command("feedback", "say which expert should answer a question (the router learns it on its next refit)")
+    p.add_argument("question", help="the question")
+    p.add_argument("--expert", required=True, help="the expert that should answer it")
+    p.set_defaults(func=cmd_feedback)
+
     p = command("kb", "knowledge base: add, search, stats, forget")
     p.add_argument("action", choices=("add", "search", "stats", "forget"), help="add | search | stats | forget")
     p.add_argument("items", nargs="*", help="files/folders (add), the query (search), entry ids (forget)")

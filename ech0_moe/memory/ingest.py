@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import sys
 import time
 from collections import Counter
@@ -26,6 +27,7 @@ from ech0_moe.embeddings import embed
 from ech0_moe.errors import Ech0Error
 from ech0_moe.memory import loaders
 from ech0_moe.memory.store import Store, content_id, store_op
+from ech0_moe.routing import taught
 from ech0_moe.text import chunk_units, split_blocks
 
 MAX_FILE_BYTES = 100_000_000  # `kb add` skips larger files unless asked (--max-file-mb)
@@ -104,6 +106,9 @@ class Ingest:
         self.files, self.done_files, self.batch_chunks = files, 0, batch
         self.spent: Counter[str] = Counter()  # seconds: read, chunk, encode, write (then the store's own parts)
         self.report: dict[str, Any] = {"added": 0, "unchanged": 0, "chunks": 0}
+        self.sample: list[tuple[str, str]] = []  # with a domain: a fair sample of the chunks written
+        self.seen = 0
+        self.rng = random.Random(0)
         self.bar = tqdm(
             total=total_bytes, desc="kb add", unit="B", unit_scale=True, file=sys.stderr, disable=not progress
         )
@@ -182,6 +187,13 @@ class Ingest:
         self.spent["encode"] += t2 - t
         self.spent["write"] += time.perf_counter() - t2
         self.report["chunks"] += len(ids)
+        if self.domain:  # reservoir: every chunk of the run equally likely to be a routing example
+            for text, meta in zip(texts, metas, strict=True):
+                self.seen += 1
+                if len(self.sample) < taught.PER_DOMAIN:
+                    self.sample.append((text, meta["source"]))
+                elif (j := self.rng.randrange(self.seen)) < taught.PER_DOMAIN:
+                    self.sample[j] = (text, meta["source"])
 
     def stream(self, f: Path, size: int) -> None:
         """A big text file: checked whole, then chunked and written a batch at a time."""
@@ -296,6 +308,8 @@ def add_paths(
     run.write(batch)
     if run.report["chunks"]:
         store.snapshot_lexical()  # the next process's first search reads it, not the whole index
+    if run.sample:  # routing examples for the domain's experts, on the router's next refit
+        run.report["routing_examples"] = taught.add_documents(store.path, domain, run.sample)
     run.bar.close()
     seconds = time.perf_counter() - t0
     spent = run.spent + (store.spent - before)

@@ -21,6 +21,7 @@ from ech0_moe.errors import Ech0Error, KnowledgeBaseError
 from ech0_moe.memory import ingest, ranking
 from ech0_moe.memory.passage import Passage
 from ech0_moe.memory.store import Store, content_id, store_op, wanted_by
+from ech0_moe.routing import taught
 
 __all__ = ["SEARCH_METHODS", "KnowledgeBase", "KnowledgeBaseError", "Passage"]
 
@@ -156,6 +157,7 @@ class KnowledgeBase(Store):
         if source:
             wanted = str(Path(source).resolve()) if Path(source).exists() else source
             targets |= set(self.col.get(where={"source": wanted}, include=[])["ids"])
+            taught.forget_source(self.path, wanted)  # its routing examples too
         return self.delete(targets)
 
     def find_duplicate(self, question: str, vector: np.ndarray, min_similarity: float) -> str | None:

@@ -80,6 +80,19 @@ def label_rows(config: PoolConfig, rows: Sequence[dict[str, Any]], where: str) -
     return out
 
 
+def taught_rows(config: PoolConfig, rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(text, expert) pairs from `routing.taught` rows: a document chunk teaches every expert of
+    its domain (a domain the pool lacks: none), feedback the expert it names (if still in the pool)."""
+    domains = experts_by_domain(config)
+    out: list[tuple[str, str]] = []
+    for r in rows:
+        if r.get("expert"):
+            out += [(r["text"], r["expert"])] if r["expert"] in config.names else []
+        else:
+            out += [(r["text"], name) for name in domains.get(r.get("domain", ""), [])]
+    return out
+
+
 def read_labels(config: PoolConfig, path: str | Path) -> list[tuple[str, str]]:
     """The labelled JSONL file `path` as (question, expert) pairs; problems are one `ConfigError` line."""
     from ech0_moe.datasets import load_jsonl
@@ -124,14 +137,17 @@ def pool_rows(config: PoolConfig, written: bool = True) -> list[tuple[str, str]]
     return rows
 
 
-def pool_fingerprint(config: PoolConfig, data: Sequence[tuple[str, str]] = ()) -> str:
+def pool_fingerprint(
+    config: PoolConfig, data: Sequence[tuple[str, str]] = (), taught: Sequence[tuple[str, str]] = ()
+) -> str:
     """Content hash of everything a fit depends on: the pool's routing texts, our written
-    examples, the labelled data and the fitting recipe."""
+    examples, the labelled data, what the user taught and the fitting recipe."""
     payload = {
         "version": FIT_VERSION,
         "experts": [[e.name, e.domain, e.description, list(e.examples)] for e in config.experts],
         "written": written_examples(),
         "data": [list(row) for row in data],
+        **({"taught": [list(row) for row in taught]} if taught else {}),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -180,12 +196,13 @@ def fit_model(
     features: FeatureCache | None = None,
     data_vectors: np.ndarray | None = None,
     written: bool = True,
+    taught: Sequence[tuple[str, str]] = (),
 ) -> RouterModel:
     """Fit a router whose classes are `config`'s experts, on the pool's own rows (with our written
-    examples unless not `written`) plus `data` (question, expert) pairs (`data_vectors`: their
-    features, if the caller has them)."""
+    examples unless not `written`, and the (text, expert) rows the user `taught`) plus `data`
+    (question, expert) pairs (`data_vectors`: their features, if the caller has them)."""
     cache = features or FeatureCache()
-    own = pool_rows(config, written)
+    own = pool_rows(config, written) + list(taught)
     vectors = cache.features([t for t, _ in own])
     if not data:  # few-shot: the pool's own texts are all there is (chosen in `bench routing`, docs/routing.md)
         keep = yielded_to_specialists(config, own, vectors)
@@ -295,8 +312,8 @@ def config_data(config: PoolConfig) -> list[tuple[str, str]]:
     return read_labels(config, config.router.data) if config.router.data else []
 
 
-def load_or_fit(config: PoolConfig) -> RouterModel:
-    """The router model for this pool (see the module docstring)."""
+def load_or_fit(config: PoolConfig, taught: Sequence[tuple[str, str]] = ()) -> RouterModel:
+    """The router model for this pool and what the user `taught` (see the module docstring)."""
     if len(config.experts) == 1:  # nothing to choose between: nothing to fit
         return RouterModel(config.names, np.zeros((1, 768)), np.zeros(1))
     if config.router.model:
@@ -308,8 +325,8 @@ def load_or_fit(config: PoolConfig) -> RouterModel:
             )
         return model
     data = config_data(config)
-    fingerprint = pool_fingerprint(config, data)
-    if not data and PACKAGED_MODEL.is_file():
+    fingerprint = pool_fingerprint(config, data, taught)
+    if not data and not taught and PACKAGED_MODEL.is_file():
         packaged = RouterModel.load(PACKAGED_MODEL)
         if packaged.pool_hash == fingerprint:  # fitted for the shipped pool (plus the dev set)
             return packaged
@@ -317,7 +334,7 @@ def load_or_fit(config: PoolConfig) -> RouterModel:
     if cached.is_file():
         return RouterModel.load(cached)
     t0 = time.perf_counter()
-    model = fit_model(config, data)
+    model = fit_model(config, data, taught=taught)
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")
     model.save(tmp)

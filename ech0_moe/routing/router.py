@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -114,7 +115,14 @@ def decide(
 class Router:
     """Routes a query to one expert (or the top k); see the module docstring."""
 
-    def __init__(self, config: PoolConfig, model: RouterModel | None = None, *, keyword_only: bool = False) -> None:
+    def __init__(
+        self,
+        config: PoolConfig,
+        model: RouterModel | None = None,
+        *,
+        keyword_only: bool = False,
+        taught: Sequence[tuple[str, str]] = (),
+    ) -> None:
         self.config = config
         self.settings = config.router
         self.general_expert = config.general_expert
@@ -133,7 +141,7 @@ class Router:
                 print(f"ech0-moe: warning: embedding router unavailable ({exc}); routing by keywords", file=sys.stderr)
                 self.method = "keyword"
         if model is None and self.method != "keyword":
-            model = load_or_fit(config)
+            model = load_or_fit(config, taught)
             if model.weights.shape[1] != features:
                 raise ConfigError(
                     f"router model was fitted on {model.weights.shape[1]} features, the router makes {features}: "
@@ -189,3 +197,13 @@ class Router:
             best=best,
             stayed=stayed,
         )
+
+
+def taught_router(config: PoolConfig, kb_dir: str | Path) -> Router | None:
+    """A router refitted on what the user taught in the knowledge-base folder `kb_dir` (documents
+    added with a domain, feedback: `routing.taught`); None when it taught nothing."""
+    from ech0_moe.routing.fit import taught_rows
+    from ech0_moe.routing.taught import read
+
+    rows = taught_rows(config, read(kb_dir))
+    return Router(config, taught=rows) if rows else None

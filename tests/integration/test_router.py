@@ -140,6 +140,7 @@ def test_bench_scores_few_shot_and_cross_validated(config, tmp_path: Path) -> No
     data.write_text("\n".join(json.dumps({"question": q, "domain": d}) for q, d in OWN * 2) + "\n")
     result = bench_routing(config, load_jsonl(data, ("question",)), folds=2)
     assert result["n"] == 2 * len(OWN) and result["experts"] == 8
+    assert set(result["taught_documents"]) == {"chunks", "20", "100", "500"}
     for setting in ("pool_only", "pool_and_written", "with_data"):
         for method in ("router", "logistic_regression", "nearest_neighbours_5", "semantic_router_rule"):
             figures = result[setting][method]
@@ -203,3 +204,36 @@ def test_a_pool_of_a_new_kind_routes_its_own_questions_and_general_is_the_fallba
         assert sum(routed[q] == expert for q in mine) >= len(mine) - 1, [(q, routed[q]) for q in mine]
     assert sum(routed[r["question"]] == r["expert"] for r in rows) >= 0.9 * len(rows)
     assert router.floor == 0.0  # few-shot: no abstention floor (it lowered macro accuracy)
+
+
+def test_documents_added_with_a_domain_and_feedback_teach_the_router(tmp_path: Path) -> None:
+    """`kb add --domain medicine` keeps chunks as routing examples of the medicine expert, on the
+    real store and encoders; the next router made for that folder is refitted on them, and
+    `ech0-moe feedback` adds a question for the expert it names."""
+    from ech0_moe.memory.kb import KnowledgeBase
+    from ech0_moe.routing import taught
+    from ech0_moe.routing.fit import taught_rows
+    from ech0_moe.routing.router import taught_router
+
+    config = load_config(ROOT / "examples" / "pool-everyday.yaml")
+    kb_dir = tmp_path / "kb"
+    assert taught_router(config, kb_dir) is None  # nothing taught: the pool's own router
+    doc = tmp_path / "statins.md"
+    doc.write_text(
+        "# Statins\n\nStatins lower LDL cholesterol by blocking HMG-CoA reductase in the liver. "
+        "Muscle aches are the most common side effect; grapefruit juice raises blood levels of some statins.\n\n"
+        "# Monitoring\n\nLiver enzymes and a lipid panel are checked a few weeks after starting the drug.\n"
+    )
+    report = KnowledgeBase(kb_dir).add_paths([doc], domain="medicine", progress=False)
+    assert report["routing_examples"] == report["chunks"] >= 1
+    question = "Why would a doctor check my lipid panel after I start on a cholesterol drug?"
+    before = Router(config).route(question)
+    router = taught_router(config, kb_dir)
+    assert router is not None
+    after = router.route(question)
+    assert after.expert == "medicine" and after.scores["medicine"] >= before.scores["medicine"]
+    taught.add_feedback(kb_dir, config, "Can I bring my sourdough starter on a plane?", "travel")
+    pairs = taught_rows(config, taught.read(kb_dir))
+    assert pairs[-1] == ("Can I bring my sourdough starter on a plane?", "travel")
+    KnowledgeBase(kb_dir).forget(source=str(doc))
+    assert taught_rows(config, taught.read(kb_dir)) == [pairs[-1]]  # the document's examples went with it
