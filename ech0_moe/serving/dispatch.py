@@ -65,7 +65,13 @@ class Dispatcher:
         self.dead: dict[str, float] = {}  # replicas that failed a request -> when
         self.lanes_at = 0.0
         self.ticker: asyncio.Task[None] | None = None
-        self.record = {"requests": 0, "max_queued_s": 0.0, "max_unserved_s": 0.0, "forced_switches": 0}
+        self.record = {
+            "requests": 0,
+            "max_queued_s": 0.0,  # arrival to grant
+            "max_unserved_s": 0.0,  # the longest an expert with requests waiting went without a grant
+            "max_service_s": 0.0,  # grant to done: one load or answer on a replica
+            "forced_switches": 0,
+        }
 
     async def _refresh_lanes(self) -> None:
         if time.monotonic() - self.lanes_at < LANES_TTL_S and self.grouping.lanes:
@@ -118,6 +124,8 @@ class Dispatcher:
             self.lanes_at = 0.0
             raise
         finally:
+            service = round(time.monotonic() - ticket.granted_at, 3)
+            self.record["max_service_s"] = max(self.record["max_service_s"], service)
             if not failed:
                 self.grouping.finish(ticket, hold=load)
             self._wake()
