@@ -73,7 +73,7 @@ def ray_pool(ray_head: str, model_a: Path, tmp_path_factory: pytest.TempPathFact
             shutil.copyfile(model_a, folder / f"{name}.gguf")
     lines = [
         "memory_budget: 200MB",
-        f"ray: {{address: '{ray_head}', app: ech0-test, replicas: 2, num_cpus: 0.5, threads: 1}}",
+        f"ray: {{address: '{ray_head}', app: ech0-test, replicas: 2, num_cpus: 0.5, threads: 1, fairness: 600}}",
         "defaults: {backend: ray, system_prompt: Answer in one short sentence., max_tokens: 8}",
         "experts:",
     ]
@@ -254,7 +254,7 @@ def test_a_request_past_ray_timeout_fails_by_the_clock(deployed: Path, tmp_path:
     config = tmp_path / "experts.yaml"
     config.write_text(
         deployed.read_text()
-        .replace("threads: 1}", "threads: 1, timeout: 0.2}")
+        .replace("fairness: 600}", "fairness: 600, timeout: 0.2}")
         .replace("model: ", f"model: {deployed.parent}/")
     )
     pool = RayPool(load_config(config))
