@@ -136,11 +136,13 @@ class Grouping:
         now = self.clock()
         granted: list[Ticket] = []
         held = {lane.expert for lane in self.lanes.values() if lane.expert}
-        if self.starving(exclude=held) and not any(lane.draining for lane in self.lanes.values()):
-            # one forced switch at a time: the lane longest on an expert that still has a queue
-            busy = [lane for lane in self.lanes.values() if self.waiting.get(lane.expert)]
-            if len(busy) == len(self.lanes) and busy:
-                min(busy, key=lambda lane: lane.since).draining = True
+        starving = self.starving(exclude=held)
+        draining = [lane for lane in self.lanes.values() if lane.draining]
+        busy = [lane for lane in self.lanes.values() if not lane.draining and self.waiting.get(lane.expert)]
+        if len(busy) + len(draining) == len(self.lanes):  # no lane is free to take a starving expert
+            # one switch per starving expert: the lanes longest on an expert that still has a queue
+            for lane in sorted(busy, key=lambda lane: lane.since)[: max(0, len(starving) - len(draining))]:
+                lane.draining = True
         for lane in self.lanes.values():  # lanes with requests for their own expert serve them
             if not lane.draining:
                 self._serve(lane, granted)
