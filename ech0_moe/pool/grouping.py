@@ -4,10 +4,11 @@ A lane (a Ray replica; the process's memory budget for the embedded pool) serves
 time. Requests for the expert a lane holds or is loading join that lane; a lane switches expert
 only when its expert's queue is empty, or when another expert's oldest request has waited longer
 than `fairness_s` without being served. An expert's wait clock starts at its oldest waiting
-request, or at the last time it was served if that is later: an expert just taken off a lane
-cannot at once force a switch back, so forced switches come at most once per bound per lane.
+request, or at the last time it was served (a request of it granted or finished) if later: an
+expert just taken off a lane cannot at once force a switch back, so forced switches come at
+most once per bound per lane.
 
-`Grouping` only decides; the Ray dispatcher (`serving.app.Dispatcher`, asyncio) and the embedded
+`Grouping` only decides; the Ray dispatcher (`serving.dispatch.Dispatcher`, asyncio) and the embedded
 `ExpertPool` (threads) carry the decisions out.
 """
 
@@ -123,6 +124,7 @@ class Grouping:
 
     def finish(self, ticket: Ticket, *, hold: bool = False) -> None:
         """A granted request is done (`hold`: it was a load, an answer request follows)."""
+        self.served_at[ticket.expert] = self.clock()  # served until now
         lane = self.lanes.get(ticket.lane)
         if lane is None:
             return
@@ -177,7 +179,7 @@ class Grouping:
         free = [e for e in self.waiting if e not in held or e == lane.expert]
         if lane.draining:
             free = [e for e in free if e != lane.expert] or free
-        choice = self.first(free)
+        choice = next((e for e in self.starving(exclude=held) if e in free), "") or self.first(free)
         if choice:
             return choice
         deep = [e for e in self.waiting if len(self.waiting[e]) >= SHARE_QUEUE]

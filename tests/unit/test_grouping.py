@@ -184,3 +184,19 @@ def test_the_embedded_pool_serves_a_waiting_file_within_the_fairness_bound(pool_
         t.join(timeout=10)
     assert waited and waited[0] < 0.3 + 0.5, waited  # the bound, then the answers in flight
     assert [e.expert for e in pool.events][:3] == ["math", "biology", "math"]
+
+
+def test_two_starving_experts_each_get_a_lane_at_once():
+    clock = Clock()
+    g = Grouping(5.0, clock=clock)
+    g.set_lanes({"r0": "", "r1": ""})
+    for expert in ("a", "a", "a", "b", "b", "b"):
+        g.arrive(expert)
+    running = g.grants()
+    assert sorted(t.expert for t in running) == ["a", "b"]
+    g.arrive("c"), g.arrive("d")
+    clock.now = 6.0  # c and d are past the bound while a and b still have queues
+    assert g.grants() == [] and all(lane.draining for lane in g.lanes.values())
+    for t in running:
+        g.finish(t)
+    assert sorted(t.expert for t in g.grants()) == ["c", "d"]
