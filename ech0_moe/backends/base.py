@@ -24,6 +24,12 @@ class LoadedModel:
     users: int = 0
     last_used: float = 0.0
     device: str = "local"
+    hold_until: float = 0.0  # after `ensure_loaded`: kept until then for the answer that follows
+    expected: int = 0  # answers expected after `ensure_loaded`s (the hold ends when none is)
+
+    def held(self, now: float) -> bool:
+        """Kept for an answer that an `ensure_loaded` announced (at most until `hold_until`)."""
+        return self.expected > 0 and self.hold_until > now
 
 
 class Backend(Protocol):

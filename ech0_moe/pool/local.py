@@ -25,7 +25,7 @@ from ech0_moe.choices import LETTERS, Choice, choose_by_letter
 from ech0_moe.config import ExpertSpec, PoolConfig, format_size
 from ech0_moe.errors import BudgetError
 from ech0_moe.pool.base import ASSUMED_LOAD_BYTES_PER_S, Acquired, SwapEvent, serving_order
-from ech0_moe.pool.grouping import DEFAULT_FAIRNESS_S, Grouping
+from ech0_moe.pool.grouping import DEFAULT_FAIRNESS_S, HOLD_S, Grouping
 
 RELOAD_THRESHOLD_S = 0.05  # a load_duration above this, reported with an answer, means a reload
 
@@ -143,14 +143,17 @@ class ExpertPool:
         pending = self._unloading.get(device, 0)  # evicted, still being unloaded: still in memory
         return self._resident(device) + reserved + pending + sum(self._foreign.get(device, {}).values())
 
-    def _pick_victims(self, device: str, need: int) -> list[LoadedModel]:
+    def _pick_victims(self, device: str, need: int, *, held: bool = False) -> list[LoadedModel]:
         """Take idle models on `device` off the books, least recently used first, until `need`
-        bytes will be free; their bytes count as unloading until `_unload` has run."""
+        bytes will be free (a model held for the answer after its `ensure_loaded` is not idle,
+        unless `held`); their bytes count as unloading until `_unload` has run."""
         victims: list[LoadedModel] = []
         budget = self.config.budget_for(device)
+        now = time.monotonic()
         while budget - self._used(device) < need:
             idle = sorted(
-                (m for m in self._loaded.values() if m.users == 0 and m.device == device), key=lambda m: m.last_used
+                (m for m in self._loaded.values() if m.users == 0 and m.device == device and (held or not m.held(now))),
+                key=lambda m: m.last_used,
             )
             if not idle:
                 break
@@ -239,7 +242,8 @@ class ExpertPool:
                             self._reserved[key] = (device, need)
                             break
                         victims = self._pick_victims(device, need)
-                        busy = any(m.users for m in self._loaded.values() if m.device == device) or any(
+                        now = time.monotonic()
+                        busy = any(m.users or m.held(now) for m in self._loaded.values() if m.device == device) or any(
                             d == device for d, _ in self._reserved.values()
                         )
                         if not victims and not busy and not self._unloading.get(device):
@@ -293,17 +297,25 @@ class ExpertPool:
             self._cond.notify_all()
 
     @contextmanager
-    def use(self, name: str) -> Iterator[tuple[LoadedModel, Acquired]]:
-        """Hold expert `name` resident for the duration of the block."""
+    def use(self, name: str, *, answer: bool = True) -> Iterator[tuple[LoadedModel, Acquired]]:
+        """Hold expert `name` resident for the duration of the block (`answer`: an answer one of
+        the `ensure_loaded` holds was waiting for)."""
         model, acquired = self._acquire(name)
+        if answer and model.expected:
+            with self._cond:
+                model.expected -= 1
         try:
             yield model, acquired
         finally:
             self._release(model)
 
     def ensure_loaded(self, name: str) -> Acquired:
-        """Make `name` resident (swapping others out if needed) and return what that cost."""
-        with self.use(name) as (_, acquired):
+        """Make `name` resident (swapping others out if needed) and return what that cost. The
+        model is then held for HOLD_S: the graph's answer request for it follows (`pool.grouping`)."""
+        with self.use(name, answer=False) as (model, acquired):
+            with self._cond:
+                model.expected += 1
+                model.hold_until = time.monotonic() + HOLD_S
             return acquired
 
     def chat(
@@ -356,5 +368,7 @@ class ExpertPool:
     def unload_all(self) -> None:
         """Unload every idle model (benchmarks: start cold)."""
         with self._cond:
-            victims = [v for d in self._devices() for v in self._pick_victims(d, self.config.budget_for(d) + 1)]
+            victims = [
+                v for d in self._devices() for v in self._pick_victims(d, self.config.budget_for(d) + 1, held=True)
+            ]
         self._unload(victims)
