@@ -34,6 +34,7 @@ FILE = "lexical.sqlite3"
 SNAPSHOT = "lexical-postings.npz"  # the postings as last read, for the next process's first search
 TOKENIZER = "porter unicode61"
 K1, B = 1.2, 0.75  # FTS5 bm25()'s constants
+TERMS_PER_BATCH = 2000  # terms read and indexed at once when all the postings are read
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 Keep = Callable[[dict[str, str]], bool]
@@ -154,6 +155,11 @@ class Postings:
     def add(self, ids: Sequence[str], labels: Sequence[tuple[str, str]], keys: np.ndarray, groups: Groups) -> None:
         """Entries `ids` (replacing any live ones), which `groups` knows by `keys` (ascending, one
         per entry; a token of a row with no entry here is skipped)."""
+        base = self.append(ids, labels)
+        self.index(base, len(ids), keys, groups)
+
+    def append(self, ids: Sequence[str], labels: Sequence[tuple[str, str]]) -> int:
+        """Slots for entries `ids` (replacing any live ones), no tokens yet; returns the first."""
         self.remove(ids)
         base, n = len(self.ids), len(ids)
         self.ids.extend(ids)
@@ -163,7 +169,15 @@ class Postings:
             self.length, self.alive, self.label = (
                 np.concatenate([a, np.zeros(grow, a.dtype)]) for a in (self.length, self.alive, self.label)
             )
-        if not n:
+        self.length[base : base + n] = 0
+        self.alive[base : base + n] = True
+        self.label[base : base + n] = [self.labels.setdefault(tuple(x), len(self.labels)) for x in labels]
+        return base
+
+    def index(self, base: int, n: int, keys: np.ndarray, groups: Groups) -> None:
+        """The tokens in `groups` of the `n` entries from slot `base` (known by `keys`); called
+        once, or once per batch of terms (lengths add up)."""
+        if not n or not groups:
             return
         # every token at once: (term, entry) pairs counted, then cut into one run per term
         counts = np.fromiter((h.count(" ") + 1 for _, h in groups), np.int64, len(groups))
@@ -181,9 +195,7 @@ class Postings:
             if (old := self.terms.get(name)) is not None:
                 slots, often = np.concatenate([old[0], slots]), np.concatenate([old[1], often])
             self.terms[name] = (slots, often)
-        self.length[base : base + n] = length
-        self.alive[base : base + n] = True
-        self.label[base : base + n] = [self.labels.setdefault(tuple(x), len(self.labels)) for x in labels]
+        self.length[base : base + n] += length
         self.tokens += float(length.sum())
 
     def search(self, terms: Iterable[str], n: int, keep: Keep | None = None) -> list[tuple[str, float]]:
@@ -356,12 +368,11 @@ class LexicalIndex:
             "SELECT k.rid, k.id, p.domain, p.kind FROM keys k JOIN passages p ON p.rowid = k.rid ORDER BY k.rid"
         ).fetchall()
         postings = Postings()
-        postings.add(
-            [e[1] for e in entries],
-            [(e[2], e[3]) for e in entries],
-            np.array([e[0] for e in entries], np.int64),
-            self._db.execute(GROUP_TOKENS.format("temp.tokens")).fetchall(),
-        )
+        base = postings.append([e[1] for e in entries], [(e[2], e[3]) for e in entries])
+        keys = np.array([e[0] for e in entries], np.int64)
+        terms = self._db.execute(GROUP_TOKENS.format("temp.tokens"))
+        while batch := terms.fetchmany(TERMS_PER_BATCH):  # a batch at a time: 50k entries hold ~10M tokens
+            postings.index(base, len(entries), keys, batch)
         if postings.save(self.path.with_name(SNAPSHOT), writes, file):  # (under self._lock, from search)
             with contextlib.suppress(sqlite3.Error):  # older than any snapshot: not needed again
                 self._db.execute("DELETE FROM changed WHERE n <= ?", (writes,))
