@@ -91,7 +91,12 @@ def _burst_run(config: PoolConfig, context: Context, router: Router, clients: in
 
 
 def bench_bursts(
-    config: PoolConfig, context: Context, clients: tuple[int, ...], experts: tuple[int, ...], progress: bool = True
+    config: PoolConfig,
+    context: Context,
+    clients: tuple[int, ...],
+    experts: tuple[int, ...],
+    progress: bool = True,
+    other_fairness: tuple[float, ...] = OTHER_FAIRNESS_S,
 ) -> dict[str, Any]:
     """`bursts` of the module docstring: ours beside Ray's defaults, for every clients x experts."""
     assert config.ray is not None
@@ -122,7 +127,7 @@ def bench_bursts(
     if rows:  # the largest burst again with other bounds: fewer long waits or fewer loads
         n, k = max(clients), max(experts)
         big = next(r for r in rows if r["clients"] == n and r["experts"] == k)
-        for fairness in OTHER_FAIRNESS_S:
+        for fairness in other_fairness:
             other = replace(widened(config, k), ray=replace(config.ray, fairness=fairness))
             big[f"grouped_fairness_{fairness:g}s"] = _burst_run(other, context, router, n)
     deploy(config, fresh=True)

@@ -207,14 +207,14 @@ def test_a_replica_killed_during_a_burst_loses_no_request(deployed: Path, tmp_pa
         ray.kill(ray.get_actor(row["actor"], namespace="serve"))
         killed.append(row["replica"])
 
-    _, results = _burst_on_fresh_replicas(deployed, tmp_path, 16, during=kill)
-    assert killed and len(results) == 16
+    _, results = _burst_on_fresh_replicas(deployed, tmp_path, 12, during=kill)
+    assert killed and len(results) == 12
     for r in results:
         if r["error"]:
             assert "Ray" in str(r["error"]) and "\n" not in str(r["error"]) and not r["solution"], r["error"]
         else:
             assert r["solution"] and str(r["served_by"]).startswith("ray:")
-    assert sum(not r["error"] for r in results) >= 8, [r["error"] for r in results]
+    assert sum(not r["error"] for r in results) >= 6, [r["error"] for r in results]
 
 
 def test_killed_replica_mid_answer_is_retried_or_a_clear_error(
@@ -318,7 +318,7 @@ def test_bench_ray_compares_stream_affinity_and_bursts(deployed: Path, tmp_path:
         assert out[name]["p95_seconds"] >= out[name]["p50_seconds"] > 0 and out[name]["questions_per_minute"] > 0
     # the load bound itself is asserted on 32 questions (test_cold_burst_batch_loads_each_expert_about_once)
     assert out["cold_burst_load_bound"] == 5 and out["affinity_batched"]["loads"] >= 4, out
-    (row,) = bench_bursts(config, ctx, clients=(8,), experts=(4,), progress=False)["bursts"]
+    (row,) = bench_bursts(config, ctx, clients=(8,), experts=(4,), progress=False, other_fairness=())["bursts"]
     for run in ("ray_defaults", "grouped"):
         assert row[run]["errors"] == 0 and row[run]["loads"] >= 4 and row[run]["max_seconds"] > 0, row
     assert row["load_bound"] == 7 and row["within_load_bound"], row
