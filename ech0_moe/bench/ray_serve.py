@@ -62,7 +62,7 @@ def widened(config: PoolConfig, count: int) -> PoolConfig:
     return replace(config, experts=tuple(experts))
 
 
-def _burst_run(config: PoolConfig, context: Context, router: Router, clients: int) -> dict[str, Any]:
+def cold_burst(config: PoolConfig, context: Context, router: Router, clients: int) -> dict[str, Any]:
     """One cold burst on fresh replicas: client i asks expert i mod K one of its own examples."""
     deploy(config, fresh=True)
     svc = Services.create(config, kb=lambda: KnowledgeBase(context.kb_dir), router=router)
@@ -106,8 +106,8 @@ def bench_bursts(
     plan = [(n, k) for k in experts for n in clients]
     for n, k in tqdm(plan, desc="bench ray bursts", unit="burst", file=sys.stderr, disable=not progress):
         wide = widened(config, k)
-        ray_defaults = _burst_run(replace(wide, ray=defaults), context, router, n)
-        ours = _burst_run(wide, context, router, n)
+        ray_defaults = cold_burst(replace(wide, ray=defaults), context, router, n)
+        ours = cold_burst(wide, context, router, n)
         bound = k + config.ray.replicas - 1 + 2
         seen = ours.get("dispatcher", {})
         rows.append(
@@ -129,7 +129,7 @@ def bench_bursts(
         big = next(r for r in rows if r["clients"] == n and r["experts"] == k)
         for fairness in other_fairness:
             other = replace(widened(config, k), ray=replace(config.ray, fairness=fairness))
-            big[f"grouped_fairness_{fairness:g}s"] = _burst_run(other, context, router, n)
+            big[f"grouped_fairness_{fairness:g}s"] = cold_burst(other, context, router, n)
     deploy(config, fresh=True)
     return {"replicas": config.ray.replicas, "fairness_s": config.ray.fairness, "bursts": rows}
 

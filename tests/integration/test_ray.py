@@ -185,15 +185,16 @@ def _burst_on_fresh_replicas(
 
 
 def test_a_cold_burst_of_concurrent_clients_is_grouped_by_expert(deployed: Path, tmp_path: Path) -> None:
-    """32 clients at once over 4 experts, 2 fresh replicas: Ray's multiplexing alone made 46-48
-    loads; the dispatcher keeps them within experts + replicas - 1 (+2, the issue's slack)."""
-    from ech0_moe.serving.admin import dispatch_stats
+    """32 clients at once over 4 experts, 2 fresh replicas (`bench ray`'s own burst): Ray's
+    multiplexing alone made 46-50 loads; the dispatcher keeps them within experts + replicas - 1
+    (+2, the issue's slack)."""
+    from ech0_moe.bench.ray_serve import cold_burst
+    from ech0_moe.routing.router import Router
 
-    services, results = _burst_on_fresh_replicas(deployed, tmp_path, 32)
-    assert all(r["error"] == "" and r["solution"] for r in results), [r["error"] for r in results]
-    assert services.pool.swaps <= 4 + 2 - 1 + 2, [(r["expert_used"], r["served_by"]) for r in results]
-    record = dispatch_stats(services.config.ray_settings())
-    assert record["requests"] >= 64 and record["forced_switches"] == 0  # a load and an answer per client
+    config = load_config(deployed)
+    out = cold_burst(config, _context(deployed, tmp_path, max_tokens=4), Router(config), 32)
+    assert out["errors"] == 0 and out["loads"] <= 4 + 2 - 1 + 2, out
+    assert out["dispatcher"]["forced_switches"] == 0 and out["dispatcher"]["max_service_s"] > 0, out
 
 
 def test_a_replica_killed_during_a_burst_loses_no_request(deployed: Path, tmp_path: Path) -> None:
@@ -308,8 +309,8 @@ def test_budget_and_missing_file_on_the_node_are_one_line(ray_head: str, deploye
         assert "on Ray node" in proc.stderr and message in proc.stderr, proc.stderr
 
 
-def test_bench_ray_compares_stream_affinity_and_bursts(deployed: Path, tmp_path: Path) -> None:
-    from ech0_moe.bench.ray_serve import bench_bursts, bench_ray
+def test_bench_ray_compares_stream_and_affinity(deployed: Path, tmp_path: Path) -> None:
+    from ech0_moe.bench.ray_serve import bench_ray, widened
 
     config, ctx = load_config(deployed), _context(deployed, tmp_path, max_tokens=4)
     out = bench_ray(config, ctx, questions=8, progress=False)
@@ -318,11 +319,10 @@ def test_bench_ray_compares_stream_affinity_and_bursts(deployed: Path, tmp_path:
         assert out[name]["p95_seconds"] >= out[name]["p50_seconds"] > 0 and out[name]["questions_per_minute"] > 0
     # the load bound itself is asserted on 32 questions (test_cold_burst_batch_loads_each_expert_about_once)
     assert out["cold_burst_load_bound"] == 5 and out["affinity_batched"]["loads"] >= 4, out
-    (row,) = bench_bursts(config, ctx, clients=(8,), experts=(4,), progress=False, other_fairness=())["bursts"]
-    for run in ("ray_defaults", "grouped"):
-        assert row[run]["errors"] == 0 and row[run]["loads"] >= 4 and row[run]["max_seconds"] > 0, row
-    assert row["load_bound"] == 7 and row["within_load_bound"], row
-    assert "dispatcher" in row["grouped"] and "dispatcher" not in row["ray_defaults"]
+    # the bursts' own run is test_a_cold_burst_of_concurrent_clients_is_grouped_by_expert; here what
+    # bench_bursts adds around it: more experts than the pool has
+    wide = widened(config, 8)
+    assert len(wide.names) == 8 == len(set(wide.names)) and wide.experts[4].model == config.experts[0].model
 
 
 def test_replicas_can_proxy_to_a_node_local_ollama(
