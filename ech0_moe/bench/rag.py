@@ -53,6 +53,7 @@ def _pad(kb: Any, n: int, seed: int = 0) -> None:
         texts = [" ".join(rng.choice(words, 60)) for _ in range(size)]
         ids = [f"pad-{start + i}" for i in range(size)]
         kb.upsert(ids, texts, [{"kind": "document", "source": "pad", "domain": ""}] * size, embeddings=vectors)
+    kb.snapshot_lexical()  # as `kb add` leaves it: a new process's first search reads the snapshot
 
 
 _FIRST = """
