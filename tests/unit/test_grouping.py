@@ -168,9 +168,10 @@ def test_the_embedded_pool_groups_a_cold_burst_by_weights_file(pool_config, fake
 
 
 def test_the_embedded_pool_serves_a_waiting_file_within_the_fairness_bound(pool_config, fake) -> None:
-    """A steady stream for one file must not keep another file's request waiting past the bound."""
+    """A steady stream for one file must not keep another file's request waiting past the bound
+    (without the bound it waits for the whole stream)."""
     pool = ExpertPool(pool_config, {"llamacpp": _slow(fake, 0.02)}, fairness=0.3)
-    stop = time.monotonic() + 2.0
+    stop = time.monotonic() + 1.2
     waited: list[float] = []
 
     def stream() -> None:
@@ -188,7 +189,7 @@ def test_the_embedded_pool_serves_a_waiting_file_within_the_fairness_bound(pool_
         t.start()
     for t in threads:
         t.join(timeout=10)
-    assert waited and waited[0] < 0.3 + 0.5, waited  # the bound, then the answers in flight
+    assert waited and waited[0] < 0.3 + 0.45, waited  # the bound, then the answers in flight (1.1 s unbounded)
     assert [e.expert for e in pool.events][:3] == ["math", "biology", "math"]
 
 
