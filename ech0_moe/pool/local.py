@@ -143,16 +143,23 @@ class ExpertPool:
         pending = self._unloading.get(device, 0)  # evicted, still being unloaded: still in memory
         return self._resident(device) + reserved + pending + sum(self._foreign.get(device, {}).values())
 
-    def _pick_victims(self, device: str, need: int, *, held: bool = False) -> list[LoadedModel]:
+    def _pick_victims(
+        self, device: str, need: int, *, held: bool = False, wanted: frozenset[str] = frozenset()
+    ) -> list[LoadedModel]:
         """Take idle models on `device` off the books, least recently used first, until `need`
-        bytes will be free (a model held for the answer after its `ensure_loaded` is not idle,
-        unless `held`); their bytes count as unloading until `_unload` has run."""
+        bytes will be free; their bytes count as unloading until `_unload` has run. Not idle
+        (unless `held`): a model held for the answer after its `ensure_loaded`, or one with
+        requests waiting for it (`wanted`)."""
         victims: list[LoadedModel] = []
         budget = self.config.budget_for(device)
         now = time.monotonic()
         while budget - self._used(device) < need:
             idle = sorted(
-                (m for m in self._loaded.values() if m.users == 0 and m.device == device and (held or not m.held(now))),
+                (
+                    m
+                    for m in self._loaded.values()
+                    if m.users == 0 and m.device == device and (held or not (m.held(now) or m.key in wanted))
+                ),
                 key=lambda m: m.last_used,
             )
             if not idle:
@@ -228,7 +235,9 @@ class ExpertPool:
                         k for k, (d, _) in self._reserved.items() if d == device
                     }
                     model = self._loaded.get(key)
-                    if model is not None and not group.starving(exclude=here):
+                    # one request on a model at a time (answers take turns on its lock anyway): the
+                    # rest wait here, where a file waiting past the bound can stop more from joining
+                    if model is not None and model.users == 0 and not group.starving(exclude=here):
                         group.grant(ticket)
                         model.users += 1
                         model.last_used = time.monotonic()
@@ -241,9 +250,13 @@ class ExpertPool:
                             group.grant(ticket)
                             self._reserved[key] = (device, need)
                             break
-                        victims = self._pick_victims(device, need)
+                        # a model with requests waiting keeps the memory unless this one starves
+                        starved = key in group.starving(exclude=here)
+                        wanted = frozenset() if starved else frozenset(k for k in group.waiting if k != key)
+                        victims = self._pick_victims(device, need, wanted=wanted)
                         now = time.monotonic()
-                        busy = any(m.users or m.held(now) for m in self._loaded.values() if m.device == device) or any(
+                        mine = [m for m in self._loaded.values() if m.device == device]
+                        busy = any(m.users or m.held(now) or m.key in wanted for m in mine) or any(
                             d == device for d, _ in self._reserved.values()
                         )
                         if not victims and not busy and not self._unloading.get(device):
