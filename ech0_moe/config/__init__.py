@@ -3,6 +3,7 @@
 from ech0_moe.config.reader import check_config, load_config, load_pool
 from ech0_moe.config.schema import (
     BACKENDS,
+    DEFAULT_FAIRNESS_S,
     DEFAULT_OLLAMA_HOST,
     RUNTIMES,
     ExpertSpec,
@@ -16,6 +17,7 @@ from ech0_moe.config.schema import (
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_FAIRNESS_S",
     "DEFAULT_OLLAMA_HOST",
     "RUNTIMES",
     "ExpertSpec",

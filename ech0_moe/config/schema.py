@@ -116,6 +116,9 @@ class RouterSettings:
     stay_per_second: float = 0.0
 
 
+DEFAULT_FAIRNESS_S = 60.0  # both pools: how long an expert may wait unserved behind another
+
+
 @dataclass(frozen=True)
 class RaySettings:
     """`ray:` in experts.yaml: the Ray Serve application that serves every `backend: ray` expert."""
@@ -132,7 +135,7 @@ class RaySettings:
     # concurrent requests are grouped by expert: a replica switches expert when its expert's queue
     # is empty, or when another expert has waited this many seconds (0 = no grouping: Ray's
     # multiplexing routes each request on its own)
-    fairness: float = 60.0
+    fairness: float = DEFAULT_FAIRNESS_S
 
 
 @dataclass(frozen=True)

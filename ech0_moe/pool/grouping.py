@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-DEFAULT_FAIRNESS_S = 60.0
+from ech0_moe.config import DEFAULT_FAIRNESS_S
+
 HOLD_S = 1.0  # after a load, the lane waits this long for the same client's answer request
 SHARE_QUEUE = 4  # an idle lane loads an expert another lane holds only if this many wait for it
 
@@ -63,6 +64,7 @@ class Grouping:
         self.lanes: dict[str, Lane] = {}
         self.waiting: dict[str, list[Ticket]] = {}  # expert -> tickets in arrival order
         self.served_at: dict[str, float] = {}  # expert -> last grant
+        self.forced = 0  # switches the fairness bound forced
 
     # ---- the queue --------------------------------------------------------
     def arrive(self, expert: str) -> Ticket:
@@ -145,6 +147,7 @@ class Grouping:
             # one switch per starving expert: the lanes longest on an expert that still has a queue
             for lane in sorted(busy, key=lambda lane: lane.since)[: max(0, len(starving) - len(draining))]:
                 lane.draining = True
+                self.forced += 1
         for lane in self.lanes.values():  # lanes with requests for their own expert serve them
             if not lane.draining:
                 self._serve(lane, granted)

@@ -70,7 +70,6 @@ class Dispatcher:
             "max_queued_s": 0.0,  # arrival to grant
             "max_unserved_s": 0.0,  # the longest an expert with requests waiting went without a grant
             "max_service_s": 0.0,  # grant to done: one load or answer on a replica
-            "forced_switches": 0,
         }
 
     async def _refresh_lanes(self) -> None:
@@ -82,10 +81,8 @@ class Dispatcher:
         self.grouping.set_lanes({r["replica"]: r["expert"] for r in rows if r["replica"] not in recent})
 
     def _wake(self) -> None:
-        draining = sum(lane.draining for lane in self.grouping.lanes.values())
         for ticket in self.grouping.grants():
             self.ready.pop(ticket.id).set()
-        self.record["forced_switches"] += max(0, sum(lane.draining for lane in self.grouping.lanes.values()) - draining)
 
     async def _tick(self) -> None:
         while self.ready:
@@ -157,4 +154,9 @@ class Dispatcher:
         """What the dispatcher saw: requests, the longest queueing, the longest an expert with
         requests waiting went unserved, forced (fairness) switches, and loads per lane."""
         lanes = {name: lane.loads for name, lane in self.grouping.lanes.items()}
-        return {**self.record, "fairness_s": self.grouping.fairness_s, "lane_loads": lanes}
+        return {
+            **self.record,
+            "forced_switches": self.grouping.forced,
+            "fairness_s": self.grouping.fairness_s,
+            "lane_loads": lanes,
+        }

@@ -203,7 +203,7 @@ def test_two_starving_experts_each_get_a_lane_at_once():
     assert sorted(t.expert for t in running) == ["a", "b"]
     g.arrive("c"), g.arrive("d")
     clock.now = 6.0  # c and d are past the bound while a and b still have queues
-    assert g.grants() == [] and all(lane.draining for lane in g.lanes.values())
+    assert g.grants() == [] and all(lane.draining for lane in g.lanes.values()) and g.forced == 2
     for t in running:
         g.finish(t)
     assert sorted(t.expert for t in g.grants()) == ["c", "d"]
