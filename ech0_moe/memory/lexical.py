@@ -34,7 +34,8 @@ FILE = "lexical.sqlite3"
 SNAPSHOT = "lexical-postings.npz"  # the postings as last read, for the next process's first search
 TOKENIZER = "porter unicode61"
 K1, B = 1.2, 0.75  # FTS5 bm25()'s constants
-TERMS_PER_BATCH = 2000  # terms read and indexed at once when all the postings are read
+BATCH_CHARS = 2_000_000  # the token lists read and indexed at once when all the postings are read
+# (about 300k token instances: a few common terms can hold most of a corpus's tokens)
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 Keep = Callable[[dict[str, str]], bool]
@@ -370,9 +371,15 @@ class LexicalIndex:
         postings = Postings()
         base = postings.append([e[1] for e in entries], [(e[2], e[3]) for e in entries])
         keys = np.array([e[0] for e in entries], np.int64)
-        terms = self._db.execute(GROUP_TOKENS.format("temp.tokens"))
-        while batch := terms.fetchmany(TERMS_PER_BATCH):  # a batch at a time: 50k entries hold ~10M tokens
-            postings.index(base, len(entries), keys, batch)
+        batch: Groups = []
+        size = 0
+        for term, holders in self._db.execute(GROUP_TOKENS.format("temp.tokens")):  # 50k entries: ~10M tokens
+            batch.append((term, holders))
+            size += len(holders)
+            if size >= BATCH_CHARS:
+                postings.index(base, len(entries), keys, batch)
+                batch, size = [], 0
+        postings.index(base, len(entries), keys, batch)
         if postings.save(self.path.with_name(SNAPSHOT), writes, file):  # (under self._lock, from search)
             with contextlib.suppress(sqlite3.Error):  # older than any snapshot: not needed again
                 self._db.execute("DELETE FROM changed WHERE n <= ?", (writes,))

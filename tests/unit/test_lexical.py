@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ech0_moe.memory import lexical
 from ech0_moe.memory.lexical import FILE, LexicalIndex, query_terms
 
 WORDS = (
@@ -46,6 +47,14 @@ def test_scores_match_fts5_bm25(tmp_path: Path, query: str) -> None:
     got = index.search(query, 10)
     want = fts5_ranking(tmp_path, query, 10)
     assert [round(s, 3) for _, s in got] == [round(s, 3) for _, s in want]  # ids may differ only among ties
+
+
+def test_postings_read_in_small_batches_score_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fill(LexicalIndex(tmp_path), corpus(300))
+    whole = LexicalIndex(tmp_path).search("seal pressure boiler gasket", 20)
+    (tmp_path / lexical.SNAPSHOT).unlink()
+    monkeypatch.setattr(lexical, "BATCH_CHARS", 50)  # a term or two per batch
+    assert LexicalIndex(tmp_path).search("seal pressure boiler gasket", 20) == whole
 
 
 def test_follows_its_own_writes_replacements_and_deletions(tmp_path: Path) -> None:
