@@ -33,6 +33,14 @@ def top_mean(sims: np.ndarray, labels: np.ndarray, classes: int, k: int) -> np.n
     return scores
 
 
+def centered(x: np.ndarray, center: np.ndarray | None) -> np.ndarray:
+    """Unit-length `x - center` (`x` itself without a center): what the model compares."""
+    if center is None or not center.any():
+        return x
+    out = x - center
+    return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+
+
 @functools.cache
 def _blas() -> ThreadpoolController:
     return ThreadpoolController()
@@ -40,6 +48,10 @@ def _blas() -> ThreadpoolController:
 
 class RouterModel:
     """Domain probabilities for unit-length routing features x (`route_features`).
+
+    Features are compared after subtracting `center`, the mean features of typical questions
+    (our written examples of every domain): what all questions share (their being questions)
+    then counts for nothing, and what sets a topic apart counts for more.
 
     Two views of the same fitted examples, mixed:
     - linear: softmax(W x + b), class-balanced logistic regression;
@@ -70,6 +82,7 @@ class RouterModel:
         vote: str = "knn",
         floor: float = 0.0,
         pool_hash: str = "",
+        center: np.ndarray | None = None,
     ):
         self.pool_hash = pool_hash  # `routing.fit.pool_fingerprint` of the pool it was fitted for
         self.classes = list(classes)
@@ -82,6 +95,7 @@ class RouterModel:
         self.sharpness = sharpness  # probabilities are raised to this power and renormalised (calibration)
         self.vote = vote
         self.floor = floor  # below this top score the general expert answers (chosen on data; 0: never)
+        self.center = None if center is None or not np.any(center) else np.asarray(center, np.float32)
         counts = np.bincount(self.memory_labels, minlength=len(self.classes)).astype(np.float32)
         self._inverse_share = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
 
@@ -92,6 +106,7 @@ class RouterModel:
             return self._proba(x)
 
     def _proba(self, x: np.ndarray) -> np.ndarray:
+        x = centered(x, self.center)
         z = x @ self.weights.T + self.bias
         z = z - z.max(axis=-1, keepdims=True)
         e = np.exp(z)
@@ -128,9 +143,10 @@ class RouterModel:
         c: float = 3.0,
         **knobs: Any,
     ) -> RouterModel:
-        """Class-balanced logistic regression (scikit-learn, fit time only) plus the example memory.
-        `classes` fixes the order (and includes classes without rows, which then score 0);
-        `knobs`: k, mix, temperature, vote (see the class docstring)."""
+        """Class-balanced logistic regression (scikit-learn, fit time only) plus the example memory,
+        on `vectors` as they are (centered already, if the model is to be: its `center` is set
+        after). `classes` fixes the order (and includes classes without rows, which then score
+        0); `knobs`: k, mix, temperature, vote (see the class docstring)."""
         from sklearn.linear_model import LogisticRegression
 
         order = list(classes) or sorted(set(labels))
@@ -159,6 +175,7 @@ class RouterModel:
                 [self.k, self.mix, self.temperature, self.sharpness, self.vote == "topmean", self.floor], np.float64
             ),
             pool_hash=np.array(self.pool_hash),
+            center=np.zeros(0, np.float32) if self.center is None else self.center,
         )
 
     @classmethod
@@ -182,6 +199,7 @@ class RouterModel:
                     vote="topmean" if topmean else "knn",
                     floor=float(floor),
                     pool_hash=str(z["pool_hash"]) if "pool_hash" in z else "",
+                    center=z["center"] if "center" in z and len(z["center"]) else None,
                 )
         except (OSError, KeyError, ValueError) as exc:
             raise ConfigError(f"router model {path} is unreadable: {exc}") from None
