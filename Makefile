@@ -91,6 +91,8 @@ studio: install
 ROUTING_DATA ?= benchmarks/routing-dev.jsonl
 bench: install
 	mkdir -p .ech0/bench
+	# semantic-router itself beside the router in `bench routing` (without it: its rule, computed here)
+	$(PIP) install --quiet --no-warn-conflicts -e '.[peers]'
 	$(VENV)/bin/ech0-moe bench routing --data $(ROUTING_DATA) --json | tee .ech0/bench/routing.json
 	$(VENV)/bin/ech0-moe bench compress --json | tee .ech0/bench/compress.json
 	$(VENV)/bin/ech0-moe bench rag --json | tee .ech0/bench/rag.json

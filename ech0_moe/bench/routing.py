@@ -15,11 +15,11 @@ from tqdm import tqdm
 
 from ech0_moe import datasets
 from ech0_moe.bench.common import accuracy, calibration_error, median_ms
+from ech0_moe.bench.peers import SIMILARITIES, peers
 from ech0_moe.config import PoolConfig, load_pool
 from ech0_moe.datasets import fold_of
 from ech0_moe.errors import Ech0Error
 from ech0_moe.routing.fit import FeatureCache, experts_by_domain, fit_model, pool_rows, taught_rows
-from ech0_moe.routing.model import top_mean
 from ech0_moe.routing.router import Router, decide
 
 STAY_MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -124,28 +124,6 @@ def subject_pool(config: PoolConfig, rows: list[dict[str, Any]], size: int) -> t
     return replace(config, experts=experts, general_expert=general), {s: s for s in subjects}
 
 
-def peers(rows: np.ndarray, labels: list[str], names: list[str], vectors: np.ndarray) -> dict[str, np.ndarray]:
-    """The plain baselines, fitted on the same rows and features as the router: class-balanced
-    logistic regression (scikit-learn's defaults otherwise), a 5-nearest-neighbour vote, and
-    semantic-router's rule (each route scores the mean similarity of its 5 closest utterances;
-    its documented default aggregation, computed here on our features, not its package)."""
-    from sklearn.linear_model import LogisticRegression
-
-    index = np.array([names.index(y) for y in labels])
-    out: dict[str, np.ndarray] = {}
-    clf = LogisticRegression(max_iter=3000, class_weight="balanced").fit(rows, index)
-    out["logistic_regression"] = np.zeros((len(vectors), len(names)))
-    out["logistic_regression"][:, clf.classes_] = clf.predict_proba(vectors)
-    sims = vectors @ rows.T
-    near = np.argsort(-sims, axis=1)[:, :5]
-    votes = np.zeros((len(vectors), len(names)))
-    for r, nn in enumerate(near):
-        np.add.at(votes[r], index[nn], 1.0 + 1e-3 * sims[r, nn])  # ties: the closer neighbours
-    out["nearest_neighbours_5"] = votes / votes.sum(axis=1, keepdims=True)
-    out["semantic_router_rule"] = top_mean(sims, index, len(names), 5)  # similarities, not probabilities
-    return out
-
-
 def _table(
     names: list[str],
     probs: np.ndarray,
@@ -182,10 +160,7 @@ def _setting(
             "floor": floor,
             "macro_accuracy_without_floor": _table(names, ours, gold, held)["macro_accuracy"],
         },
-        **{
-            name: _table(names, p, gold, held, probabilities=name != "semantic_router_rule")
-            for name, p in theirs.items()
-        },
+        **{name: _table(names, p, gold, held, probabilities=name not in SIMILARITIES) for name, p in theirs.items()},
     }
     best = max(theirs, key=lambda n: row[n]["macro_accuracy"])
     row["best_baseline"] = best

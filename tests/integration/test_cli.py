@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ech0_moe.bench.peers import SEMANTIC_ROUTER
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -78,7 +80,7 @@ def test_bench_routing_prints_json_last(tmp_path: Path, run_cli, assert_one_line
     assert ours["with_data"]["macro_accuracy"] > ours["pool_and_written"]["macro_accuracy"] > 0.3
     assert 0 <= ours["with_data"]["calibration_error"] <= 0.2 and result["median_ms"] < 50
     for setting in ours:  # the peers on the same features and rows, in the same run
-        peers = {"logistic_regression", "nearest_neighbours_5", "semantic_router_rule"}
+        peers = {"logistic_regression", "nearest_neighbours_5", SEMANTIC_ROUTER}
         assert peers <= set(result[setting]) and result[setting]["best_baseline"] in peers
     assert "fit folds" in proc.stderr  # progress
     unmapped = run_cli("bench", "routing", "--experts", str(ROOT / "examples" / "pool-16.yaml"), "--data", str(data))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ech0_moe.bench.peers import SEMANTIC_ROUTER
 from ech0_moe.bench.routing import bench_routing
 from ech0_moe.config import load_config
 from ech0_moe.datasets import load_jsonl
@@ -142,7 +143,7 @@ def test_bench_scores_few_shot_and_cross_validated(config, tmp_path: Path) -> No
     assert result["n"] == 2 * len(OWN) and result["experts"] == 8
     assert set(result["taught_documents"]) == {"chunks", "20", "100", "500"}
     for setting in ("pool_only", "pool_and_written", "with_data"):
-        for method in ("router", "logistic_regression", "nearest_neighbours_5", "semantic_router_rule"):
+        for method in ("router", "logistic_regression", "nearest_neighbours_5", SEMANTIC_ROUTER):
             figures = result[setting][method]
             assert {"macro_accuracy", "micro_accuracy", "per_expert", "calibration_error"} <= set(figures)
             assert set(figures["per_expert"]) == set(config.names)
