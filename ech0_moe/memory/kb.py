@@ -11,6 +11,7 @@ import os
 import re
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from ech0_moe.routing import taught
 __all__ = ["SEARCH_METHODS", "KnowledgeBase", "KnowledgeBaseError", "Passage"]
 
 SEARCH_METHODS = ("fused", "dense", "lexical")
+_SIDE = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ech0-kb-lexical")  # see `KnowledgeBase.search`
 MAX_K = 50
 _NUMBERS = re.compile(r"\d+(?:\.\d+)?")
 
@@ -62,6 +64,9 @@ class KnowledgeBase(Store):
             return []
         depth = min(max(k * 5, 20), n)
         wanted = wanted_by(domain, kind)
+        # BM25 and the fetch of its hits run beside the question's embedding and the dense query
+        # (onnxruntime and Chroma let go of the GIL): a search takes the longer of the two paths
+        lexical = None if method == "dense" else _SIDE.submit(self._lexical_hits, query, depth, domain, kind)
         vector = embed([query])[0]
         found: dict[str, tuple[str, dict[str, Any], float, np.ndarray]] = {}  # id -> doc, meta, distance, vector
         rankings: list[tuple[list[str], float]] = []
@@ -84,15 +89,11 @@ class KnowledgeBase(Store):
             for cid, doc, meta, dist, emb in dense:
                 found[cid] = (doc or "", meta or {}, float(dist), np.asarray(emb, dtype=np.float32))
             rankings.append(([r[0] for r in dense], 1.0))
-        if method != "dense":
-            hits = [cid for cid, _ in self._lexical.search(query, depth, wanted if domain or kind else None)]
-            new = [cid for cid in hits if cid not in found]
-            if new:
-                got = self.col.get(ids=new, include=["documents", "metadatas", "embeddings"])
-                columns = (got["ids"], got["documents"], got["metadatas"], got["embeddings"])
-                for cid, doc, meta, emb in zip(*columns, strict=True):  # type: ignore[call-overload]
-                    emb = np.asarray(emb, dtype=np.float32)
-                    found[cid] = (doc or "", meta or {}, 1.0 - float(vector @ emb), emb)
+        if lexical is not None:
+            hits, fetched = lexical.result()
+            for cid, (doc, meta, emb) in fetched.items():
+                if cid not in found:
+                    found[cid] = (doc, meta, 1.0 - float(vector @ emb), emb)
             limit = float("inf") if method == "lexical" else max_distance * ranking.LEXICAL_REACH
             weight = 1.0 if method == "lexical" else ranking.LEXICAL_WEIGHT
             rankings.append(([c for c in hits if c in found and found[c][2] <= limit], weight))
@@ -112,6 +113,22 @@ class KnowledgeBase(Store):
             )
             for cid in chosen
         ]
+
+    def _lexical_hits(
+        self, query: str, depth: int, domain: str | None, kind: str | None
+    ) -> tuple[list[str], dict[str, tuple[str, dict[str, Any], np.ndarray]]]:
+        """The BM25 ranking's ids, and each hit's text, metadata and vector (from Chroma)."""
+        keep = wanted_by(domain, kind) if domain or kind else None
+        hits = [cid for cid, _ in self._lexical.search(query, depth, keep)]
+        if not hits:
+            return [], {}
+        got = self.col.get(ids=hits, include=["documents", "metadatas", "embeddings"])
+        columns = (got["ids"], got["documents"], got["metadatas"], got["embeddings"])
+        fetched = {
+            cid: (doc or "", meta or {}, np.asarray(emb, dtype=np.float32))
+            for cid, doc, meta, emb in zip(*columns, strict=True)  # type: ignore[call-overload]
+        }
+        return hits, fetched
 
     @store_op(writes=True)
     def learn(
