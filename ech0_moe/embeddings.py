@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -162,19 +163,16 @@ class Embedder:
                 f"embedding model {onnx_path} is unreadable ({first}); delete it and run `make install`"
             ) from None
 
-    def __call__(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
+    def __call__(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        # sort by length so each batch pads little
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            enc = self.tokenizer.encode_batch([texts[i] or " " for i in idx])
-            width = max(len(e.ids) for e in enc)
+        enc = self.tokenizer.encode_batch([t or " " for t in texts])
+        for idx in _buckets([len(e.ids) for e in enc]):
+            width = max(len(enc[i].ids) for i in idx)
             ids = np.zeros((len(idx), width), dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
-            for row, e in enumerate(enc):
-                ids[row, : len(e.ids)] = e.ids
-                mask[row, : len(e.ids)] = 1
+            for row, i in enumerate(idx):
+                ids[row, : len(enc[i].ids)] = enc[i].ids
+                mask[row, : len(enc[i].ids)] = 1
             hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * ids})[0]
             out[idx] = self._pool(hidden, mask)
         return out
@@ -189,6 +187,28 @@ class Embedder:
         words[np.arange(len(mask)), lengths - 1] = lengths <= 2
         peak = np.where(words[..., None] > 0, hidden, -np.inf).max(1)
         return np.hstack([mean, _unit(peak)]) / np.sqrt(2)
+
+
+# one encoder run: texts of about one length (the longest at most BUCKET_RATIO x the shortest, so
+# little of it is padding), at most BUCKET_ROWS of them and BUCKET_TOKENS padded tokens in all.
+# 3,000 small notes in calls of 256 texts: 45.7 s, against 79.0 s in fixed runs of 16 sorted by
+# characters (which padded 366k tokens for 239k) and 63.8 s for the same in one call
+BUCKET_RATIO, BUCKET_ROWS, BUCKET_TOKENS = 1.1, 32, 4096
+
+
+def _buckets(lengths: list[int]) -> Iterator[list[int]]:
+    """Indices of `lengths` (token counts), shortest first, cut into encoder runs."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and end - start < BUCKET_ROWS:
+            width = lengths[order[end]]
+            if width > BUCKET_RATIO * lengths[order[start]] or (end - start + 1) * width > BUCKET_TOKENS:
+                break
+            end += 1
+        yield order[start:end]
+        start = end
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
