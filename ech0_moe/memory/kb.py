@@ -10,7 +10,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,8 @@ class KnowledgeBase(Store):
         wanted = wanted_by(domain, kind)
         # BM25 and the fetch of its hits run beside the question's embedding and the dense query
         # (onnxruntime and Chroma let go of the GIL): a search takes the longer of the two paths
-        lexical = None if method == "dense" else _SIDE.submit(self._lexical_hits, query, depth, domain, kind)
+        keep = wanted if domain or kind else None
+        lexical = None if method == "dense" else _SIDE.submit(self._lexical_hits, query, depth, keep)
         vector = embed([query])[0]
         found: dict[str, tuple[str, dict[str, Any], float, np.ndarray]] = {}  # id -> doc, meta, distance, vector
         rankings: list[tuple[list[str], float]] = []
@@ -115,10 +116,11 @@ class KnowledgeBase(Store):
         ]
 
     def _lexical_hits(
-        self, query: str, depth: int, domain: str | None, kind: str | None
+        self, query: str, depth: int, keep: Callable[[dict[str, str]], bool] | None
     ) -> tuple[list[str], dict[str, tuple[str, dict[str, Any], np.ndarray]]]:
-        """The BM25 ranking's ids, and each hit's text, metadata and vector (from Chroma)."""
-        keep = wanted_by(domain, kind) if domain or kind else None
+        """The BM25 ranking's ids (of entries `keep` accepts), and each hit's text, metadata and
+        vector from Chroma: all of them, since the dense ranking is not known yet when this runs
+        (a few rows fetched twice, against waiting for the dense query)."""
         hits = [cid for cid, _ in self._lexical.search(query, depth, keep)]
         if not hits:
             return [], {}

@@ -35,7 +35,7 @@ def top_mean(sims: np.ndarray, labels: np.ndarray, classes: int, k: int) -> np.n
 
 def centered(x: np.ndarray, center: np.ndarray | None) -> np.ndarray:
     """Unit-length `x - center` (`x` itself without a center): what the model compares."""
-    if center is None or not center.any():
+    if center is None:
         return x
     out = x - center
     return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
