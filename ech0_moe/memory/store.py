@@ -239,7 +239,11 @@ class Store:
         """Write entries to both indexes (committed when this returns); embeddings default to the texts'."""
         if ids:
             t = time.perf_counter()
-            self.col.upsert(ids=ids, documents=texts, metadatas=metadatas, embeddings=embeddings)  # type: ignore[arg-type]
+            step = self._client.get_max_batch_size()  # Chroma refuses bigger calls (5,461 here)
+            for i in range(0, len(ids), step):
+                part = slice(i, i + step)
+                vectors = None if embeddings is None else embeddings[part]
+                self.col.upsert(ids=ids[part], documents=texts[part], metadatas=metadatas[part], embeddings=vectors)  # type: ignore[arg-type]
             t2 = time.perf_counter()
             self._lexical.upsert(ids, texts, metadatas)
             self.spent["chroma"] += t2 - t

@@ -368,3 +368,14 @@ def test_a_full_disk_keeps_the_answer_and_every_stored_entry(tmp_path: Path) -> 
         f"not learned: knowledge base {disk}/kb cannot be written (disk is full): nothing was stored"
     ]
     assert '"entries": 1' in Path(f"{out}.stats").read_text()  # the entry stored before is still there
+
+
+def test_one_write_larger_than_chromas_batch_limit_is_stored_whole(kb: KnowledgeBase) -> None:
+    import numpy as np
+
+    n = kb._client.get_max_batch_size() + 100  # a 5 MB text file's chunks, written at once
+    vectors = np.random.default_rng(0).normal(size=(n, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    texts = [f"note {i} about item{i}" for i in range(n)]
+    kb.upsert([f"n{i}" for i in range(n)], texts, [{"kind": "document", "source": "big", "domain": ""}] * n, vectors)
+    assert kb.count() == n and len(list(kb.entries({"source": "big"}))) == n
