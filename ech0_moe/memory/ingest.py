@@ -251,10 +251,8 @@ def _commit(
 ) -> None:
     store.upsert(ids, texts, metas, embeddings=vectors)
     if keep:  # stale chunks: what each file had before and no longer has (read under the same lock)
-        old = store.entries({"source": {"$in": list(keep)}})
-        store.delete(
-            {i for i, m in old if i not in keep[m["source"]]}
-        )  # both indexes: the lexical one must not keep them
+        kept = set().union(*keep.values())  # a chunk's id names its source (`content_id`)
+        store.delete(i for i in store.ids({"source": {"$in": list(keep)}}) if i not in kept)  # both indexes
 
 
 def add_paths(

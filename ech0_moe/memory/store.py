@@ -272,10 +272,19 @@ class Store:
     def entries(self, where: dict[str, Any] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         """(id, metadata) of every entry `where` matches, a page at a time: one `get` of more than
         about 30k entries is too many SQL variables for Chroma's SQLite."""
+        for got in self._pages(where, ["metadatas"]):
+            yield from zip(got["ids"], (m or {} for m in got["metadatas"] or []), strict=True)
+
+    def ids(self, where: dict[str, Any]) -> Iterator[str]:
+        """The id of every entry `where` matches, a page at a time (no metadata read)."""
+        for got in self._pages(where, []):
+            yield from got["ids"]
+
+    def _pages(self, where: dict[str, Any] | None, include: list[Any]) -> Iterator[Any]:
         start = 0
         while True:
-            got = self.col.get(where=where, include=["metadatas"], limit=PAGE, offset=start)
-            yield from zip(got["ids"], (m or {} for m in got["metadatas"] or []), strict=True)
+            got = self.col.get(where=where, include=include, limit=PAGE, offset=start)
+            yield got
             if len(got["ids"]) < PAGE:
                 return
             start += PAGE
