@@ -203,14 +203,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--burst-experts", type=counts_arg, default=(4, 8), metavar="K,K", help="experts per burst (default 4,8)"
     )
     parser.add_argument("--no-bursts", action="store_true", help="skip the cold bursts")
+    parser.add_argument(
+        "--fairness",
+        type=float,
+        metavar="S",
+        help="the bursts' fairness bound, seconds (default: ray.fairness)",
+    )
+    parser.add_argument(
+        "--no-other-fairness", action="store_true", help="skip the largest burst's runs at 5 s and 600 s"
+    )
     parser.add_argument("--max-tokens", dest="max_tokens", type=int, metavar="N", help="answer length cap in tokens")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Loads, swaps and latency of a `backend: ray` pool: one by one, bursts and an affinity batch."""
+    if args.fairness is not None and not 0 <= args.fairness <= 86_400:
+        raise Ech0Error(f"--fairness must be between 0 and 86400 seconds, got {args.fairness:g}")
     ctx = Context.of(**vars(args))
     config = load_pool(ctx.experts_file)
     out = bench_ray(config, ctx, questions=args.questions)
     if not args.no_bursts:
-        out["bursts"] = bench_bursts(config, ctx, args.clients, args.burst_experts)
+        if args.fairness is not None:
+            config = replace(config, ray=replace(config.ray, fairness=args.fairness))
+        others = () if args.no_other_fairness else OTHER_FAIRNESS_S
+        out["bursts"] = bench_bursts(config, ctx, args.clients, args.burst_experts, other_fairness=others)
     return out
