@@ -206,11 +206,16 @@ def test_bad_inputs_table(tmp_path: Path, model_a: Path, run_cli, assert_one_lin
     kb = tmp_path / "kb"
     kb_store = KnowledgeBase(kb)
     kb_store.learn("What is the capital of France?", "Paris.", expert="general", domain="general", mode="x")
-    for case, args, message in bad_inputs(tmp_path, model_a, expert_yaml):
-        if "--kb" not in args:
-            args = [*args, "--kb", str(kb)]
-        proc = run_cli(*args)
-        assert_one_line_error(proc, message), case
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = bad_inputs(tmp_path, model_a, expert_yaml)
+    with ThreadPoolExecutor(2) as pool:  # two processes at a time: each is mostly its own start-up
+        procs = pool.map(lambda a: run_cli(*a, *([] if "--kb" in a else ["--kb", str(kb)])), [c[1] for c in cases])
+        for (case, _, message), proc in zip(cases, procs, strict=True):
+            try:
+                assert_one_line_error(proc, message)
+            except AssertionError as exc:
+                raise AssertionError(f"{case}: {exc}") from None
     assert KnowledgeBase(kb).count() == 1  # nothing stored was lost along the way
 
 
