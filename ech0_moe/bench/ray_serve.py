@@ -27,6 +27,7 @@ from tqdm import tqdm
 from ech0_moe.batch import solve_batch
 from ech0_moe.bench.common import burst, counts_arg, latency, max_latency
 from ech0_moe.config import PoolConfig, load_pool
+from ech0_moe.config.schema import RAY_BOUNDS
 from ech0_moe.errors import Ech0Error
 from ech0_moe.graph import Context, build_graph, result_of
 from ech0_moe.memory.kb import KnowledgeBase
@@ -217,8 +218,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Loads, swaps and latency of a `backend: ray` pool: one by one, bursts and an affinity batch."""
-    if args.fairness is not None and not 0 <= args.fairness <= 86_400:
-        raise Ech0Error(f"--fairness must be between 0 and 86400 seconds, got {args.fairness:g}")
+    low, high = RAY_BOUNDS["fairness"]
+    if args.fairness is not None and not low <= args.fairness <= high:
+        raise Ech0Error(f"--fairness must be between {low:g} and {high:g} seconds, got {args.fairness:g}")
     ctx = Context.of(**vars(args))
     config = load_pool(ctx.experts_file)
     out = bench_ray(config, ctx, questions=args.questions)

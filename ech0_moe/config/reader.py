@@ -20,6 +20,7 @@ import yaml
 from ech0_moe.config.schema import (
     BACKENDS,
     DEFAULT_OLLAMA_HOST,
+    RAY_BOUNDS,
     RUNTIMES,
     ExpertSpec,
     PoolConfig,
@@ -234,20 +235,14 @@ class _Reader:
         self.keys(raw, where, RAY_KEYS)
         base = RaySettings()
         budget = raw.get("replica_budget")
-        bounds = {
-            "replicas": (1, 1024),
-            "num_cpus": (0, 1024),
-            "num_gpus": (0, 64),
-            "max_ongoing_requests": (1, 10_000),
-            "threads": (0, 1024),
-            "timeout": (0.1, 86_400),
-            "fairness": (0, 86_400),
-        }
         return RaySettings(
             address=self.text(raw, "address", where, required=False) or base.address,
             app=self.text(raw, "app", where, required=False) or base.app,
             replica_budget=0 if budget is None else self.size(budget, f"{where}.replica_budget"),
-            **{k: type(getattr(base, k))(self.number(raw, k, where, getattr(base, k), b)) for k, b in bounds.items()},
+            **{
+                k: type(getattr(base, k))(self.number(raw, k, where, getattr(base, k), b))
+                for k, b in RAY_BOUNDS.items()
+            },
         )
 
     def router(self, raw: Any, base_dir: Path) -> RouterSettings:

@@ -119,6 +119,18 @@ class RouterSettings:
 DEFAULT_FAIRNESS_S = 60.0  # both pools: how long an expert may wait unserved behind another
 
 
+# the numeric `ray:` settings and their allowed ranges (also `bench ray --fairness`)
+RAY_BOUNDS: dict[str, tuple[float, float]] = {
+    "replicas": (1, 1024),
+    "num_cpus": (0, 1024),
+    "num_gpus": (0, 64),
+    "max_ongoing_requests": (1, 10_000),
+    "threads": (0, 1024),
+    "timeout": (0.1, 86_400),
+    "fairness": (0, 86_400),
+}
+
+
 @dataclass(frozen=True)
 class RaySettings:
     """`ray:` in experts.yaml: the Ray Serve application that serves every `backend: ray` expert."""

@@ -210,7 +210,8 @@ def test_bad_inputs_table(tmp_path: Path, model_a: Path, run_cli, assert_one_lin
 
     cases = bad_inputs(tmp_path, model_a, expert_yaml)
     with ThreadPoolExecutor(2) as pool:  # two processes at a time: each is mostly its own start-up
-        procs = pool.map(lambda a: run_cli(*a, *([] if "--kb" in a else ["--kb", str(kb)])), [c[1] for c in cases])
+        argvs = [args if "--kb" in args else [*args, "--kb", str(kb)] for _, args, _ in cases]
+        procs = pool.map(lambda argv: run_cli(*argv), argvs)
         for (case, _, message), proc in zip(cases, procs, strict=True):
             try:
                 assert_one_line_error(proc, message)
