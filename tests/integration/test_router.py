@@ -194,8 +194,8 @@ def test_a_new_specialist_wins_its_own_topic_over_the_general_expert(tmp_path: P
 
 def test_a_pool_of_a_new_kind_routes_its_own_questions_and_general_is_the_fallback() -> None:
     """examples/pool-everyday.yaml: cooking, gardening, travel, law, tax, medicine and a general
-    expert whose description also lists legal matters, money and health. No written examples
-    exist for these domains; on our 84 held-out questions the specialists keep their topics."""
+    expert whose description also lists legal matters, money and health. Written examples exist
+    only for law and medicine; on our 84 held-out questions the specialists keep their topics."""
     config = load_config(ROOT / "examples" / "pool-everyday.yaml")
     router = Router(config, model=fit_model(config))
     rows = load_jsonl(ROOT / "benchmarks" / "everyday-routing.jsonl", ("question", "expert"))

@@ -100,3 +100,41 @@ def test_a_description_lists_its_topics() -> None:
     assert topic_phrases("Cooking: recipes, baking; sauces") == ["recipes", "baking", "sauces"]
     assert topic_phrases("Questions about high school biology.") == []  # a sentence, not a list
     assert topic_phrases("tax, pensions, deadlines") == ["tax", "pensions", "deadlines"]
+
+
+def test_a_text_shared_by_a_domains_experts_stays_with_the_nearest_one() -> None:
+    """A written example (or taught chunk) of a domain with two experts trains only the one whose
+    own rows it lies nearest; texts of one expert, and the experts' own rows, are all kept."""
+    from pathlib import Path
+
+    from ech0_moe.config import load_config
+    from ech0_moe.routing.fit import pool_rows, shared_to_nearest
+
+    config = load_config(Path(__file__).resolve().parents[2] / "examples" / "pool-16.yaml")
+    own = pool_rows(config, written=False)
+    rng = np.random.default_rng(0)
+    axes = {name: rng.normal(size=768) for name in config.names}
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    vectors = [unit(axes[e] + 0.3 * rng.normal(size=768)) for _, e in own]
+    shared = [
+        ("Is every group of prime order cyclic?", "school_math"),
+        ("Is every group of prime order cyclic?", "university_math"),
+    ]
+    single = [("What is the Bill of Rights?", "law")]
+    rows = own + shared + single
+    vectors += [unit(axes["university_math"])] * 2 + [unit(axes["law"])]
+    keep = shared_to_nearest(config, rows, np.array(vectors, np.float32))
+    assert [rows[i] for i in keep] == [*own, shared[1], *single]
+
+
+def test_the_typical_question_counts_the_users_labelled_questions_once_each() -> None:
+    from ech0_moe.routing.fit import CENTER_DOMAINS, question_center, written_examples
+
+    class Cache:  # every text's features: a constant vector
+        def features(self, texts):
+            return np.ones((len(texts), 768), np.float32)
+
+    written = sum(len(written_examples()[d]) for d in CENTER_DOMAINS)
+    assert np.allclose(question_center(Cache()), 1.0)
+    questions = np.zeros((written, 768), np.float32)  # as many as our written examples: half the weight
+    assert np.allclose(question_center(Cache(), questions), 0.5)
