@@ -33,6 +33,16 @@ def top_mean(sims: np.ndarray, labels: np.ndarray, classes: int, k: int) -> np.n
     return scores
 
 
+def hubness(memory: np.ndarray, typical: np.ndarray, k: int = 10) -> np.ndarray:
+    """Each row of `memory`: its mean similarity to its `k` nearest rows of `typical` (how close it
+    lies to questions in general: the correction of cross-domain similarity local scaling, CSLS)."""
+    if not len(memory) or not len(typical):
+        return np.zeros(len(memory), np.float32)
+    sims = memory @ typical.T
+    k = min(k, sims.shape[1])
+    return -np.partition(-sims, k - 1, axis=1)[:, :k].mean(axis=1)
+
+
 def centered(x: np.ndarray, center: np.ndarray | None) -> np.ndarray:
     """Unit-length `x - center` (`x` itself without a center): what the model compares."""
     if center is None:
@@ -83,6 +93,8 @@ class RouterModel:
         floor: float = 0.0,
         pool_hash: str = "",
         center: np.ndarray | None = None,
+        hubness: np.ndarray | None = None,
+        hub_weight: float = 0.0,
     ):
         self.pool_hash = pool_hash  # `routing.fit.pool_fingerprint` of the pool it was fitted for
         self.classes = list(classes)
@@ -96,6 +108,11 @@ class RouterModel:
         self.vote = vote
         self.floor = floor  # below this top score the general expert answers (chosen on data; 0: never)
         self.center = None if center is None or not np.any(center) else np.asarray(center, np.float32)
+        # per fitted example: its mean similarity to its nearest typical questions (`hubness`);
+        # the top-mean vote subtracts `hub_weight` times it, so an example close to every
+        # question (a hub) does not win questions for its expert by being close to all of them
+        self.hubness = np.zeros(len(self.memory), np.float32) if hubness is None else hubness.astype(np.float32)
+        self.hub_weight = hub_weight
         counts = np.bincount(self.memory_labels, minlength=len(self.classes)).astype(np.float32)
         self._inverse_share = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
 
@@ -120,6 +137,7 @@ class RouterModel:
     def _vote(self, x: np.ndarray) -> np.ndarray:
         sims = x @ self.memory.T
         if self.vote == "topmean":
+            sims = sims - self.hub_weight * self.hubness
             scores = top_mean(sims, self.memory_labels, len(self.classes), self.k)
             e = np.exp((scores - scores.max(axis=1, keepdims=True)) / self.temperature)
             return e / e.sum(axis=1, keepdims=True)
@@ -172,8 +190,18 @@ class RouterModel:
             memory=self.memory.astype(np.float16),
             memory_labels=self.memory_labels.astype(np.int16),
             knobs=np.array(
-                [self.k, self.mix, self.temperature, self.sharpness, self.vote == "topmean", self.floor], np.float64
+                [
+                    self.k,
+                    self.mix,
+                    self.temperature,
+                    self.sharpness,
+                    self.vote == "topmean",
+                    self.floor,
+                    self.hub_weight,
+                ],
+                np.float64,
             ),
+            hubness=self.hubness.astype(np.float16),
             pool_hash=np.array(self.pool_hash),
             center=np.zeros(0, np.float32) if self.center is None else self.center,
         )
@@ -183,8 +211,8 @@ class RouterModel:
         try:
             with np.load(path, allow_pickle=False) as z:
                 knobs = z["knobs"].tolist() if "knobs" in z else [20, 0, 0.1]  # older files: fewer knobs
-                defaults = [20, 0, 0.1, 1.0, 0.0, 0.0]  # k, mix, temperature, sharpness, topmean, floor
-                k, mix, temperature, sharpness, topmean, floor = knobs + defaults[len(knobs) :]
+                defaults = [20, 0, 0.1, 1.0, 0.0, 0.0, 0.0]  # k, mix, temperature, sharpness, topmean, floor, hubs
+                k, mix, temperature, sharpness, topmean, floor, hub_weight = knobs + defaults[len(knobs) :]
                 return cls(
                     [str(c) for c in z["classes"]],
                     z["weights"],
@@ -200,6 +228,8 @@ class RouterModel:
                     floor=float(floor),
                     pool_hash=str(z["pool_hash"]) if "pool_hash" in z else "",
                     center=z["center"] if "center" in z and len(z["center"]) else None,
+                    hubness=z.get("hubness"),
+                    hub_weight=float(hub_weight),
                 )
         except (OSError, KeyError, ValueError) as exc:
             raise ConfigError(f"router model {path} is unreadable: {exc}") from None

@@ -81,16 +81,37 @@ def test_topmean_vote_scores_each_class_by_its_closest_examples() -> None:
 def test_knobs_round_trip_and_older_files_load(tmp_path) -> None:
     x = np.eye(2, dtype=np.float32)
     model = RouterModel.fit(np.vstack([x] * 3), ["a", "b"] * 3, vote="topmean", k=5, mix=0.5, temperature=0.05)
-    model.floor, model.sharpness = 0.25, 1.4
+    model.floor, model.sharpness, model.hub_weight = 0.25, 1.4, 0.25
+    model.hubness = np.arange(6, dtype=np.float32) / 8
     model.save(tmp_path / "m.npz")
     back = RouterModel.load(tmp_path / "m.npz")
     assert (back.vote, back.floor, back.sharpness, back.k, back.mix) == ("topmean", 0.25, 1.4, 5, 0.5)
+    assert back.hub_weight == 0.25 and np.allclose(back.hubness, model.hubness)
     with np.load(tmp_path / "m.npz") as z:
-        old = {k: z[k] for k in z.files}
-    old["knobs"] = old["knobs"][:4]  # a file from before vote and floor
+        old = {k: z[k] for k in z.files if k != "hubness"}
+    old["knobs"] = old["knobs"][:4]  # a file from before vote, floor and hubness
     np.savez(tmp_path / "old.npz", **old)
     older = RouterModel.load(tmp_path / "old.npz")
-    assert (older.vote, older.floor, older.sharpness) == ("knn", 0.0, 1.4)
+    assert (older.vote, older.floor, older.sharpness, older.hub_weight) == ("knn", 0.0, 1.4, 0.0)
+    assert not older.hubness.any()
+
+
+def test_an_example_close_to_every_question_wins_less() -> None:
+    """CSLS: a class whose one example lies near every typical question (a hub) loses a question
+    that is only a little nearer to it than to a class with a specific example."""
+    from ech0_moe.routing.model import hubness
+
+    hub, specific = np.array([1.0, 0.0, 0.0], np.float32), np.array([0.0, 1.0, 0.0], np.float32)
+    typical = np.array([[0.9, 0.1, 0.42], [0.9, -0.1, 0.42], [0.8, 0.2, 0.57]], np.float32)
+    model = RouterModel(
+        ["hub", "specific"], np.zeros((2, 3)), np.zeros(2), (), np.vstack([hub, specific]), np.array([0, 1])
+    )
+    model.mix, model.vote, model.k, model.temperature = 1.0, "topmean", 1, 0.05
+    question = np.array([[0.72, 0.69, 0.0]], np.float32)
+    assert model.proba(question)[0].argmax() == 0
+    model.hubness, model.hub_weight = hubness(model.memory, typical, k=2), 0.25
+    assert model.hubness[0] > 0.8 > model.hubness[1]
+    assert model.proba(question)[0].argmax() == 1
 
 
 def test_a_description_lists_its_topics() -> None:
@@ -128,13 +149,13 @@ def test_a_text_shared_by_a_domains_experts_stays_with_the_nearest_one() -> None
 
 
 def test_the_typical_question_counts_the_users_labelled_questions_once_each() -> None:
-    from ech0_moe.routing.fit import CENTER_DOMAINS, question_center, written_examples
+    from ech0_moe.routing.fit import CENTER_DOMAINS, typical_questions, written_examples
 
     class Cache:  # every text's features: a constant vector
         def features(self, texts):
             return np.ones((len(texts), 768), np.float32)
 
     written = sum(len(written_examples()[d]) for d in CENTER_DOMAINS)
-    assert np.allclose(question_center(Cache()), 1.0)
+    assert np.allclose(typical_questions(Cache()).mean(axis=0), 1.0)
     questions = np.zeros((written, 768), np.float32)  # as many as our written examples: half the weight
-    assert np.allclose(question_center(Cache(), questions), 0.5)
+    assert np.allclose(typical_questions(Cache(), questions).mean(axis=0), 0.5)
