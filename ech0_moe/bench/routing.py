@@ -19,8 +19,9 @@ from ech0_moe.bench.peers import SIMILARITIES, peers
 from ech0_moe.config import PoolConfig, load_pool
 from ech0_moe.datasets import fold_of
 from ech0_moe.errors import Ech0Error
-from ech0_moe.routing.fit import FeatureCache, experts_by_domain, fit_model, pool_rows, taught_rows
+from ech0_moe.routing.fit import FeatureCache, fit_model
 from ech0_moe.routing.router import Router, decide
+from ech0_moe.routing.rows import experts_by_domain, pool_rows, taught_rows
 
 STAY_MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 TAUGHT_PER_DOMAIN = (20, 100, 500)  # document chunks per domain in `taught_documents`

@@ -140,7 +140,8 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ech0_moe.datasets import load_jsonl, split_dev
-    from ech0_moe.routing.fit import config_data, fit_model, label_rows
+    from ech0_moe.routing.fit import fit_model
+    from ech0_moe.routing.rows import config_data, label_rows
 
     if not 0 < args.split <= 1:
         raise Ech0Error(

@@ -1,12 +1,5 @@
-"""Fitting the router to the user's pool: the experts are the classes.
-
-Training rows, each labelled with an expert name:
-- each expert's description and examples (experts.yaml);
-- our written routing examples (`data/router_examples.yaml`, labelled by domain): they
-  train every expert whose `domain` has that name, and nothing in a pool without it;
-- labelled data named in experts.yaml (`router: {data: FILE}`) or passed to
-  `ech0-moe router fit --data`: JSONL rows with `question` and either `expert` or
-  `domain` (a domain trains every expert of that domain).
+"""Fitting the router to the user's pool: the experts are the classes, the training rows are
+`rows.py`'s (the pool's texts, our written examples, labelled data, what the user taught).
 
 `load_or_fit` gives the router model for a pool: the one `router: {model: ...}` names,
 else the packaged model when it was fitted for exactly this pool, else one fitted
@@ -18,11 +11,9 @@ seconds.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
-import re
 import sys
 import threading
 import time
@@ -31,99 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from ech0_moe.config import PoolConfig
 from ech0_moe.errors import ConfigError
 from ech0_moe.paths import cache_dir
 from ech0_moe.routing.model import PACKAGED_MODEL, RouterModel, centered, hubness, question_id
+from ech0_moe.routing.rows import config_data, pool_rows, written_examples
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-EXAMPLES_FILE = DATA_DIR / "router_examples.yaml"
 # part of every pool hash: bump to refit all
 FIT_VERSION = "experts-as-classes/minilm-int8-mean+max/6-centered-question-topics-shared-split-csls"
-
-
-@functools.cache
-def written_examples() -> dict[str, list[str]]:
-    """Our routing examples, by domain (package data: read once)."""
-    return yaml.safe_load(EXAMPLES_FILE.read_text(encoding="utf-8"))
-
-
-def experts_by_domain(config: PoolConfig) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for e in config.experts:
-        out.setdefault(e.domain, []).append(e.name)
-    return out
-
-
-def label_rows(config: PoolConfig, rows: Sequence[dict[str, Any]], where: str) -> list[tuple[str, str]]:
-    """(question, expert) pairs from rows with `question` and `expert` or `domain`;
-    an unknown label is a `ConfigError` naming the row."""
-    names = set(config.names)
-    domains = experts_by_domain(config)
-    out: list[tuple[str, str]] = []
-    for n, row in enumerate(rows, 1):
-        question = row.get("question") if isinstance(row, dict) else None
-        if not isinstance(question, str) or not question.strip():
-            raise ConfigError(f"{where}: row {n}: needs a 'question' string")
-        if isinstance(row.get("expert"), str):
-            if row["expert"] not in names:
-                raise ConfigError(f"{where}: row {n}: expert {row['expert']!r} is not in the pool")
-            out.append((question, row["expert"]))
-        elif isinstance(row.get("domain"), str):
-            if row["domain"] not in domains:
-                raise ConfigError(f"{where}: row {n}: no expert of domain {row['domain']!r} in the pool")
-            out += [(question, name) for name in domains[row["domain"]]]
-        else:
-            raise ConfigError(f"{where}: row {n}: needs an 'expert' or a 'domain' label")
-    return out
-
-
-def taught_rows(config: PoolConfig, rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(text, expert) pairs from `routing.taught` rows: a document chunk teaches every expert of
-    its domain (a domain the pool lacks: none), feedback the expert it names (if still in the pool)."""
-    domains = experts_by_domain(config)
-    out: list[tuple[str, str]] = []
-    for r in rows:
-        if r.get("expert"):
-            out += [(r["text"], r["expert"])] if r["expert"] in config.names else []
-        else:
-            out += [(r["text"], name) for name in domains.get(r.get("domain", ""), [])]
-    return out
-
-
-def read_labels(config: PoolConfig, path: str | Path) -> list[tuple[str, str]]:
-    """The labelled JSONL file `path` as (question, expert) pairs; problems are one `ConfigError` line."""
-    from ech0_moe.datasets import load_jsonl
-    from ech0_moe.errors import Ech0Error
-
-    try:
-        rows = load_jsonl(path, ())
-    except Ech0Error as exc:
-        raise ConfigError(f"router data: {exc}") from None
-    return label_rows(config, rows, str(path))
-
-
-_LEAD = re.compile(r":\s|\s[-\u2013\u2014]\s")
-
-
-def topic_phrases(description: str) -> list[str]:
-    """The topics a description lists, each as a text of its own: "Mathematics: algebra, calculus
-    and geometry." -> ["algebra", "calculus", "geometry"]. One sentence averages its topics into
-    one vector; each topic alone is an example a question on it lands near."""
-    parts = _LEAD.split(description, maxsplit=1)  # "Law - contracts, ...", "Law: contracts, ..."
-    listed = parts[-1]
-    if len(parts) == 1 and listed.count(",") < 2:  # a sentence, not a list of topics
-        return []
-    topics = (p.strip(" .;") for p in re.split(r",|;| and ", listed))
-    return [p for p in topics if len(p) > 2]
-
-
-# a listed topic as the question it stands for: "A question about tenancy." lies nearer the
-# questions on it than "tenancy" alone (few-shot macro, `bench routing`: shipped pool only
-# 0.744 -> 0.769, pool-16 0.629 -> 0.640, everyday 0.964 -> 0.976)
-TOPIC_ROW = "A question about {}."
 
 
 # a typical question: our written examples of the shipped pool's domains. With those of the domains
@@ -150,24 +57,6 @@ def typical_questions(cache: FeatureCache, questions: np.ndarray | None = None) 
     ours = written_examples()
     rows = cache.features([t for domain in CENTER_DOMAINS for t in ours[domain]])
     return np.vstack([rows, *([] if questions is None else [questions])])
-
-
-def pool_rows(config: PoolConfig, written: bool = True) -> list[tuple[str, str]]:
-    """What a pool teaches the router by itself: descriptions, the topics they list, examples and
-    (`written`) our written examples of the experts' domains."""
-    rows = [(text, e.name) for e in config.experts for text in e.routing_texts]
-    rows += [(TOPIC_ROW.format(topic), e.name) for e in config.experts for topic in topic_phrases(e.description)]
-    if written:
-        domains = experts_by_domain(config)
-        general = config.expert(config.general_expert).domain
-        ours = written_examples()
-        for domain, texts in ours.items():
-            # our `general` examples are what the shipped specialists do not cover (law, history,
-            # money...): a pool with a specialist we wrote nothing for may cover them itself
-            if domain == general and any(d not in ours for d in domains):
-                continue
-            rows += [(text, name) for name in domains.get(domain, []) for text in texts]
-    return rows
 
 
 def pool_fingerprint(
@@ -378,11 +267,6 @@ def fit_with_data(
     model = RouterModel.fit(vectors, labels, ids, classes=classes, **DATA_RECIPES[best])
     _, model.sharpness, model.floor = scored[best]
     return model
-
-
-def config_data(config: PoolConfig) -> list[tuple[str, str]]:
-    """The labelled data `router: {data: FILE}` names, as (question, expert) pairs."""
-    return read_labels(config, config.router.data) if config.router.data else []
 
 
 def load_or_fit(config: PoolConfig, taught: Sequence[tuple[str, str]] = ()) -> RouterModel:

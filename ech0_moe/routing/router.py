@@ -202,7 +202,7 @@ class Router:
 def taught_router(config: PoolConfig, kb_dir: str | Path) -> Router | None:
     """A router refitted on what the user taught in the knowledge-base folder `kb_dir` (documents
     added with a domain, feedback: `routing.taught`); None when it taught nothing."""
-    from ech0_moe.routing.fit import taught_rows
+    from ech0_moe.routing.rows import taught_rows
     from ech0_moe.routing.taught import read
 
     rows = taught_rows(config, read(kb_dir))

@@ -6,7 +6,7 @@
 
 They live in `routing-examples.jsonl` in the knowledge-base folder (one JSON object a line:
 text, and domain or expert, and source), so reading them opens no database; the router refits on
-them when it is next made for that folder (`fit.taught_rows`; the fit is cached by content).
+them when it is next made for that folder (`rows.taught_rows`; the fit is cached by content).
 They are routing rows only: nothing here reaches a prompt.
 """
 

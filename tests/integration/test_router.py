@@ -213,8 +213,8 @@ def test_documents_added_with_a_domain_and_feedback_teach_the_router(tmp_path: P
     `ech0-moe feedback` adds a question for the expert it names."""
     from ech0_moe.memory.kb import KnowledgeBase
     from ech0_moe.routing import taught
-    from ech0_moe.routing.fit import taught_rows
     from ech0_moe.routing.router import taught_router
+    from ech0_moe.routing.rows import taught_rows
 
     config = load_config(ROOT / "examples" / "pool-everyday.yaml")
     kb_dir = tmp_path / "kb"

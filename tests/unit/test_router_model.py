@@ -115,7 +115,7 @@ def test_an_example_close_to_every_question_wins_less() -> None:
 
 
 def test_a_description_lists_its_topics() -> None:
-    from ech0_moe.routing.fit import topic_phrases
+    from ech0_moe.routing.rows import topic_phrases
 
     assert topic_phrases("Law - contracts, wills and divorce.") == ["contracts", "wills", "divorce"]
     assert topic_phrases("Cooking: recipes, baking; sauces") == ["recipes", "baking", "sauces"]
@@ -129,7 +129,8 @@ def test_a_text_shared_by_a_domains_experts_stays_with_the_nearest_one() -> None
     from pathlib import Path
 
     from ech0_moe.config import load_config
-    from ech0_moe.routing.fit import pool_rows, shared_to_nearest
+    from ech0_moe.routing.fit import shared_to_nearest
+    from ech0_moe.routing.rows import pool_rows
 
     config = load_config(Path(__file__).resolve().parents[2] / "examples" / "pool-16.yaml")
     own = pool_rows(config, written=False)
@@ -149,7 +150,8 @@ def test_a_text_shared_by_a_domains_experts_stays_with_the_nearest_one() -> None
 
 
 def test_the_typical_question_counts_the_users_labelled_questions_once_each() -> None:
-    from ech0_moe.routing.fit import CENTER_DOMAINS, typical_questions, written_examples
+    from ech0_moe.routing.fit import CENTER_DOMAINS, typical_questions
+    from ech0_moe.routing.rows import written_examples
 
     class Cache:  # every text's features: a constant vector
         def features(self, texts):

@@ -8,7 +8,8 @@ import pytest
 
 from ech0_moe.errors import InputError
 from ech0_moe.routing import taught
-from ech0_moe.routing.fit import pool_fingerprint, taught_rows
+from ech0_moe.routing.fit import pool_fingerprint
+from ech0_moe.routing.rows import taught_rows
 
 
 def test_documents_are_kept_per_domain_up_to_the_cap_and_forgotten_with_their_file(tmp_path, monkeypatch) -> None:
