@@ -149,6 +149,8 @@ class Router:
                 )
         names = config.names
         self.model = model or RouterModel(names, np.zeros((len(names), 1)), np.zeros(len(names)))
+        if self.method != "keyword":  # the linear view and the memory's vote: knn (with data) or topmean (few-shot)
+            self.method = f"minilm-int8-{self.model.vote}-linear"
         # abstain below `router.min_confidence` if set, else below the floor fitted on labelled data (few-shot: none)
         self.floor = self.settings.min_confidence if self.settings.min_confidence is not None else self.model.floor
 
