@@ -38,9 +38,7 @@ def hubness(memory: np.ndarray, typical: np.ndarray, k: int = 10) -> np.ndarray:
     lies to questions in general: the correction of cross-domain similarity local scaling, CSLS)."""
     if not len(memory) or not len(typical):
         return np.zeros(len(memory), np.float32)
-    sims = memory @ typical.T
-    k = min(k, sims.shape[1])
-    return -np.partition(-sims, k - 1, axis=1)[:, :k].mean(axis=1)
+    return top_mean(memory @ typical.T, np.zeros(len(typical), np.int64), 1, k)[:, 0]  # one class: all of them
 
 
 def centered(x: np.ndarray, center: np.ndarray | None) -> np.ndarray:
@@ -112,6 +110,8 @@ class RouterModel:
         # the top-mean vote subtracts `hub_weight` times it, so an example close to every
         # question (a hub) does not win questions for its expert by being close to all of them
         self.hubness = np.zeros(len(self.memory), np.float32) if hubness is None else hubness.astype(np.float32)
+        if self.hubness.shape != (len(self.memory),):
+            raise ValueError(f"{len(self.hubness)} hubness values for {len(self.memory)} examples")
         self.hub_weight = hub_weight
         counts = np.bincount(self.memory_labels, minlength=len(self.classes)).astype(np.float32)
         self._inverse_share = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)

@@ -128,7 +128,7 @@ class Router:
         self.general_expert = config.general_expert
         self.experts = {e.name: e for e in config.experts}
         self.keyword = KeywordRouter(config.experts)
-        self.method = "keyword" if keyword_only else "minilm-int8-knn-linear"
+        self.method = "keyword" if keyword_only else "minilm-int8"  # completed with the model's vote below
         features = 0
         if not keyword_only:
             try:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from ech0_moe.bench.common import calibration_error
 from ech0_moe.datasets import fold_of
+from ech0_moe.errors import ConfigError
 from ech0_moe.routing.model import RouterModel
 from ech0_moe.routing.router import decide
 
@@ -94,6 +96,9 @@ def test_knobs_round_trip_and_older_files_load(tmp_path) -> None:
     older = RouterModel.load(tmp_path / "old.npz")
     assert (older.vote, older.floor, older.sharpness, older.hub_weight) == ("knn", 0.0, 1.4, 0.0)
     assert not older.hubness.any()
+    np.savez(tmp_path / "bad.npz", **{**old, "hubness": np.zeros(2, np.float16)})  # damaged: 2 values, 6 examples
+    with pytest.raises(ConfigError, match="unreadable: 2 hubness values for 6 examples"):
+        RouterModel.load(tmp_path / "bad.npz")
 
 
 def test_an_example_close_to_every_question_wins_less() -> None:
