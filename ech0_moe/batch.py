@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from ech0_moe.errors import InputError
 from ech0_moe.graph import Context, build_graph, result_of
+from ech0_moe.owners import LOCAL
 from ech0_moe.services import ServiceProvider, Services
 from ech0_moe.text import check_query
 
@@ -69,7 +70,7 @@ def solve_batch(
     for q in queries:
         check_query(q)
     graph = build_graph(services=services)
-    svc = services.for_run(context.experts_file, context.kb_dir)
+    svc = services.for_run(context.experts_file, context.kb_dir, context.user or LOCAL)
     serve, experts = plan(svc, queries, order)
     groups = iter(groups_of(svc, serve, experts, order))
     lanes = max(1, min(svc.pool.lanes if order == "affinity" else 1, len(queries)))

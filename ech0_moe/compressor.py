@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ech0_moe.errors import Ech0Error
+from ech0_moe.safety import quote, reference_note
 from ech0_moe.text import STOPWORDS, count_tokens, split_sentences
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_\-']*|\d")
@@ -67,9 +68,14 @@ def is_key_token(word: str) -> bool:
     return bool(_NUMBER.search(word) or _FORMULA.search(word) or (word[:1].isupper() and len(word) > 1))
 
 
+PREAMBLE = -1  # a piece of the query's own text before its question: the asker's words, not memory
+ALL = -2  # a piece made from every context at once (an LLM's rewrite)
+
+
 @dataclass(frozen=True)
 class Compressed:
-    """A compressed prompt and how much it shrank."""
+    """A compressed prompt and how much it shrank; `pieces` are the kept text by where it came
+    from (a context's index, `PREAMBLE` or `ALL`), in order."""
 
     context: str
     question: str
@@ -77,6 +83,7 @@ class Compressed:
     compressed_tokens: int
     seconds: float
     method: str = "extractive"
+    pieces: tuple[tuple[int, str], ...] = ()
 
     @property
     def ratio(self) -> float:
@@ -84,11 +91,21 @@ class Compressed:
         return round(self.compressed_tokens / self.original_tokens, 4) if self.original_tokens else 1.0
 
     def prompt(self, sources: list[str] | None = None) -> str:
-        """The text the expert sees; `sources` name where the context came from (provenance)."""
-        if not self.context:
-            return self.question
-        origin = f" (from {'; '.join(sources)})" if sources else ""
-        return f"Context{origin}:\n{self.context}\n\nQuestion: {self.question}"
+        """The text the expert sees: what came from memory quoted as data, each piece under its
+        provenance (`sources`, one per context; `safety.quote`), then the asker's own preamble,
+        then the question."""
+        sources = sources or []
+
+        def origin(i: int) -> str:
+            if i == ALL:
+                return "condensed from: " + ("; ".join(sources) or "retrieved text")
+            return sources[i] if i < len(sources) else "retrieved text"
+
+        pieces = self.pieces or ((ALL, self.context),)
+        memory = [(origin(i), text) for i, text in pieces if i != PREAMBLE and text.strip()]
+        own = " ".join(text for i, text in pieces if i == PREAMBLE).strip()
+        parts = ([quote(memory)] if memory else []) + ([own] if own else [])
+        return "\n\n".join([*parts, f"Question: {self.question}"]) if parts else self.question
 
 
 COMPRESSION_METHODS = ("extractive", "llm", "llmlingua")
@@ -142,13 +159,18 @@ class ExtractiveCompressor:
         t0 = time.perf_counter()
         target = min(1.0, max(0.05, target))
         preamble, question = split_question(query)
-        material = "\n".join([*(contexts or []), preamble]).strip()
+        units = [*enumerate(contexts or []), (PREAMBLE, preamble)]
+        material = "\n".join(t for _, t in units).strip()
         original = count_tokens(material) + count_tokens(question)
         if original < self.min_tokens or target >= 1.0:
-            return Compressed(material, question, original, original, time.perf_counter() - t0, "none")
+            whole = tuple((i, t.strip()) for i, t in units if t.strip())
+            return Compressed(material, question, original, original, time.perf_counter() - t0, "none", whole)
         budget = max(0, round(target * original) - count_tokens(question))
-        text = _FILLER_RE.sub("", material)
-        sentences = split_sentences(text)
+        sentences, origins = [], []  # each sentence, and the unit it came from
+        for i, t in units:
+            for sentence in split_sentences(_FILLER_RE.sub("", t)):
+                sentences.append(sentence)
+                origins.append(i)
         scores = self._sentence_scores(sentences, question)
         order = sorted(range(len(sentences)), key=lambda i: -scores[i])
         q_terms = {w.lower() for w in _WORD.findall(question)} - STOPWORDS
@@ -165,12 +187,19 @@ class ExtractiveCompressor:
             if used >= budget:
                 break
         context = " ".join(chosen[i] for i in sorted(chosen))
+        pieces: list[tuple[int, str]] = []
+        for i in sorted(chosen):
+            if pieces and pieces[-1][0] == origins[i]:
+                pieces[-1] = (origins[i], f"{pieces[-1][1]} {chosen[i]}")
+            else:
+                pieces.append((origins[i], chosen[i]))
         return Compressed(
             context=context,
             question=question,
             original_tokens=original,
             compressed_tokens=count_tokens(context) + count_tokens(question),
             seconds=time.perf_counter() - t0,
+            pieces=tuple(pieces),
         )
 
 
@@ -192,15 +221,17 @@ class LLMCompressor:
         if base.method == "none" or not base.context:
             return base
         budget = max(8, base.compressed_tokens - count_tokens(base.question))
+        block = quote([("text to shorten", base.context)])  # retrieved text: data, never instructions
         messages = [
             {
                 "role": "system",
-                "content": "You shorten text. Keep every number, name and formula. Output only the shortened text.",
+                "content": "You shorten text. Keep every number, name and formula. Output only the shortened text. "
+                + reference_note(block),
             },
             {
                 "role": "user",
-                "content": f"Shorten to at most {budget} words, keeping what answers: "
-                f"{base.question}\n\n{base.context}",
+                "content": f"{block}\n\nShorten the text above to at most {budget} words, keeping what answers: "
+                f"{base.question}",
             },
         ]
         text = " ".join(self.chat(messages, budget * 2).split()[:budget])
@@ -214,6 +245,7 @@ class LLMCompressor:
             compressed_tokens=count_tokens(text) + count_tokens(base.question),
             seconds=time.perf_counter() - t0,
             method="llm",
+            pieces=((ALL, text),),
         )
 
 
@@ -244,5 +276,11 @@ class LLMLinguaCompressor:
         result = self._compressor.compress_prompt([material], rate=target, force_tokens=["\n", "?"])
         text = result["compressed_prompt"]
         return Compressed(
-            text, question, original, count_tokens(text) + count_tokens(question), time.perf_counter() - t0, "llmlingua"
+            text,
+            question,
+            original,
+            count_tokens(text) + count_tokens(question),
+            time.perf_counter() - t0,
+            "llmlingua",
+            ((ALL, text),),
         )

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,10 +27,13 @@ from ech0_moe.compressor import (
 )
 from ech0_moe.config import PoolConfig, load_config
 from ech0_moe.errors import Ech0Error
+from ech0_moe.owners import LOCAL
 from ech0_moe.paths import experts_file as resolve_experts_file
 from ech0_moe.paths import kb_dir as resolve_kb_dir
 from ech0_moe.pool import Pool, make_pool
-from ech0_moe.routing.router import Router, taught_router
+from ech0_moe.routing import taught
+from ech0_moe.routing.router import Router
+from ech0_moe.routing.rows import taught_rows
 from ech0_moe.turns import TurnRegistry
 from ech0_moe.vote import Agreement
 
@@ -111,7 +115,7 @@ class Services:
             agreement=self.agreement,
         )
 
-    def for_run(self, experts_file: str | Path, kb_dir: str | Path) -> Services:
+    def for_run(self, experts_file: str | Path, kb_dir: str | Path, asker: str = LOCAL) -> Services:
         """Injected services serve every run as they are."""
         return self
 
@@ -123,7 +127,8 @@ class ServiceRegistry:
         self.backends = backends
         self._pools: dict[Path, Services] = {}
         self._kbs: dict[Path, KnowledgeBase] = {}
-        self._runs: dict[tuple[Path, Path], Services] = {}
+        self._runs: OrderedDict[tuple[Any, ...], Services] = OrderedDict()  # the latest MAX_RUNS
+        self._routers: dict[tuple[Path, int], Router] = {}  # by experts file and taught rows
         self._lock = threading.Lock()
 
     def services(self, experts_file: str | Path) -> Services:
@@ -144,18 +149,50 @@ class ServiceRegistry:
                 self._kbs[key] = KnowledgeBase(key)
             return self._kbs[key]
 
-    def for_run(self, experts_file: str | Path, kb_dir: str | Path) -> Services:
-        """The services of a run's files, built once per (experts file, knowledge-base folder):
-        every node of every run on the same files gets the same object."""
-        key = (resolve_experts_file(experts_file).resolve(), resolve_kb_dir(kb_dir).resolve())
+    def for_run(self, experts_file: str | Path, kb_dir: str | Path, asker: str = LOCAL) -> Services:
+        """The services of a run's files as `asker` uses them, built once per (experts file,
+        knowledge-base folder, asker, state of the taught routing rows): every node of a run gets
+        the same object, and feedback changes the asker's routing from its next run on."""
+        files = (resolve_experts_file(experts_file).resolve(), resolve_kb_dir(kb_dir).resolve())
+        key = (*files, asker, _signature(files[1] / taught.FILE))
         with self._lock:
             found = self._runs.get(key)
-        if found is None:
-            shared = self.services(key[0])
-            found = shared.with_kb(lambda: self.kb(key[1]), router=taught_router(shared.config, key[1]))
-            with self._lock:
-                found = self._runs.setdefault(key, found)
+            if found is not None:
+                self._runs.move_to_end(key)
+                return found
+        shared = self.services(files[0])
+        found = shared.with_kb(lambda: self.kb(files[1]), router=self._router(shared.config, files, asker))
+        with self._lock:
+            found = self._runs.setdefault(key, found)
+            while len(self._runs) > MAX_RUNS:
+                self._runs.popitem(last=False)
         return found
+
+    def _router(self, config: PoolConfig, files: tuple[Path, Path], asker: str) -> Router | None:
+        """The router `asker` routes with (None: the pool's own); one per distinct set of taught rows."""
+        rows = taught_rows(config, taught.read(files[1]), asker)
+        if not rows:
+            return None
+        key = (files[0], hash(tuple(rows)))
+        with self._lock:
+            found = self._routers.get(key)
+        if found is None:
+            found = Router(config, taught=rows)
+            with self._lock:
+                found = self._routers.setdefault(key, found)
+        return found
+
+
+MAX_RUNS = 256  # (files, asker) services a registry keeps; an older one is made again when asked
+
+
+def _signature(path: Path) -> tuple[int, int] | None:
+    """When and how big `path` last was (None: absent): a changed file means new rows."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def _embed(texts: list[str]) -> Any:

@@ -14,6 +14,7 @@ from typing import Any, Literal, get_args
 
 from ech0_moe.compressor import COMPRESSION_METHODS
 from ech0_moe.errors import InputError
+from ech0_moe.owners import check_owner
 
 Mode = Literal["optimized", "fast", "basic", "ensemble"]
 MODES: tuple[str, ...] = get_args(Mode)
@@ -35,6 +36,13 @@ class Context:
     kb_dir: str = field(
         default="",
         metadata={"description": "Folder of the persistent Chroma knowledge base; empty: $ECH0_HOME/kb or ./.ech0/kb."},
+    )
+    user: str = field(
+        default="",
+        metadata={
+            "description": "Who is asking: what the run learns is theirs, and it reads only theirs and the shared "
+            "namespace; empty: the LangGraph server's authenticated user, else 'local'."
+        },
     )
     mode: Mode = field(
         default="optimized",
@@ -95,6 +103,8 @@ class Context:
 
     def check(self) -> None:
         """Raise `InputError` naming the first setting out of range."""
+        if self.user:
+            check_owner(self.user)
         if self.mode not in MODES:
             raise InputError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
         _check_int("top_k", self.top_k, 1, MAX_TOP_K)

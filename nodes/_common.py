@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from langgraph.config import get_stream_writer
+from langgraph.config import get_config, get_stream_writer
 from langgraph.runtime import Runtime
 
+from ech0_moe.errors import InputError
 from ech0_moe.graph.context import Context
+from ech0_moe.owners import LOCAL, check_owner
 from ech0_moe.services import ServiceProvider, Services
 
 F = TypeVar("F", bound=Callable[..., dict[str, Any]])
@@ -43,7 +46,32 @@ def context(runtime: Runtime[Context]) -> Context:
     return runtime.context if runtime.context is not None else Context()
 
 
-def run_services(runtime: Runtime[Context], services: ServiceProvider) -> Services:
-    """The services for this run: the injected ones, or the registry's for the context's files."""
+def asker(runtime: Runtime[Context]) -> str:
+    """Who is asking (`owners`): `Context.user`, else the user a LangGraph server authenticated
+    for this run (two Studio users are two owners), else the one local owner."""
     ctx = context(runtime)
-    return services.for_run(ctx.experts_file, ctx.kb_dir)
+    if ctx.user:
+        return ctx.user
+    try:
+        configurable = get_config().get("configurable") or {}
+    except RuntimeError:  # called outside a run
+        return LOCAL
+    return server_owner(configurable.get("langgraph_auth_user_id"))
+
+
+def server_owner(user_id: object) -> str:
+    """The owner for a LangGraph server's user id: the id itself when it is a plain name, else a
+    hash of it; no id is the local owner."""
+    if not isinstance(user_id, str) or not user_id:
+        return LOCAL
+    try:
+        return check_owner(user_id)
+    except InputError:  # odd characters, too long, or the shared namespace's name
+        return "user:" + hashlib.sha256(user_id.encode()).hexdigest()[:24]
+
+
+def run_services(runtime: Runtime[Context], services: ServiceProvider) -> Services:
+    """The services for this run as its asker uses them: the injected ones, or the registry's for
+    the context's files."""
+    ctx = context(runtime)
+    return services.for_run(ctx.experts_file, ctx.kb_dir, asker(runtime))

@@ -17,7 +17,7 @@ from ech0_moe.graph.context import Context
 from ech0_moe.graph.state import State
 from ech0_moe.nodes._common import context, run_services, timed
 from ech0_moe.pool import Acquired
-from ech0_moe.safety import inert
+from ech0_moe.safety import inert, reference_note
 from ech0_moe.services import ServiceProvider, Services
 from ech0_moe.text import count_tokens
 
@@ -40,6 +40,8 @@ def ask_expert(
     system = spec.system_prompt
     if ctx.length_hint and not choices:
         system += f" {length_hint(ctx.max_tokens or spec.max_tokens)}"
+    if note := reference_note(prompt):  # memory came quoted: say it is data, not instructions
+        system += f" {note}"
     messages: list[Message] = [
         {"role": "system", "content": system},
         {"role": "user", "content": inert(choices_prompt(prompt, choices) if choices else prompt)},

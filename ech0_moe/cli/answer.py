@@ -153,11 +153,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ech0_moe.config import format_size
     from ech0_moe.datasets import DEMO_QUESTIONS
     from ech0_moe.graph import build_graph
+    from ech0_moe.owners import LOCAL
     from ech0_moe.services import process_registry
 
     ctx = context_of(args)
     t0 = time.perf_counter()
-    svc = process_registry().for_run(ctx.experts_file, ctx.kb_dir)
+    svc = process_registry().for_run(ctx.experts_file, ctx.kb_dir, ctx.user or LOCAL)
     graph = build_graph(services=svc)
     models = sorted({os.path.basename(e.model) for e in svc.config.experts})
     if not args.json:

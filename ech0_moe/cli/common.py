@@ -32,6 +32,12 @@ def global_options(parser: argparse.ArgumentParser, *, in_subcommand: bool) -> N
     parser.add_argument(
         "--kb", dest="kb_dir", metavar="DIR", default=unset, help="knowledge-base folder (default: ./.ech0/kb)"
     )
+    parser.add_argument(
+        "--user",
+        metavar="NAME",
+        default=unset,
+        help="who is asking: what is learned is theirs; they read only theirs and shared documents (default: local)",
+    )
     parser.add_argument("--json", action="store_true", default=unset if in_subcommand else False, help="print JSON")
 
 

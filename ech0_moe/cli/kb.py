@@ -14,9 +14,12 @@ from ech0_moe.errors import Ech0Error
 
 def cmd_kb(args: argparse.Namespace) -> int:
     from ech0_moe.memory.kb import KnowledgeBase
+    from ech0_moe.owners import SHARED, check_owner, readable_by
     from ech0_moe.paths import kb_dir
 
-    kb = KnowledgeBase(kb_dir(context_of(args).kb_dir))
+    ctx = context_of(args)
+    namespace = check_owner(args.namespace, what="namespace", shared_ok=True) if args.namespace else None
+    kb = KnowledgeBase(kb_dir(ctx.kb_dir))
     if args.action == "add":
         if not args.items:
             raise Ech0Error("kb add needs one or more files or folders")
@@ -25,14 +28,21 @@ def cmd_kb(args: argparse.Namespace) -> int:
         result: Any = kb.add_paths(
             args.items,
             domain=args.domain or "",
+            namespace=namespace or SHARED,
             follow_symlinks=args.follow_symlinks,
             max_bytes=int(args.max_file_mb * 1e6),
         )
     elif args.action == "search":
         if len(args.items) != 1 or not args.items[0].strip():
             raise Ech0Error('kb search needs one query: ech0-moe kb search "QUESTION"')
+        reader = namespace or ctx.user or None  # who reads: their namespace and the shared one; none: everything
         hits = kb.search(
-            args.items[0], k=args.k, max_distance=args.max_distance, domain=args.domain, method=args.method
+            args.items[0],
+            k=args.k,
+            max_distance=args.max_distance,
+            domain=args.domain,
+            method=args.method,
+            owners=readable_by(reader),
         )
         result = [h.as_dict() for h in hits]
         if not args.json:
@@ -46,15 +56,16 @@ def cmd_kb(args: argparse.Namespace) -> int:
                 )
             return 0
     elif args.action == "stats":
-        result = kb.stats()
+        result = kb.stats(namespace)
     elif args.action == "forget":
         if not (args.items or args.source):
             raise Ech0Error("kb forget needs entry ids or --source PATH_OR_NAME")
-        removed = kb.forget(ids=args.items, source=args.source or "")
-        if not removed:
+        removed = kb.forget(ids=args.items, source=args.source or "", owner=namespace)
+        if not any(removed.values()):
             what = f"id(s) {', '.join(args.items)}" if args.items else f"source {args.source!r}"
-            raise Ech0Error(f"kb forget: no entry with {what} in {kb.path}; nothing was removed")
-        result = {"removed": removed}
+            where = f" of namespace {namespace!r}" if namespace else ""
+            raise Ech0Error(f"kb forget: no entry{where} with {what} in {kb.path}; nothing was removed")
+        result = {"removed": removed["entries"], "routing_rows_removed": removed["routing_rows"]}
     else:
         raise Ech0Error(f"unknown kb action {args.action!r}; use add, search, stats or forget")
     print(json.dumps(result, indent=None if args.json else 2))
@@ -64,11 +75,13 @@ def cmd_kb(args: argparse.Namespace) -> int:
 def cmd_feedback(args: argparse.Namespace) -> int:
     """Record which expert should answer a question: a routing example on the router's next refit."""
     from ech0_moe.cli.common import config_of
+    from ech0_moe.owners import LOCAL
     from ech0_moe.paths import kb_dir
     from ech0_moe.routing.taught import add_feedback
 
-    row = add_feedback(kb_dir(context_of(args).kb_dir), config_of(args), args.question, args.expert)
-    print(json.dumps({"recorded": row, "applies": "from the next process that routes with this knowledge base"}))
+    ctx = context_of(args)
+    row = add_feedback(kb_dir(ctx.kb_dir), config_of(args), args.question, args.expert, ctx.user or LOCAL)
+    print(json.dumps({"recorded": row, "applies": f"to {row['owner']}'s routing from the next question on"}))
     return 0
 
 
@@ -97,7 +110,13 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None
         default="fused",
         help="search: fused (BM25 + embeddings, default), dense or lexical alone",
     )
-    p.add_argument("--source", help="forget: every entry of this file path or 'learned:<expert>'")
+    p.add_argument("--source", help="forget: every entry of this file path, 'learned:<expert>' or 'feedback'")
+    p.add_argument(
+        "--namespace",
+        metavar="NAME",
+        help="add: store in this namespace (default: shared, read by everyone); search: read as this owner "
+        "(its namespace and the shared one); stats, forget: only this namespace",
+    )
     p.add_argument(
         "--follow-symlinks",
         dest="follow_symlinks",

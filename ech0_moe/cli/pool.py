@@ -102,6 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_route(args: argparse.Namespace) -> int:
     """Route without LangGraph, Chroma or a model: the config and the router only (fast to start)."""
+    from ech0_moe.owners import LOCAL
     from ech0_moe.paths import kb_dir
     from ech0_moe.routing.router import Router, taught_router
     from ech0_moe.text import check_query
@@ -109,7 +110,8 @@ def cmd_route(args: argparse.Namespace) -> int:
     question = read_question(args)
     check_query(question)  # no graph here, so no `prepare` to check it
     config = config_of(args)
-    router = taught_router(config, kb_dir(context_of(args).kb_dir)) or Router(config)
+    ctx = context_of(args)
+    router = taught_router(config, kb_dir(ctx.kb_dir), ctx.user or LOCAL) or Router(config)
     decision = router.route(question, top_k=args.top_k or 1)
     out = decision.as_dict()
     if args.json:

@@ -65,6 +65,7 @@ class _Reader:
     def __init__(self, fname: str) -> None:
         self.fname = fname
         self.problems: list[str] = []
+        self.check_files = True  # resolve and size every model file
 
     def add(self, message: str) -> None:
         self.problems.append(message)
@@ -131,7 +132,9 @@ class _Reader:
         host, size_bytes = "", 0
         size = merged.get("size", "auto")
         numbers = {k: self.number(merged, k, where, DEFAULTS[k], LIMITS[k]) for k in DEFAULTS}
-        if backend == "llamacpp" and model:
+        if backend == "llamacpp" and model and not self.check_files:  # the schema alone: no file is opened
+            size_bytes = 0 if size in (None, "auto") else self.size(size, f"{where}.size")
+        elif backend == "llamacpp" and model:
             try:
                 path = resolve_model_ref(model, base_dir)
             except ConfigError as exc:
@@ -370,16 +373,18 @@ class _Reader:
         )
 
 
-def check_config(path: str | os.PathLike[str]) -> tuple[PoolConfig | None, list[str]]:
-    """Read `experts.yaml` and return (the config or None, every problem found, one line each)."""
+def check_config(path: str | os.PathLike[str], *, check_files: bool = True) -> tuple[PoolConfig | None, list[str]]:
+    """Read `experts.yaml` and return (the config or None, every problem found, one line each);
+    `check_files=False` reads the schema alone (no model file is looked for: tests, routing)."""
     reader = _Reader(str(path))
+    reader.check_files = check_files
     config = reader.read(Path(path))
     return config, reader.problems
 
 
-def load_config(path: str | os.PathLike[str]) -> PoolConfig:
+def load_config(path: str | os.PathLike[str], *, check_files: bool = True) -> PoolConfig:
     """Read and validate `experts.yaml`; raise `ConfigError` with one clear line on the first problem."""
-    config, problems = check_config(path)
+    config, problems = check_config(path, check_files=check_files)
     if config is None:
         more = f" (and {len(problems) - 1} more: run `ech0-moe validate`)" if len(problems) > 1 else ""
         raise ConfigError(problems[0] + more)

@@ -27,7 +27,9 @@ from ech0_moe.embeddings import embed
 from ech0_moe.errors import Ech0Error
 from ech0_moe.memory import loaders
 from ech0_moe.memory.store import Store, content_id, store_op
+from ech0_moe.owners import SHARED, check_owner
 from ech0_moe.routing import taught
+from ech0_moe.safety import inert
 from ech0_moe.text import chunk_units, split_blocks
 
 MAX_FILE_BYTES = 100_000_000  # `kb add` skips larger files unless asked (--max-file-mb)
@@ -85,12 +87,15 @@ def _walk(paths: Iterable[str | os.PathLike[str]], follow_symlinks: bool) -> tup
     return files, skipped
 
 
-def _chunks(source: str, units: Iterable[tuple[str, int]]) -> Iterator[tuple[str, Chunk]]:
-    """(id, chunk) for each chunk of `units` (text, page); a chunk repeated word for word is kept once."""
+def _chunks(source: str, units: Iterable[tuple[str, int]], owner: str = SHARED) -> Iterator[tuple[str, Chunk]]:
+    """(id, chunk) for each chunk of `units` (text, page), control-token strings made inert
+    (`safety.inert`); a chunk repeated word for word is kept once. The id names the source and,
+    outside the shared namespace, the owner: one file added to two namespaces is two entries."""
     seen: set[str] = set()
+    key = source if owner == SHARED else f"{source}\x00{owner}"
     for text, page in units:
-        for heading, chunk in chunk_units(split_blocks(text)):
-            cid = content_id(chunk, source)
+        for heading, chunk in chunk_units(split_blocks(inert(text))):
+            cid = content_id(chunk, key)
             if cid not in seen:
                 seen.add(cid)
                 yield cid, (heading, chunk, page)
@@ -99,10 +104,12 @@ def _chunks(source: str, units: Iterable[tuple[str, int]]) -> Iterator[tuple[str
 class Ingest:
     """One `kb add` run: the report, the time spent in each step, the progress bar."""
 
-    def __init__(self, store: Store, domain: str, files: int, total_bytes: int, progress: bool, batch: int) -> None:
+    def __init__(
+        self, store: Store, domain: str, owner: str, files: int, total_bytes: int, progress: bool, batch: int
+    ) -> None:
         from tqdm import tqdm
 
-        self.store, self.domain = store, domain
+        self.store, self.domain, self.owner = store, domain, owner
         self.files, self.done_files, self.batch_chunks = files, 0, batch
         self.spent: Counter[str] = Counter()  # seconds: read, chunk, encode, write (then the store's own parts)
         self.report: dict[str, Any] = {"added": 0, "unchanged": 0, "chunks": 0}
@@ -125,7 +132,9 @@ class Ingest:
         file_hash = hashlib.sha256(f.read_bytes()).hexdigest()[:32]
         t2 = time.perf_counter()
         source = str(f.resolve())
-        prepared = Prepared(f, source, file_hash, size, dict(_chunks(source, ((p.text, p.page) for p in parts))))
+        prepared = Prepared(
+            f, source, file_hash, size, dict(_chunks(source, ((p.text, p.page) for p in parts), self.owner))
+        )
         if not prepared.chunks:
             raise loaders.Unreadable("no text beyond headings")
         self.spent["read"] += t2 - t
@@ -153,6 +162,7 @@ class Ingest:
         heading, _, page = chunk
         return {
             "kind": "document",
+            "owner": self.owner,
             "source": p.source,
             "heading": heading[:200],
             "page": page,
@@ -167,7 +177,7 @@ class Ingest:
         """Each stored source's (file hash, chunks) when all its chunks agree on them and are all
         there; a version cut short by a crash (or changed) is None, to be written again."""
         by: dict[str, list[dict[str, Any]]] = {}
-        for _, meta in _stored(self.store, sources):
+        for _, meta in _stored(self.store, sources, self.owner):
             by.setdefault(str(meta.get("source")), []).append(meta)
         out: dict[str, tuple[str, int] | None] = {}
         for source, metas in by.items():
@@ -183,7 +193,7 @@ class Ingest:
         t = time.perf_counter()
         vectors = embed(texts)
         t2 = time.perf_counter()
-        _commit(self.store, ids, texts, metas, vectors, keep)
+        _commit(self.store, ids, texts, metas, vectors, keep, self.owner)
         self.spent["encode"] += t2 - t
         self.spent["write"] += time.perf_counter() - t2
         self.report["chunks"] += len(ids)
@@ -208,7 +218,7 @@ class Ingest:
             self.bar.update(size)
             return
         p = Prepared(f, source, file_hash, size)
-        n_chunks = sum(1 for _ in _chunks(source, ((b, 0) for b in loaders.text_blocks(f))))  # for `n_chunks`
+        n_chunks = sum(1 for _ in _chunks(source, ((b, 0) for b in loaders.text_blocks(f)), self.owner))
         self.spent["read"] += time.perf_counter() - t
         written: set[str] = set()
         batch: list[tuple[str, Chunk]] = []
@@ -227,7 +237,7 @@ class Ingest:
             batch.clear()
 
         t = time.perf_counter()
-        for item in _chunks(source, ((b, 0) for b in loaders.text_blocks(f))):
+        for item in _chunks(source, ((b, 0) for b in loaders.text_blocks(f)), self.owner):
             batch.append(item)
             if len(batch) >= self.batch_chunks:
                 self.spent["chunk"] += time.perf_counter() - t
@@ -240,19 +250,30 @@ class Ingest:
         self.done_files += 1
 
 
+def _of(sources: list[str], owner: str) -> dict[str, Any]:
+    """Chroma's filter for the entries of `sources` in `owner`'s namespace."""
+    return {"$and": [{"source": {"$in": sources}}, {"owner": owner}]}
+
+
 @store_op(writes=False)
-def _stored(store: Store, sources: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    return list(store.entries({"source": {"$in": sources}}))
+def _stored(store: Store, sources: list[str], owner: str) -> list[tuple[str, dict[str, Any]]]:
+    return list(store.entries(_of(sources, owner)))
 
 
 @store_op(writes=True)
 def _commit(
-    store: Store, ids: list[str], texts: list[str], metas: list[dict[str, Any]], vectors: Any, keep: dict[str, set[str]]
+    store: Store,
+    ids: list[str],
+    texts: list[str],
+    metas: list[dict[str, Any]],
+    vectors: Any,
+    keep: dict[str, set[str]],
+    owner: str,
 ) -> None:
     store.upsert(ids, texts, metas, embeddings=vectors)
     if keep:  # stale chunks: what each file had before and no longer has (read under the same lock)
         kept = set().union(*keep.values())  # a chunk's id names its source (`content_id`)
-        store.delete(i for i in store.ids({"source": {"$in": list(keep)}}) if i not in kept)  # both indexes
+        store.delete(i for i in store.ids(_of(list(keep), owner)) if i not in kept)  # both indexes
 
 
 def add_paths(
@@ -260,6 +281,7 @@ def add_paths(
     paths: Iterable[str | os.PathLike[str]],
     *,
     domain: str = "",
+    namespace: str = SHARED,
     progress: bool = True,
     follow_symlinks: bool = False,
     max_bytes: int = MAX_FILE_BYTES,
@@ -267,7 +289,8 @@ def add_paths(
     batch_chunks: int = BATCH_CHUNKS,
 ) -> dict:
     """Ingest files and folders (every type of `loaders.py`): chunked, with where each chunk came
-    from (file, page of a PDF, heading of Markdown and HTML).
+    from (file, page of a PDF, heading of Markdown and HTML), in `namespace` (`owners`: the shared
+    one by default, which every asker reads).
 
     Idempotent by content hash: an unchanged file is skipped; a changed file's new chunks are
     written first and its stale chunks removed after, so a crash at any point leaves either the
@@ -277,6 +300,7 @@ def add_paths(
     (with chunks and an ETA), so one big file moves it too. The report's `seconds_in` splits the
     time: read (and parse), chunk, encode, write; and within write: chroma, lexical, lock (waiting)."""
     store.check_writable()
+    check_owner(namespace, what="namespace", shared_ok=True)
     files, skipped = _walk(paths, follow_symlinks)
     files = list({f.resolve(): f for f in reversed(files)}.values())[::-1]  # a file named twice is read once
     sizes = {f: f.stat().st_size for f in files}
@@ -285,7 +309,7 @@ def add_paths(
         files.remove(f)
     t0 = time.perf_counter()
     before = Counter(store.spent)
-    run = Ingest(store, domain, len(files), sum(sizes[f] for f in files), progress, batch_chunks)
+    run = Ingest(store, domain, namespace, len(files), sum(sizes[f] for f in files), progress, batch_chunks)
     batch: list[Prepared] = []
     for f in files:
         try:
@@ -307,7 +331,7 @@ def add_paths(
     if run.report["chunks"]:
         store.snapshot_lexical()  # the next process's first search reads it, not the whole index
     if run.sample:  # routing examples for the domain's experts, on the router's next refit
-        run.report["routing_examples"] = taught.add_documents(store.path, domain, run.sample)
+        run.report["routing_examples"] = taught.add_documents(store.path, domain, run.sample, namespace)
     run.bar.close()
     seconds = time.perf_counter() - t0
     spent = run.spent + (store.spent - before)

@@ -10,6 +10,7 @@ import math
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +23,9 @@ from ech0_moe.errors import Ech0Error, KnowledgeBaseError
 from ech0_moe.memory import ingest, ranking
 from ech0_moe.memory.passage import Passage
 from ech0_moe.memory.store import Store, content_id, store_op, wanted_by
+from ech0_moe.owners import LOCAL, owner_of
 from ech0_moe.routing import taught
+from ech0_moe.safety import inert
 
 __all__ = ["SEARCH_METHODS", "KnowledgeBase", "KnowledgeBaseError", "Passage"]
 
@@ -46,9 +49,11 @@ class KnowledgeBase(Store):
         kind: str | None = None,
         diversity: float = 0.3,
         method: str = "fused",
+        owners: tuple[str, ...] | None = None,
     ) -> list[Passage]:
-        """Top-k passages, optionally only those for `domain` (or for every domain) and of one
-        `kind`. `fused` (default): the dense ranking (cosine within `max_distance`) and the BM25
+        """Top-k passages, optionally only those for `domain` (or for every domain), of one
+        `kind` and of `owners` (an asker reads `owners.readable_by(asker)`; None: every owner).
+        `fused` (default): the dense ranking (cosine within `max_distance`) and the BM25
         ranking (within `max_distance` x LEXICAL_REACH) merged by reciprocal rank fusion - BM25
         brings up passages whose names, numbers or rare terms match although the embedding ranks
         them low; `dense` or `lexical`: one ranking alone. Maximal Marginal Relevance with weight
@@ -63,10 +68,11 @@ class KnowledgeBase(Store):
         if n == 0 or not query.strip():
             return []
         depth = min(max(k * 5, 20), n)
-        wanted = wanted_by(domain, kind)
+        wanted = wanted_by(domain, kind, owners)
         # BM25 and the fetch of its hits run beside the question's embedding and the dense query
         # (onnxruntime and Chroma let go of the GIL): a search takes the longer of the two paths
-        keep = wanted if domain or kind else None
+        narrowed = bool(domain or kind or owners is not None)
+        keep = wanted if narrowed else None
         lexical = None if method == "dense" else _SIDE.submit(self._lexical_hits, query, depth, keep)
         vector = embed([query])[0]
         found: dict[str, tuple[str, dict[str, Any], float, np.ndarray]] = {}  # id -> doc, meta, distance, vector
@@ -75,7 +81,7 @@ class KnowledgeBase(Store):
             # filtered here, not by Chroma: its metadata pre-filter scans SQLite (40 ms at 10k entries)
             res = self.col.query(
                 query_embeddings=[vector],
-                n_results=min(depth * (3 if domain or kind else 1), n),
+                n_results=min(depth * (3 if narrowed else 1), n),
                 include=["documents", "metadatas", "distances", "embeddings"],
             )
             rows = zip(
@@ -111,6 +117,7 @@ class KnowledgeBase(Store):
                 domain=str(found[cid][1].get("domain", "")),
                 page=int(found[cid][1].get("page") or 0),
                 heading=str(found[cid][1].get("heading", "")),
+                owner=owner_of(found[cid][1]),
             )
             for cid in chosen
         ]
@@ -141,20 +148,25 @@ class KnowledgeBase(Store):
         expert: str,
         domain: str,
         mode: str,
+        owner: str = LOCAL,
         duplicate_similarity: float = 0.85,
     ) -> str | None:
-        """Store a question/answer pair; a near-duplicate question updates the earlier entry.
+        """Store a question/answer pair as `owner`'s; a near-duplicate question of the same owner
+        updates the earlier entry. Control-token strings are stored inert (`safety.inert`).
 
         Returns the entry id, or None when the answer was empty and nothing was stored.
         """
         if not question.strip() or not answer.strip():
             return None
-        question = question.strip()
+        question, answer = inert(question.strip()), inert(answer.strip())
         # Indexed by the question alone: a paraphrased question finds it even among long documents.
         vector = embed([question])
-        entry_id = self.find_duplicate(question, vector[0], duplicate_similarity) or "learned-" + content_id(question)
+        entry_id = self.find_duplicate(question, vector[0], duplicate_similarity, owner) or (
+            "learned-" + content_id(question, "" if owner == LOCAL else owner)
+        )
         meta = {
             "kind": "learned",
+            "owner": owner,
             "source": f"learned:{expert}",
             "expert": expert,
             "domain": domain,
@@ -162,7 +174,7 @@ class KnowledgeBase(Store):
             "question": question[:2000],
             "timestamp": time.time(),
         }
-        self.upsert([entry_id], [f"Q: {question}\nA: {answer.strip()}"], [meta], embeddings=vector)
+        self.upsert([entry_id], [f"Q: {question}\nA: {answer}"], [meta], embeddings=vector)
         return entry_id
 
     def add_paths(self, paths: Iterable[str | os.PathLike[str]], **options: Any) -> dict[str, Any]:
@@ -170,26 +182,32 @@ class KnowledgeBase(Store):
         return ingest.add_paths(self, paths, **options)
 
     @store_op(writes=True)
-    def forget(self, *, ids: Iterable[str] = (), source: str = "") -> int:
-        """Remove entries by id and/or every entry of a source (a file path or `learned:<expert>`)."""
+    def forget(self, *, ids: Iterable[str] = (), source: str = "", owner: str | None = None) -> dict[str, int]:
+        """Remove entries by id and/or every entry of a source (a file path, `learned:<expert>`, or
+        `feedback`: the routing feedback), only `owner`'s when given. Returns how many entries and
+        how many taught routing rows went."""
         targets = set(ids)
+        rows = 0
         if source:
             wanted = str(Path(source).resolve()) if Path(source).exists() else source
-            targets |= set(self.col.get(where={"source": wanted}, include=[])["ids"])
-            taught.forget_source(self.path, wanted)  # its routing examples too
-        return self.delete(targets)
+            targets |= set(self.ids({"source": wanted}))
+            rows = taught.forget_source(self.path, wanted, owner)  # its routing examples too
+        if owner is not None and targets:
+            got = self.col.get(ids=sorted(targets), include=["metadatas"])
+            targets = {i for i, m in zip(got["ids"], got["metadatas"] or [], strict=True) if owner_of(m or {}) == owner}
+        return {"entries": self.delete(targets), "routing_rows": rows}
 
-    def find_duplicate(self, question: str, vector: np.ndarray, min_similarity: float) -> str | None:
-        """Id of a learned entry asking the same thing: the two questions' embeddings (learned
-        entries are indexed by their question) have cosine >= `min_similarity` and the same
-        numbers (so 2+2 never overwrites 2+3)."""
+    def find_duplicate(self, question: str, vector: np.ndarray, min_similarity: float, owner: str) -> str | None:
+        """Id of `owner`'s learned entry asking the same thing: the two questions' embeddings
+        (learned entries are indexed by their question) have cosine >= `min_similarity` and the
+        same numbers (so 2+2 never overwrites 2+3). Another owner's entry is never touched."""
         n = self.count()
         if n == 0:
             return None
         res = self.col.query(
             query_embeddings=[vector],
             n_results=min(3, n),
-            where={"kind": "learned"},
+            where={"$and": [{"kind": "learned"}, {"owner": owner}]},
             include=["metadatas", "distances"],
         )
         numbers = _NUMBERS.findall(question)
@@ -199,11 +217,22 @@ class KnowledgeBase(Store):
         return None
 
     @store_op(writes=False)
-    def stats(self) -> dict[str, Any]:
-        kinds: dict[str, int] = {}
+    def stats(self, owner: str | None = None) -> dict[str, Any]:
+        """Entries by kind and by owner, and sources; only `owner`'s namespace when given."""
+        kinds: Counter[str] = Counter()
+        owners: Counter[str] = Counter()
         sources: set[str] = set()
         for _, meta in self.entries():
-            kinds[str(meta.get("kind", "document"))] = kinds.get(str(meta.get("kind", "document")), 0) + 1
-            sources.add(str(meta.get("source", "")))
-        report = {"path": str(self.path), "entries": self.count(), "by_kind": kinds, "sources": len(sources)}
+            if owner is None or owner_of(meta) == owner:
+                kinds[str(meta.get("kind", "document"))] += 1
+                owners[owner_of(meta)] += 1
+                sources.add(str(meta.get("source", "")))
+        report = {
+            "path": str(self.path),
+            "entries": sum(kinds.values()),
+            "by_kind": dict(kinds),
+            "by_owner": dict(owners),
+            "sources": len(sources),
+        }
+        report |= {"namespace": owner} if owner is not None else {}
         return report | ({"read_only": self.read_only} if self.read_only else {})

@@ -18,6 +18,7 @@ class Passage:
     domain: str = ""
     page: int = 0  # a PDF's page (from 1); 0: not paged
     heading: str = ""  # the Markdown or HTML heading the chunk sits under
+    owner: str = ""  # the namespace it belongs to (`owners`): an asker's own, or the shared one
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

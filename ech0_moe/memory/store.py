@@ -30,6 +30,7 @@ from ech0_moe.errors import Ech0Error, KnowledgeBaseError
 from ech0_moe.memory.lexical import LexicalIndex
 from ech0_moe.memory.lock import FolderLock
 from ech0_moe.memory.probe import check_index
+from ech0_moe.owners import owner_of
 
 COLLECTION = "ech0_memory"
 PAGE = 5000  # entries read or deleted per call
@@ -60,10 +61,15 @@ class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
         return "cosine"
 
 
-def wanted_by(domain: str | None, kind: str | None) -> Callable[[dict[str, Any]], bool]:
-    """Whether an entry's metadata is of `domain` (or of every domain) and of `kind`."""
+def wanted_by(
+    domain: str | None, kind: str | None, owners: tuple[str, ...] | None = None
+) -> Callable[[dict[str, Any]], bool]:
+    """Whether an entry's metadata is of `domain` (or of every domain), of `kind` and of one of `owners`
+    (None: any owner)."""
     return lambda meta: (
-        (not domain or meta.get("domain", "") in (domain, "")) and (not kind or meta.get("kind", "document") == kind)
+        (not domain or meta.get("domain", "") in (domain, ""))
+        and (not kind or meta.get("kind", "document") == kind)
+        and (owners is None or owner_of(meta) in owners)
     )
 
 
@@ -185,7 +191,8 @@ class Store:
 
     def _align(self) -> None:
         """Make the lexical index hold exactly Chroma's entries (a kill between the two writes, or
-        a store made before the index existed, leaves them apart; Chroma is the reference)."""
+        a store made before the index existed, leaves them apart; Chroma is the reference). Entries
+        stored before owners existed get theirs written (`owners.owner_of`) on the way."""
         lexical = self._lexical
         if lexical.count() == self.col.count():
             return
@@ -195,7 +202,13 @@ class Store:
         missing = sorted(ours - theirs)
         for start in range(0, len(missing), 1000):
             got = self.col.get(ids=missing[start : start + 1000], include=["documents", "metadatas"])
-            lexical.upsert(got["ids"], got["documents"] or [], got["metadatas"] or [])  # type: ignore[arg-type]
+            metas = [dict(m or {}) for m in got["metadatas"] or []]
+            unowned = [i for i, m in enumerate(metas) if "owner" not in m]
+            for i in unowned:
+                metas[i]["owner"] = owner_of(metas[i])
+            if unowned:
+                self.col.update(ids=[got["ids"][i] for i in unowned], metadatas=[metas[i] for i in unowned])  # type: ignore[misc]
+            lexical.upsert(got["ids"], got["documents"] or [], metas)
 
     @property
     def _lexical(self) -> LexicalIndex:

@@ -11,12 +11,15 @@ seconds.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -101,7 +104,7 @@ class FeatureCache:
         try:
             with np.load(self.path, allow_pickle=False) as z:
                 return dict(zip(z["keys"].tolist(), z["vectors"], strict=True))
-        except (OSError, KeyError, ValueError):
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # none yet, or damaged: made anew
             return {}
 
     def _write(self, known: dict[str, np.ndarray]) -> None:
@@ -288,17 +291,35 @@ def load_or_fit(config: PoolConfig, taught: Sequence[tuple[str, str]] = ()) -> R
         if packaged.pool_hash == fingerprint:  # fitted for the shipped pool (plus the dev set)
             return packaged
     cached = cache_dir() / "routers" / f"{fingerprint}.npz"
-    if cached.is_file():
-        return RouterModel.load(cached)
-    t0 = time.perf_counter()
-    model = fit_model(config, data, taught=taught)
+    if (model := _cached(cached)) is not None:
+        return model
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")
-    model.save(tmp)
-    tmp.replace(cached)
+    with open(cached.with_suffix(".lock"), "a") as lock:  # one process fits; the others wait, then read its file
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (model := _cached(cached)) is not None:
+            return model
+        t0 = time.perf_counter()
+        model = fit_model(config, data, taught=taught)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")
+        model.save(tmp)
+        tmp.replace(cached)
     print(
         f"ech0-moe: router fitted for this pool ({len(config.experts)} experts, {len(model.memory_labels)} "
         f"examples) in {time.perf_counter() - t0:.1f} s; cached as {cached}",
         file=sys.stderr,
     )
     return model
+
+
+def _cached(path: Path) -> RouterModel | None:
+    """The model cached at `path`; None when there is none, or when it is damaged (it is derived
+    data: removed with a warning, and fitted again)."""
+    if not path.is_file():
+        return None
+    try:
+        return RouterModel.load(path)
+    except ConfigError as exc:
+        print(f"ech0-moe: warning: {exc}; fitting it again", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None

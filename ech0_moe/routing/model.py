@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -231,5 +232,5 @@ class RouterModel:
                     hubness=z.get("hubness"),
                     hub_weight=float(hub_weight),
                 )
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # truncated, random bytes
             raise ConfigError(f"router model {path} is unreadable: {exc}") from None

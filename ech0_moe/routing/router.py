@@ -32,6 +32,7 @@ import numpy as np
 
 from ech0_moe.config import ExpertSpec, PoolConfig
 from ech0_moe.errors import ConfigError, Ech0Error
+from ech0_moe.owners import LOCAL
 from ech0_moe.routing.fit import load_or_fit
 from ech0_moe.routing.model import RouterModel
 
@@ -201,11 +202,12 @@ class Router:
         )
 
 
-def taught_router(config: PoolConfig, kb_dir: str | Path) -> Router | None:
-    """A router refitted on what the user taught in the knowledge-base folder `kb_dir` (documents
-    added with a domain, feedback: `routing.taught`); None when it taught nothing."""
+def taught_router(config: PoolConfig, kb_dir: str | Path, asker: str = LOCAL) -> Router | None:
+    """A router refitted on what was taught in the knowledge-base folder `kb_dir` (documents added
+    with a domain, feedback: `routing.taught`) as `asker` routes with it (`rows.taught_rows`);
+    None when nothing was taught."""
     from ech0_moe.routing.rows import taught_rows
     from ech0_moe.routing.taught import read
 
-    rows = taught_rows(config, read(kb_dir))
+    rows = taught_rows(config, read(kb_dir), asker)
     return Router(config, taught=rows) if rows else None

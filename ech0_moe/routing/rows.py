@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import yaml
 
 from ech0_moe.config import PoolConfig
 from ech0_moe.errors import ConfigError
+from ech0_moe.owners import LOCAL, SHARED
+from ech0_moe.routing import taught
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 EXAMPLES_FILE = DATA_DIR / "router_examples.yaml"
@@ -56,17 +59,37 @@ def label_rows(config: PoolConfig, rows: Sequence[dict[str, Any]], where: str) -
     return out
 
 
-def taught_rows(config: PoolConfig, rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(text, expert) pairs from `routing.taught` rows: a document chunk teaches every expert of
-    its domain (a domain the pool lacks: none), feedback the expert it names (if still in the pool)."""
+# how far one owner's feedback reaches into everyone else's routing: at most this many of its rows
+# per expert, and all owners' together never more than the pool's own rows for that expert
+# (`bench injection`: 50 wrong labels from one owner move no other owner's question)
+SHARED_FEEDBACK_PER_OWNER = 3
+
+
+def taught_rows(config: PoolConfig, rows: Sequence[dict[str, Any]], asker: str = LOCAL) -> list[tuple[str, str]]:
+    """(text, expert) pairs from `routing.taught` rows for `asker`'s routing: a document chunk
+    teaches every expert of its domain (a domain the pool lacks: none), feedback the expert it
+    names (if still in the pool). Its own rows and the shared namespace's documents count whole;
+    other owners' feedback only within the bound above (deduplicated); their documents never."""
     domains = experts_by_domain(config)
-    out: list[tuple[str, str]] = []
+    own_rows = Counter(e for _, e in pool_rows(config, written=False))
+    out: dict[tuple[str, str], None] = {}  # ordered and deduplicated
+    lent: Counter[str] = Counter()  # other owners' feedback rows, per expert
+    lent_by: Counter[tuple[str, str]] = Counter()  # ... per (owner, expert)
     for r in rows:
+        owner = taught.row_owner(r)
         if r.get("expert"):
-            out += [(r["text"], r["expert"])] if r["expert"] in config.names else []
-        else:
-            out += [(r["text"], name) for name in domains.get(r.get("domain", ""), [])]
-    return out
+            if r["expert"] not in config.names or (r["text"], r["expert"]) in out:
+                continue
+            if owner != asker:
+                key = (owner, r["expert"])
+                if lent_by[key] >= SHARED_FEEDBACK_PER_OWNER or lent[r["expert"]] >= own_rows[r["expert"]]:
+                    continue
+                lent_by[key] += 1
+                lent[r["expert"]] += 1
+            out[(r["text"], r["expert"])] = None
+        elif owner in (asker, SHARED):
+            out.update(((r["text"], name), None) for name in domains.get(r.get("domain", ""), []))
+    return list(out)
 
 
 def read_labels(config: PoolConfig, path: str | Path) -> list[tuple[str, str]]:

@@ -43,6 +43,7 @@ class FakeBackend:
         self.loads: list[str] = []
         self.unloads: list[str] = []
         self.prompts: list[tuple[str, str]] = []
+        self.systems: list[str] = []  # each chat's system message
         self.fail: list[BackendError] = []  # raised by the next chats, one each
         self.reply: Callable[[ExpertSpec, str], str] = lambda spec, prompt: f"{spec.name}: {prompt.split()[-1]}"
         # multiple choice: each option's log-probability per expert; None = no log-probabilities (read a letter)
@@ -60,6 +61,7 @@ class FakeBackend:
     ) -> Reply:
         prompt = messages[-1]["content"]
         self.prompts.append((spec.name, prompt))
+        self.systems.append(next((m["content"] for m in messages if m["role"] == "system"), ""))
         if self.fail:
             raise self.fail.pop(0)
         words = self.reply(spec, prompt).split()
@@ -89,22 +91,42 @@ class MemoryKB:
         self.entries: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
 
-    def search(self, query: str, k: int = 4, *, max_distance: float = 0.65, domain: str | None = None, **_: Any):
+    def search(
+        self,
+        query: str,
+        k: int = 4,
+        *,
+        max_distance: float = 0.65,
+        domain: str | None = None,
+        owners: tuple[str, ...] | None = None,
+        **_: Any,
+    ):
         words = set(query.lower().split())
         scored = []
         for e in self.entries:
             overlap = len(words & set(e["text"].lower().split())) / max(1, len(words))
-            if 1 - overlap <= max_distance and (not domain or e["domain"] in (domain, "")):
-                scored.append(Passage(e["id"], e["text"], e["source"], e["kind"], round(overlap, 4), e["domain"]))
+            mine = owners is None or e["owner"] in owners
+            if 1 - overlap <= max_distance and (not domain or e["domain"] in (domain, "")) and mine:
+                score = round(overlap, 4)
+                scored.append(Passage(e["id"], e["text"], e["source"], e["kind"], score, e["domain"], owner=e["owner"]))
         return sorted(scored, key=lambda p: -p.score)[:k]
 
-    def learn(self, question: str, answer: str, *, expert: str, domain: str, mode: str) -> str | None:
+    def learn(
+        self, question: str, answer: str, *, expert: str, domain: str, mode: str, owner: str = "local"
+    ) -> str | None:
         if not answer.strip():
             return None
         entry_id = f"learned-{next(self._ids)}"
         text = f"Q: {question}\nA: {answer}"
         self.entries.append(
-            {"id": entry_id, "text": text, "source": f"learned:{expert}", "kind": "learned", "domain": domain}
+            {
+                "id": entry_id,
+                "text": text,
+                "source": f"learned:{expert}",
+                "kind": "learned",
+                "domain": domain,
+                "owner": owner,
+            }
         )
         return entry_id
 

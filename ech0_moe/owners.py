@@ -1,0 +1,45 @@
+"""Who owns what the system remembers: every stored entry and taught routing row has an owner.
+
+- A learned answer belongs to the asker who got it; a document to the namespace it was added to
+  (`kb add --namespace NAME`; by default `SHARED`, which every asker reads).
+- An asker reads its own namespace and the shared one, never another asker's.
+- The asker is `Context.user`, else the user a LangGraph server authenticated for the run, else
+  `LOCAL` (the command line and a plain `invoke`: one owner, as before there were owners).
+- Entries stored before owners existed: documents are shared, learned answers are `LOCAL`'s.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ech0_moe.errors import InputError
+
+SHARED = "shared"  # documents every asker reads
+LOCAL = "local"  # the asker when nobody is named
+_NAME = re.compile(r"[\w.@:+\-]{1,128}")
+
+
+def check_owner(name: object, *, what: str = "user", shared_ok: bool = False) -> str:
+    """`name` as an owner (letters, digits, `_ . @ : + -`, at most 128); an asker is never `SHARED`
+    (its learned answers would reach everyone). Anything else is one `InputError` line."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
+        raise InputError(f"{what} must be letters, digits, '_', '.', '@', ':', '+' or '-' (at most 128), got {shown}")
+    if name == SHARED and not shared_ok:
+        raise InputError(f"{what} {SHARED!r} is the namespace every asker reads; an asker cannot be it")
+    return name
+
+
+def owner_of(meta: Mapping[str, Any]) -> str:
+    """The owner of a stored entry (see the module docstring for entries older than owners)."""
+    owner = meta.get("owner")
+    if isinstance(owner, str) and owner:
+        return owner
+    return LOCAL if meta.get("kind") == "learned" else SHARED
+
+
+def readable_by(asker: str | None) -> tuple[str, ...] | None:
+    """The namespaces `asker` reads: its own and the shared one (None: every namespace, for admin commands)."""
+    return None if asker is None else (asker, SHARED) if asker != SHARED else (SHARED,)
