@@ -52,6 +52,13 @@ def asker(runtime: Runtime[Context]) -> str:
     ctx = context(runtime)
     if ctx.user:
         return ctx.user
+    server = getattr(runtime, "server_info", None)  # set by a LangGraph server; None in plain LangGraph
+    user = getattr(server, "user", None)
+    if user is not None:
+        try:
+            return server_owner(user.identity)
+        except (AttributeError, NotImplementedError):
+            pass
     try:
         configurable = get_config().get("configurable") or {}
     except RuntimeError:  # called outside a run

@@ -82,9 +82,9 @@ def test_forget_by_id_and_source(kb: KnowledgeBase, tmp_path: Path) -> None:
     shutil.copy(DOCS / "glib.md", tmp_path / "glib.md")
     kb.add_paths([tmp_path / "glib.md"], progress=False)
     entry = kb.learn("Who maintains GLib?", "The GNOME project.", expert="general", domain="general", mode="x")
-    assert entry and kb.forget(ids=[entry]) == 1
-    assert kb.forget(source=str(tmp_path / "glib.md")) > 0 and kb.count() == 0
-    assert kb.forget(ids=["no-such-id"]) == 0
+    assert entry and kb.forget(ids=[entry])["entries"] == 1
+    assert kb.forget(source=str(tmp_path / "glib.md"))["entries"] > 0 and kb.count() == 0
+    assert kb.forget(ids=["no-such-id"]) == {"entries": 0, "routing_rows": 0}
 
 
 def test_unwritable_folder_is_a_clear_error(tmp_path: Path) -> None:
@@ -157,7 +157,7 @@ def test_forget_removes_from_both_indexes_and_a_lost_index_is_rebuilt(kb: Knowle
     entry = kb.learn("What colour is the launch button?", "It is teal.", expert="general", domain="general", mode="t")
     assert kb.lexical is not None and kb.lexical.count() == kb.count()
     assert kb.search("launch button colour teal", k=1, method="lexical")[0].id == entry
-    assert kb.forget(ids=[entry]) == 1
+    assert kb.forget(ids=[entry])["entries"] == 1
     assert entry not in kb.lexical.ids() and kb.lexical.count() == kb.count()
     # a write that reached Chroma but not the lexical index (killed in between), and a deleted index
     kb.col.upsert(ids=["orphan"], documents=["A note about the zeppelin hangar."], metadatas=[{"kind": "document"}])
