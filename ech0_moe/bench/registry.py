@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from ech0_moe.bench import compress, finish, ingest, modes, rag, ray_serve, routing, startup, swap, vote
+from ech0_moe.bench import compress, finish, ingest, injection, modes, rag, ray_serve, routing, startup, swap, vote
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], dict[str, Any]]
@@ -27,4 +27,5 @@ BENCHMARKS: dict[str, tuple[AddArguments, Run]] = {
     "ray": (ray_serve.add_arguments, ray_serve.run),
     "vote": (vote.add_arguments, vote.run),
     "finish": (finish.add_arguments, finish.run),
+    "injection": (injection.add_arguments, injection.run),
 }

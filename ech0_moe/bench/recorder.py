@@ -1,0 +1,53 @@
+"""A stand-in expert for benchmarks that measure what reaches a model, not what it answers: it
+loads nothing, records every chat's messages and answers one short sentence, through a LangChain
+chat model like the real runtimes (so the graph streams and learns as usual)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+
+from ech0_moe.backends.base import Message
+from ech0_moe.backends.chat_models import Deadline, Reply, reply_of, run_config
+from ech0_moe.config import ExpertSpec
+
+ANSWER = "Here is a short, complete answer."
+
+
+class RecordingBackend:
+    """Loads instantly; `prompts` and `systems` hold each chat's user and system messages."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+        self.systems: list[str] = []
+
+    def load(self, spec: ExpertSpec) -> tuple[Any, int]:
+        return object(), spec.size_bytes
+
+    def unload(self, spec: ExpertSpec, handle: Any) -> None:
+        return None
+
+    def chat(
+        self, spec: ExpertSpec, handle: Any, messages: list[Message], max_tokens: int, deadline: Deadline | None
+    ) -> Reply:
+        self.prompts.append(messages[-1]["content"])
+        self.systems.append(next((m["content"] for m in messages if m["role"] == "system"), ""))
+        usage = {"input_tokens": len(messages[-1]["content"].split()), "output_tokens": 7, "total_tokens": 0}
+        answer = AIMessage(ANSWER, response_metadata={"finish_reason": "stop"}, usage_metadata=usage)
+        return reply_of(GenericFakeChatModel(messages=iter([answer])).invoke("", config=run_config(deadline)))
+
+    def score_letters(self, spec: ExpertSpec, handle: Any, messages: list[Message], letters: str) -> None:
+        return None
+
+    def estimate_size(self, spec: ExpertSpec) -> int:
+        return spec.size_bytes
+
+    def resident(self, spec: ExpertSpec) -> None:
+        return None
+
+    def adopt(self, spec: ExpertSpec) -> Any:
+        raise NotImplementedError
