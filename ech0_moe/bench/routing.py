@@ -21,7 +21,7 @@ from ech0_moe.datasets import fold_of
 from ech0_moe.errors import Ech0Error
 from ech0_moe.routing.fit import FeatureCache, fit_model
 from ech0_moe.routing.router import Router, decide
-from ech0_moe.routing.rows import experts_by_domain, pool_rows, taught_rows
+from ech0_moe.routing.rows import experts_by_domain, pool_rows, taught_rows, unwritten_domains
 
 STAY_MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 TAUGHT_PER_DOMAIN = (20, 100, 500)  # document chunks per domain in `taught_documents`
@@ -235,6 +235,8 @@ def bench_routing(
         out[f"{name}_fit_seconds"] = round(time.perf_counter() - t0, 3)
         theirs = peers(features.features([t for t, _ in own]), [e for _, e in own], names, vectors)
         protocol = f"fitted on {len(own)} texts of the pool" + (" and our written examples" if written else "")
+        if written and (missing := unwritten_domains(config)):  # the per-source effect: none here
+            protocol += f" (none used: we wrote none for {', '.join(missing)})"
         out[name] = _setting(config, protocol, model.proba(vectors), model.floor, theirs, gold, held)
     out["taught_documents"] = taught_documents(config, rows, gold, held, features)
     fold = fold_of(gold, folds)

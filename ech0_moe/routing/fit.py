@@ -33,7 +33,7 @@ from ech0_moe.routing.model import PACKAGED_MODEL, RouterModel, centered, hubnes
 from ech0_moe.routing.rows import config_data, pool_rows, written_examples
 
 # part of every pool hash: bump to refit all
-FIT_VERSION = "experts-as-classes/minilm-int8-mean+max/6-centered-question-topics-shared-split-csls"
+FIT_VERSION = "experts-as-classes/minilm-int8-mean+max/7-centered-question-topics-shared-split-csls-written-whole"
 
 
 # a typical question: our written examples of the shipped pool's domains. With those of the domains

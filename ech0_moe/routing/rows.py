@@ -130,17 +130,19 @@ def pool_rows(config: PoolConfig, written: bool = True) -> list[tuple[str, str]]
     (`written`) our written examples of the experts' domains."""
     rows = [(text, e.name) for e in config.experts for text in e.routing_texts]
     rows += [(TOPIC_ROW.format(topic), e.name) for e in config.experts for topic in topic_phrases(e.description)]
-    if written:
+    if written and not unwritten_domains(config):
         domains = experts_by_domain(config)
-        general = config.expert(config.general_expert).domain
-        ours = written_examples()
-        for domain, texts in ours.items():
-            # our `general` examples are what the shipped specialists do not cover (law, history,
-            # money...): a pool with a specialist we wrote nothing for may cover them itself
-            if domain == general and any(d not in ours for d in domains):
-                continue
+        for domain, texts in written_examples().items():
             rows += [(text, name) for name in domains.get(domain, []) for text in texts]
     return rows
+
+
+def unwritten_domains(config: PoolConfig) -> list[str]:
+    """The specialists' domains we wrote no routing examples for. Our written examples count only
+    when there is none: an expert with them would take the questions of a neighbour without them
+    (few-shot macro on our pools of that shape, docs/routing.md)."""
+    ours = written_examples()
+    return sorted({e.domain for e in config.experts if e.name != config.general_expert} - set(ours))
 
 
 def config_data(config: PoolConfig) -> list[tuple[str, str]]:

@@ -56,3 +56,28 @@ def test_feedback_command_is_one_line_on_a_bad_expert(tmp_path, pool_config, cap
     bad = main([*where, "feedback", "Lease?", "--expert", "law"])
     err = capsys.readouterr().err
     assert bad == 2 and err.count("\n") == 1 and "unknown expert 'law'" in err
+
+
+def test_other_owners_feedback_reaches_an_askers_routing_only_within_the_bound(pool_config) -> None:
+    from ech0_moe.routing.rows import SHARED_FEEDBACK_PER_OWNER
+
+    rows = [{"text": f"q{i}", "expert": "biology", "source": "feedback", "owner": "alice"} for i in range(50)]
+    rows += [{"text": "q0", "expert": "biology", "source": "feedback", "owner": "bob"}]  # the same row: once
+    rows += [{"text": "cells", "domain": "biology", "source": "/d.md", "owner": "alice"}]  # alice's document
+    rows += [{"text": "orbits", "domain": "physics", "source": "/p.md"}]  # shared (older rows: no owner)
+    assert len(taught_rows(pool_config, rows, "alice")) == 50 + 1 + 1
+    for_bob = taught_rows(pool_config, rows, "bob")
+    assert ("cells", "biology") not in for_bob and ("orbits", "physics") in for_bob
+    # never more than the pool's own rows for the expert (here its description alone), nor the per-owner bound
+    assert sum(e == "biology" for _, e in for_bob) == min(1, SHARED_FEEDBACK_PER_OWNER)
+
+
+def test_our_written_examples_count_only_when_every_specialist_has_them(pool_config, tmp_path) -> None:
+    from ech0_moe.config import load_config
+    from ech0_moe.routing.rows import pool_rows, unwritten_domains
+
+    assert unwritten_domains(pool_config) == [] and len(pool_rows(pool_config)) > len(pool_rows(pool_config, False))
+    body = pool_config.path.read_text().replace("domain: physics", "domain: knitting")
+    (tmp_path / "mixed.yaml").write_text(body)
+    mixed = load_config(tmp_path / "mixed.yaml")
+    assert unwritten_domains(mixed) == ["knitting"] and pool_rows(mixed) == pool_rows(mixed, written=False)
