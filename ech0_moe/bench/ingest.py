@@ -57,13 +57,14 @@ def encoder_alone(folder: Path) -> dict[str, Any]:
     from ech0_moe.embeddings import embed, get_embedder
     from ech0_moe.memory import ingest, loaders
 
-    files, _ = ingest._walk([folder], follow_symlinks=False)
+    walked, _ = ingest._walk([folder], follow_symlinks=False)
     texts = []
-    for f in files:
+    for f, expect in walked.values():
         try:
-            texts += [c[1] for _, c in ingest._chunks(str(f), ((p.text, p.page) for p in loaders.load(f)))]
-        except (loaders.Unreadable, OSError):
-            continue  # kb add skips it too
+            parts, _ = loaders.load(f, expect)
+        except Exception:  # kb add skips it too, whatever its loader raised
+            continue
+        texts += [c[1] for _, c in ingest._chunks(str(f), ((p.text, p.page) for p in parts))]
     if not texts:
         raise Ech0Error(f"{folder}: no file there that kb add reads, nothing to measure")
     embed(["warm up"])

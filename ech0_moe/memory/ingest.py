@@ -12,7 +12,6 @@ deleted (from both indexes), so a crash leaves the old or the new version search
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import sys
@@ -67,7 +66,12 @@ def _not_ingestible(f: Path, folder: Path, root: Path, follow_symlinks: bool) ->
     return ""
 
 
-def _walk(paths: Iterable[str | os.PathLike[str]], follow_symlinks: bool) -> tuple[list[Path], list[str]]:
+Walked = dict[Path, tuple[Path, os.stat_result]]  # each file found: where it led then, and what it was
+
+
+def _walk(paths: Iterable[str | os.PathLike[str]], follow_symlinks: bool) -> tuple[Walked, list[str]]:
+    """The files to read (each resolved and `stat`ed now: it must still be that file when read)
+    and the paths skipped, with their reasons."""
     files: list[Path] = []
     skipped: list[str] = []
     for raw in paths:
@@ -84,7 +88,14 @@ def _walk(paths: Iterable[str | os.PathLike[str]], follow_symlinks: bool) -> tup
             files.append(p)
         else:
             raise Ech0Error(f"no such file or folder: {p}")
-    return files, skipped
+    walked: Walked = {}
+    for f in files:
+        try:
+            target = f.resolve(strict=True)
+            walked.setdefault(f, (target, target.stat()))
+        except (OSError, RuntimeError) as exc:
+            skipped.append(f"{f}: {getattr(exc, 'strerror', None) or exc}")
+    return walked, skipped
 
 
 def _chunks(source: str, units: Iterable[tuple[str, int]], owner: str = SHARED) -> Iterator[tuple[str, Chunk]]:
@@ -123,15 +134,14 @@ class Ingest:
     def show(self) -> None:
         self.bar.set_postfix_str(f"{self.done_files}/{self.files} files done, {self.report['chunks']} chunks")
 
-    def prepare(self, f: Path, size: int) -> Prepared:
-        """Read and chunk a whole file (`loaders.Unreadable` or `OSError` when it cannot be)."""
+    def prepare(self, f: Path, expect: os.stat_result, size: int) -> Prepared:
+        """Read and chunk a whole file (`loaders.Unreadable`, or whatever its loader raises, when it cannot be)."""
         t = time.perf_counter()
-        parts = loaders.load(f)
+        parts, file_hash = loaders.load(f, expect)
         if not any(p.text.strip() for p in parts):
             raise loaders.Unreadable("empty")
-        file_hash = hashlib.sha256(f.read_bytes()).hexdigest()[:32]
         t2 = time.perf_counter()
-        source = str(f.resolve())
+        source = str(f)  # resolved by the walk
         prepared = Prepared(
             f, source, file_hash, size, dict(_chunks(source, ((p.text, p.page) for p in parts), self.owner))
         )
@@ -205,11 +215,16 @@ class Ingest:
                 elif (j := self.rng.randrange(self.seen)) < taught.PER_DOMAIN:
                     self.sample[j] = (text, meta["source"])
 
-    def stream(self, f: Path, size: int) -> None:
-        """A big text file: checked whole, then chunked and written a batch at a time."""
+    def stream(self, f: Path, expect: os.stat_result, size: int) -> None:
+        """A big text file, read through one descriptor (`loaders.opened`): checked whole, then
+        chunked and written a batch at a time."""
+        with loaders.opened(f, expect) as src:
+            self._stream(f, src, size)
+
+    def _stream(self, f: Path, src: Path, size: int) -> None:
         t = time.perf_counter()
-        file_hash = loaders.check_text(f)  # Unreadable before anything is stored
-        source = str(f.resolve())
+        file_hash = loaders.check_text(src)  # Unreadable before anything is stored
+        source = str(f)  # resolved by the walk
         stored = self.current([source]).get(source)  # complete, and of this content: nothing to do
         if stored and stored[0] == file_hash:
             self.spent["read"] += time.perf_counter() - t
@@ -218,7 +233,7 @@ class Ingest:
             self.bar.update(size)
             return
         p = Prepared(f, source, file_hash, size)
-        n_chunks = sum(1 for _ in _chunks(source, ((b, 0) for b in loaders.text_blocks(f)), self.owner))
+        n_chunks = sum(1 for _ in _chunks(source, ((b, 0) for b in loaders.text_blocks(src)), self.owner))
         self.spent["read"] += time.perf_counter() - t
         written: set[str] = set()
         batch: list[tuple[str, Chunk]] = []
@@ -237,7 +252,7 @@ class Ingest:
             batch.clear()
 
         t = time.perf_counter()
-        for item in _chunks(source, ((b, 0) for b in loaders.text_blocks(f)), self.owner):
+        for item in _chunks(source, ((b, 0) for b in loaders.text_blocks(src)), self.owner):
             batch.append(item)
             if len(batch) >= self.batch_chunks:
                 self.spent["chunk"] += time.perf_counter() - t
@@ -253,6 +268,16 @@ class Ingest:
 def _of(sources: list[str], owner: str) -> dict[str, Any]:
     """Chroma's filter for the entries of `sources` in `owner`'s namespace."""
     return {"$and": [{"source": {"$in": sources}}, {"owner": owner}]}
+
+
+def _reason(exc: Exception) -> str:
+    """Why one file could not be read, in one short line."""
+    if isinstance(exc, loaders.Unreadable):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    detail = (str(exc).strip().splitlines() or [""])[0][:120]
+    return f"could not be read ({type(exc).__name__}{': ' + detail if detail else ''})"
 
 
 @store_op(writes=False)
@@ -301,9 +326,9 @@ def add_paths(
     time: read (and parse), chunk, encode, write; and within write: chroma, lexical, lock (waiting)."""
     store.check_writable()
     check_owner(namespace, what="namespace", shared_ok=True)
-    files, skipped = _walk(paths, follow_symlinks)
-    files = list({f.resolve(): f for f in reversed(files)}.values())[::-1]  # a file named twice is read once
-    sizes = {f: f.stat().st_size for f in files}
+    walked, skipped = _walk(paths, follow_symlinks)
+    files = list({walked[f][0]: f for f in reversed(walked)}.values())[::-1]  # a file named twice is read once
+    sizes = {f: walked[f][1].st_size for f in files}
     for f in [f for f in files if sizes[f] > max_bytes]:
         skipped.append(f"{f}: larger than {max_bytes / 1e6:g}MB (raise the limit with --max-file-mb)")
         files.remove(f)
@@ -316,11 +341,13 @@ def add_paths(
             if sizes[f] > stream_bytes and loaders.KINDS.get(f.suffix.lower()) == "text":
                 run.write(batch)
                 batch = []
-                run.stream(f, sizes[f])
+                run.stream(*walked[f], sizes[f])
                 continue
-            batch.append(run.prepare(f, sizes[f]))  # read whole, or not at all: nothing half-read is stored
-        except (loaders.Unreadable, OSError) as exc:
-            skipped.append(f"{f}: {getattr(exc, 'strerror', None) or exc}")
+            batch.append(run.prepare(*walked[f], sizes[f]))  # read whole, or not at all
+        except Ech0Error:  # the store, not the file: the run stops with its one line
+            raise
+        except Exception as exc:  # any loader, any library: this file is skipped with its reason
+            skipped.append(f"{f}: {_reason(exc)}")
             run.done_files += 1
             run.bar.update(sizes[f])
             continue

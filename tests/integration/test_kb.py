@@ -132,7 +132,7 @@ def test_sigkill_during_ingest_loses_nothing_committed(tmp_path: Path) -> None:
     from ech0_moe.memory.ingest import _chunks
 
     def chunks(f: Path) -> int:  # what a fresh `kb add` stores of the file, without encoding it again
-        return len(dict(_chunks(str(f.resolve()), ((p.text, p.page) for p in loaders.load(f)))))
+        return len(dict(_chunks(str(f.resolve()), ((p.text, p.page) for p in loaders.load(f)[0]))))
 
     assert kb.count() == sum(chunks(f) for f in docs.iterdir()) == kb.lexical.count()
 
