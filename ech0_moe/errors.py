@@ -34,3 +34,9 @@ class InputError(Ech0Error, ValueError):
 
 class KnowledgeBaseError(Ech0Error):
     """The knowledge base cannot be read or written (damaged files, full disk): the graph answers without it."""
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """`repr(value)` cut to about `limit` characters: an error line quotes a value, never all of it."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"

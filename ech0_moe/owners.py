@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ech0_moe.errors import InputError
+from ech0_moe.errors import InputError, shown
 
 SHARED = "shared"  # documents every asker reads
 LOCAL = "local"  # the asker when nobody is named
@@ -25,10 +25,10 @@ def check_owner(name: object, *, what: str = "user", shared_ok: bool = False) ->
     """`name` as an owner (letters, digits, `_ . @ : + -`, at most 128); an asker is never `SHARED`
     (its learned answers would reach everyone). Anything else is one `InputError` line."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
-        raise InputError(f"{what} must be letters, digits, '_', '.', '@', ':', '+' or '-' (at most 128), got {shown}")
+        allowed = "letters, digits, '_', '.', '@', ':', '+' or '-' (at most 128)"
+        raise InputError(f"{what} must be {allowed}, got {shown(name)}")
     if name == SHARED and not shared_ok:
-        raise InputError(f"{what} {SHARED!r} is the namespace every asker reads; an asker cannot be it")
+        raise InputError(f"{what} {shown(SHARED)} is the namespace every asker reads; an asker cannot be it")
     return name
 
 

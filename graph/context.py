@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
 from ech0_moe.compressor import COMPRESSION_METHODS
-from ech0_moe.errors import InputError
+from ech0_moe.errors import InputError, shown
 from ech0_moe.owners import check_owner
 
 Mode = Literal["optimized", "fast", "basic", "ensemble"]
@@ -106,7 +106,7 @@ class Context:
         if self.user:
             check_owner(self.user)
         if self.mode not in MODES:
-            raise InputError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+            raise InputError(f"unknown mode {shown(self.mode)}; use one of {', '.join(MODES)}")
         _check_int("top_k", self.top_k, 1, MAX_TOP_K)
         _check_int("ensemble_k", self.ensemble_k, 1, MAX_ENSEMBLE_K)
         _check_int("max_tokens", self.max_tokens, 0, MAX_TOKENS_LIMIT)
@@ -115,7 +115,7 @@ class Context:
         _check_float("answer_timeout", self.answer_timeout, 0.0, 86_400.0, low_open=True)
         if self.compression_method not in COMPRESSION_METHODS:
             raise InputError(
-                f"unknown compression_method {self.compression_method!r}; use {', '.join(COMPRESSION_METHODS)}"
+                f"unknown compression_method {shown(self.compression_method)}; use {', '.join(COMPRESSION_METHODS)}"
             )
 
 
@@ -128,12 +128,12 @@ def _parse_env(name: str, raw: str, default: Any) -> Any:
             return word in ("1", "true", "yes", "on")
         return type(default)(raw)
     except ValueError:
-        raise InputError(f"ECH0_{name.upper()}={raw!r}: expected a {type(default).__name__}") from None
+        raise InputError(f"ECH0_{name.upper()}={shown(raw)}: expected a {type(default).__name__}") from None
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InputError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+        raise InputError(f"{name} must be a whole number from {low} to {high}, got {shown(value)}")
 
 
 def _check_float(name: str, value: object, low: float, high: float, *, low_open: bool) -> None:
@@ -142,4 +142,4 @@ def _check_float(name: str, value: object, low: float, high: float, *, low_open:
         ok = (low < value if low_open else low <= value) and value <= high  # type: ignore[operator]
     if not ok:
         bound = f"more than {low:g} and at most {high:g}" if low_open else f"from {low:g} to {high:g}"
-        raise InputError(f"{name} must be {bound}, got {value!r}")
+        raise InputError(f"{name} must be {bound}, got {shown(value)}")

@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     except Ech0Error as exc:
-        print(f"ech0-moe: error: {exc}", file=sys.stderr)
+        print(f"ech0-moe: error: {_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ech0-moe: interrupted", file=sys.stderr)
@@ -49,3 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         detail = (str(exc).strip().splitlines() or ["no details"])[0]
         print(f"ech0-moe: error: unexpected failure ({detail}); ECH0_DEBUG=1 shows where", file=sys.stderr)
         return 1
+
+
+def _line(message: str, limit: int = 600) -> str:
+    """An error as one line of at most `limit` characters, whatever a message quoted."""
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[: limit - 3] + "..."

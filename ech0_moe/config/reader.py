@@ -31,7 +31,7 @@ from ech0_moe.config.schema import (
     parse_size,
 )
 from ech0_moe.config.source import bounded_yaml, is_url
-from ech0_moe.errors import ConfigError
+from ech0_moe.errors import ConfigError, shown
 from ech0_moe.gguf import loaded_bytes
 from ech0_moe.paths import experts_file, resolve_model_ref
 
@@ -57,6 +57,9 @@ def unknown_key_problem(where: str, key: object, known: tuple[str, ...]) -> str:
     close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
     return f"{where}.{key}: unknown setting ({hint})"
+
+
+USE_BACKENDS = f"{', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}"
 
 
 class _Reader:
@@ -97,10 +100,10 @@ class _Reader:
         value = raw.get(key, default)
         low, high = bounds
         if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-            self.add(f"{where}.{key}: expected a number from {low:g} to {high:g}, got {value!r}")
+            self.add(f"{where}.{key}: expected a number from {low:g} to {high:g}, got {shown(value)}")
             return default
         if key in WHOLE and value != int(value):  # n_ctx: 2048.5 is not a context size
-            self.add(f"{where}.{key}: expected a whole number, got {value!r}")
+            self.add(f"{where}.{key}: expected a whole number, got {shown(value)}")
             return default
         return value
 
@@ -117,17 +120,17 @@ class _Reader:
             return None
         merged = {**defaults, **raw}
         label = merged.get("name")
-        shown = label if isinstance(label, str) and _NAME.match(label) else repr(label)  # one line, always
-        where = f"{self.fname}: experts[{i}]" + (f" ({shown})" if isinstance(label, str) else "")
+        label_text = label if isinstance(label, str) and _NAME.match(label) else shown(label)  # one line, always
+        where = f"{self.fname}: experts[{i}]" + (f" ({label_text})" if isinstance(label, str) else "")
         self.keys(raw, where, EXPERT_KEYS)
         name = self.text(merged, "name", where)
         if name and not _NAME.match(name):
-            self.add(f"{where}.name: expected letters, digits, '_', '-' or '.' (at most 64), got {name!r}")
+            self.add(f"{where}.name: expected letters, digits, '_', '-' or '.' (at most 64), got {shown(name)}")
             name = ""
         domain = self.text(merged, "domain", where)  # a free label: reporting, grouping, labelled data
         backend = self.text(merged, "backend", where)
         if backend and backend not in BACKENDS:
-            self.add(f"{where}.backend: unknown backend {backend!r} (use {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]})")
+            self.add(f"{where}.backend: unknown backend {shown(backend)} (use {USE_BACKENDS})")
         model = self.text(merged, "model", where)
         host, size_bytes = "", 0
         size = merged.get("size", "auto")
@@ -152,12 +155,12 @@ class _Reader:
         elif backend in ("ollama", "ray") and model:
             runtime = self.text(merged, "runtime", where, required=False) or "llamacpp"
             if backend == "ray" and runtime not in RUNTIMES:
-                self.add(f"{where}.runtime: unknown runtime {runtime!r} (use {' or '.join(RUNTIMES)})")
+                self.add(f"{where}.runtime: unknown runtime {shown(runtime)} (use {' or '.join(RUNTIMES)})")
             if backend == "ollama" or runtime == "ollama":
                 model = ollama_model_name(model)
                 host = (self.text(merged, "host", where, required=False) or DEFAULT_OLLAMA_HOST).rstrip("/")
                 if not is_url(host):
-                    self.add(f"{where}.host: expected a URL such as {DEFAULT_OLLAMA_HOST}, got {host!r}")
+                    self.add(f"{where}.host: expected a URL such as {DEFAULT_OLLAMA_HOST}, got {shown(host)}")
             # backend ray: the model file (or node-local Ollama) is on the replicas' nodes and is
             # resolved and checked there (`serving.app.replica_config`), not on this machine
             size_bytes = 0 if size in (None, "auto") else self.size(size, f"{where}.size")
@@ -199,7 +202,7 @@ class _Reader:
                     before = len(self.problems)
         backend = kept.get("backend")
         if backend is not None and backend not in BACKENDS:
-            self.add(f"{where}.backend: unknown backend {backend!r} (use {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]})")
+            self.add(f"{where}.backend: unknown backend {shown(backend)} (use {USE_BACKENDS})")
             del kept["backend"]
         if "size" in kept and kept["size"] not in (None, "auto") and not self.size(kept["size"], f"{where}.size"):
             del kept["size"]
@@ -219,7 +222,8 @@ class _Reader:
         out: dict[str, int] = {}
         for host, value in raw.items():
             if not isinstance(host, str) or not is_url(host):
-                self.add(f"{self.fname}: hosts: expected an Ollama URL such as {DEFAULT_OLLAMA_HOST}, got {host!r}")
+                where = f"{self.fname}: hosts"
+                self.add(f"{where}: expected an Ollama URL such as {DEFAULT_OLLAMA_HOST}, got {shown(host)}")
                 continue
             size = value.get("memory_budget") if isinstance(value, dict) else value
             budget = self.size(size, f"{self.fname}: hosts.{host}")
@@ -336,7 +340,7 @@ class _Reader:
         seen: set[str] = set()
         for e in experts:
             if e.name in seen:
-                self.add(f"{fname}: experts: duplicate expert name {e.name!r}")
+                self.add(f"{fname}: experts: duplicate expert name {shown(e.name)}")
             seen.add(e.name)
             limit = host_budgets.get(e.device, budget)
             if budget and e.size_bytes > limit:
@@ -348,17 +352,17 @@ class _Reader:
                     else f"the budget of {e.device}"
                 )
                 self.add(
-                    f"{fname}: expert {e.name!r} needs {format_size(e.size_bytes)}, more than {which} "
+                    f"{fname}: expert {shown(e.name)} needs {format_size(e.size_bytes)}, more than {which} "
                     f"{format_size(limit)}"
                 )
         if "general_expert" in raw and not isinstance(raw["general_expert"], str):
-            self.add(f"{fname}: general_expert: expected an expert's name, got {raw['general_expert']!r}")
+            self.add(f"{fname}: general_expert: expected an expert's name, got {shown(raw['general_expert'])}")
             return None
         general = raw.get("general_expert") or next(
             (e.name for e in experts if e.domain == "general"), experts[0].name if experts else ""
         )
         if experts and general not in seen:
-            self.add(f"{fname}: general_expert: {general!r} is not an expert name")
+            self.add(f"{fname}: general_expert: {shown(general)} is not an expert name")
         router = self.router(raw.get("router"), base_dir)
         if self.problems:
             return None

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ech0_moe.errors import ConfigError
+from ech0_moe.errors import ConfigError, shown
 
 BACKENDS: tuple[str, ...] = ("llamacpp", "ollama", "ray")
 RUNTIMES: tuple[str, ...] = ("llamacpp", "ollama")  # what a Ray replica runs an expert with
@@ -45,9 +45,9 @@ def parse_size(value: Any, where: str) -> int:
         if m and m.group(2).upper() in _UNITS:
             size = float(m.group(1)) * _UNITS[m.group(2).upper()]
     if size is None or not math.isfinite(size):
-        raise ConfigError(f"{where}: expected a size such as '20GB', got {value!r}")
+        raise ConfigError(f"{where}: expected a size such as '20GB', got {shown(value)}")
     if not 1 <= size <= MAX_SIZE:  # 0.5 would be 0 bytes
-        raise ConfigError(f"{where}: must be more than 0 and at most 1PiB, got {value!r} (at least 1 byte)")
+        raise ConfigError(f"{where}: must be more than 0 and at most 1PiB, got {shown(value)} (at least 1 byte)")
     return int(size)
 
 
@@ -171,7 +171,7 @@ class PoolConfig:
         for e in self.experts:
             if e.name == name:
                 return e
-        raise ConfigError(f"unknown expert {name!r}; known: {', '.join(self.names)}")
+        raise ConfigError(f"unknown expert {shown(name)}; known: {', '.join(self.names)}")
 
     @property
     def names(self) -> list[str]:

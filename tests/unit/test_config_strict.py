@@ -115,3 +115,21 @@ def test_backend_ray_serves_the_whole_pool(tmp_path: Path) -> None:
     body = pool(EXPERT.format(name="a", extra=", backend: ray"), EXPERT.format(name="b", extra=", backend: llamacpp"))
     _, problems = check_config(write(tmp_path, body))
     assert any("backend ray serves the whole pool" in p for p in problems), problems
+
+
+def test_yaml_is_bounded_by_its_expanded_nodes_and_errors_quote_little(tmp_path) -> None:
+    import time
+
+    from ech0_moe.config import check_config
+
+    chain = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    chain += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]  # 81 aliases, ~550 bytes
+    (tmp_path / "bomb.yaml").write_text("\n".join(chain) + "\nmemory_budget: 1GB\n")
+    t0 = time.perf_counter()
+    _, problems = check_config(tmp_path / "bomb.yaml")
+    assert time.perf_counter() - t0 < 1 and problems == [
+        f"{tmp_path / 'bomb.yaml'}: invalid YAML: its aliases expand to more than 100,000 nodes"
+    ]
+    (tmp_path / "long.yaml").write_text("memory_budget: '" + "9" * 500_000 + "'\nexperts: []\n")
+    _, problems = check_config(tmp_path / "long.yaml")
+    assert problems and all(len(p) < 250 for p in problems), [len(p) for p in problems]
