@@ -5,8 +5,8 @@ Chroma keeps the HNSW index of a big enough store in files beside its SQLite dat
 (SIGSEGV): no Python error can be raised after the fact. So before a process opens a store
 whose saved index changed since it was last read safely, a child process opens it and runs
 one query; if the child dies by a signal, the store is refused with one line (the graph then
-answers without retrieval, with a warning). A store read safely is stamped (sizes and times of
-its index files), so the probe runs once per change, not on every open.
+answers without retrieval, with a warning). A store read safely is stamped (sizes and checksums
+of its index files' content), so the probe runs once per change, not on every open.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import signal
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 from ech0_moe.errors import KnowledgeBaseError
@@ -39,8 +40,19 @@ def index_files(folder: Path) -> list[Path]:
     return sorted(p for segment in folder.iterdir() if segment.is_dir() for p in segment.glob("*.bin"))
 
 
+def _checksum(path: Path) -> int:
+    """CRC-32 of a file's bytes: an index of 50k entries (~85 MB) in about 0.05 s."""
+    crc = 0
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
 def _stamp(files: list[Path]) -> str:
-    return json.dumps([[p.parent.name, p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files])
+    """What the probe vouches for: each index file's name, size and content (bit rot, or a restore
+    that keeps sizes and times and carries the stamp along, is probed again)."""
+    return json.dumps([[p.parent.name, p.name, p.stat().st_size, _checksum(p)] for p in files])
 
 
 def check_index(folder: Path, collection: str, dim: int) -> None:

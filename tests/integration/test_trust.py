@@ -153,8 +153,12 @@ def test_a_damaged_saved_index_is_one_line_not_a_crash(tmp_path: Path, run_cli, 
     kb.add_paths([ROOT / "benchmarks" / "docs"], progress=False)
     _pad(kb, 1200)  # past Chroma's sync threshold: the vectors are saved in the HNSW segment's files
     del kb
+    KnowledgeBase(tmp_path / "kb")  # read safely: the probe stamps the index
+    assert (tmp_path / "kb" / ".ech0-index-ok").is_file()
     (level0,) = (tmp_path / "kb").glob("*/data_level0.bin")
-    level0.write_bytes(os.urandom(level0.stat().st_size))  # same size, random bytes
+    st = level0.stat()
+    level0.write_bytes(os.urandom(st.st_size))  # bit rot, or a restore with `cp -p`: same size, same time
+    os.utime(level0, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     def rows() -> list[tuple]:
         with sqlite3.connect(tmp_path / "kb" / "chroma.sqlite3") as db:
