@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import httpx
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.runnables.config import merge_configs
 
 from ech0_moe.backends.base import Message
 from ech0_moe.backends.chat_models import Deadline, Reply, reply_of, run_config
@@ -56,11 +58,28 @@ CONNECT_S = 10.0
 T = TypeVar("T")
 
 
-def within(seconds: float | None, call: Callable[[], T], cancel: Callable[[], None]) -> T:
-    """`call()` in a worker thread, waited for at most `seconds` by the clock (None: no limit);
-    past that, `cancel()` (closing the connection ends the worker at the next byte) and
-    `TimeoutError`. Runs in this thread's context, so LangGraph's stream handlers still see it."""
-    if seconds is None:
+class Progress(BaseCallbackHandler):
+    """When the last token arrived: a host that trickles bytes but no token is stuck all the same."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+        self.last = time.monotonic()
+
+
+def within(
+    seconds: float | None,
+    call: Callable[[], T],
+    cancel: Callable[[], None],
+    progress: Progress | None = None,
+    idle: float = float("inf"),
+) -> T:
+    """`call()` in a worker thread, waited for at most `seconds` by the clock (None: no limit), and
+    while `progress` sees a token at least every `idle` s; past either, `cancel()` (closing the
+    connection ends the worker at the next byte) and `TimeoutError` ("idle" for the second). Runs in
+    this thread's context, so LangGraph's stream handlers still see it."""
+    if seconds is None and progress is None:
         return call()
     done: dict[str, Any] = {}
     context = contextvars.copy_context()
@@ -73,10 +92,16 @@ def within(seconds: float | None, call: Callable[[], T], cancel: Callable[[], No
 
     worker = threading.Thread(target=run, daemon=True, name="ech0-ollama")
     worker.start()
-    worker.join(max(0.0, seconds))
-    if worker.is_alive():
-        cancel()
-        raise TimeoutError
+    end = time.monotonic() + seconds if seconds is not None else float("inf")
+    while worker.is_alive():
+        now = time.monotonic()
+        if progress is not None and now - progress.last > idle:
+            cancel()
+            raise TimeoutError("idle")
+        if now >= end:
+            cancel()
+            raise TimeoutError
+        worker.join(min(0.25, end - now))
     if "error" in done:
         raise done["error"]
     return done["value"]
@@ -186,14 +211,22 @@ class OllamaBackend:
             # a host that stops sending (or never starts) ends the answer when the deadline does
             client_kwargs={"timeout": self.timeouts(spec, deadline), "trust_env": not is_loopback(spec.host)},
         )
-        config = run_config(deadline)
-        try:  # the answer's deadline by the clock, not only when a whole token arrives
+        progress = Progress()
+        config = merge_configs(run_config(deadline), {"callbacks": [progress]})
+        idle = min(spec.timeout, self.timeout)
+        try:  # the answer's deadline by the clock, and a token at least every `timeout` s
             reply = within(
                 deadline.remaining + 1.0 if deadline else None,
                 lambda: llm.invoke([(m["role"], m["content"]) for m in messages], config=config),
                 llm._client._client.close,
+                progress,
+                idle,
             )
-        except TimeoutError:
+        except TimeoutError as exc:
+            if str(exc) == "idle":
+                raise BackendError(
+                    f"Ollama at {spec.host} sent no new token for {idle:g} s (timeout)", silent=True
+                ) from None
             raise BackendError(
                 f"the answer took longer than answer_timeout ({deadline.seconds if deadline else 0:g} s): "
                 f"Ollama at {spec.host} was still sending"

@@ -30,11 +30,15 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 
 def is_url(text: str) -> bool:
-    """An http(s) URL whose host and port can be read (`http://[::1` cannot)."""
+    """An http(s) URL whose host and port can be read (`http://[::1` cannot), by the client that will
+    connect to it too (httpx refuses `0177.0.0.1`: refused here, not at the first question)."""
+    import httpx  # only for pools that name a host
+
     try:
         parsed = urlparse(text)
         _ = parsed.port  # a bad port raises here
-    except ValueError:
+        httpx.URL(text)
+    except (ValueError, httpx.InvalidURL):
         return False
     return parsed.scheme in ("http", "https") and bool(parsed.hostname)
 

@@ -85,6 +85,15 @@ def test_a_trickled_answer_ends_at_the_answer_deadline(trickler) -> None:
     assert time.monotonic() - t0 < 3.0 + 1.0 + 3.0
 
 
+def test_a_trickled_answer_with_no_new_token_ends_at_the_experts_timeout(trickler) -> None:
+    """Bytes keep coming, a whole token never does: the expert's `timeout`, not answer_timeout, ends it."""
+    host = trickler(headers_first=True)
+    t0 = time.monotonic()
+    with pytest.raises(BackendError, match=rf"Ollama at {host} sent no new token for 2 s \(timeout\)"):
+        OllamaBackend().chat(_spec(host, timeout=2.0), None, [{"role": "user", "content": "hi"}], 16, Deadline(600))
+    assert time.monotonic() - t0 < 2.0 + 3.0
+
+
 def test_validate_calls_a_hung_host_a_note(trickler, write_config, run_cli) -> None:
     host = trickler(headers_first=False)
     body = (

@@ -133,3 +133,18 @@ def test_yaml_is_bounded_by_its_expanded_nodes_and_errors_quote_little(tmp_path)
     (tmp_path / "long.yaml").write_text("memory_budget: '" + "9" * 500_000 + "'\nexperts: []\n")
     _, problems = check_config(tmp_path / "long.yaml")
     assert problems and all(len(p) < 250 for p in problems), [len(p) for p in problems]
+
+
+@pytest.mark.parametrize("host", ["http://0177.0.0.1:11434", "http://[::1", "ftp://127.0.0.1"])
+def test_an_ollama_host_the_client_cannot_reach_is_refused_when_read(tmp_path: Path, host: str) -> None:
+    from ech0_moe.config import check_config
+
+    (tmp_path / "e.yaml").write_text(
+        "memory_budget: 1GB\nexperts:\n"
+        f'  - {{name: x, domain: general, backend: ollama, model: "m:1", host: "{host}", size: 1GB,'
+        " system_prompt: s, description: d}\n"
+    )
+    _, problems = check_config(tmp_path / "e.yaml")
+    assert problems == [
+        f"{tmp_path / 'e.yaml'}: experts[0] (x).host: expected a URL such as http://127.0.0.1:11434, got '{host}'"
+    ]
