@@ -153,13 +153,17 @@ def third_round(tmp: Path, model_a: Path, expert_yaml) -> list[tuple[str, list[s
         f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(12)
     )
 
+    bomb81 = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)
+    )  # 81 aliases, under the alias cap, expanding to 387 million nodes
+
     def pool(name: str, body: str) -> list[str]:
         return ["experts", "--experts", yaml_file(tmp, name, body)]
 
     return [
         ("invisible query", ["ask", "\u200b\u200d\u2060"], "empty query: ask a question"),
         ("YAML complex key", pool("complex.yaml", "? [a]\n: b\n"), "a key must be plain text"),
-        ("YAML alias bomb", pool("bomb.yaml", bomb), "invalid YAML: more than 100 aliases"),
+        ("YAML alias bomb", pool("bomb.yaml", bomb), "invalid YAML: its aliases expand to more than"),
         ("general_expert a list", pool("gen.yaml", good + one + "general_expert: [x]\n"), "general_expert: expected"),
         (
             "host not a URL",
@@ -199,6 +203,14 @@ def third_round(tmp: Path, model_a: Path, expert_yaml) -> list[tuple[str, list[s
             ["router", "fit", "--out", "/proc/nonexistent/x.npz"],
             "no such folder",
         ),
+        ("YAML of 81 aliases", pool("bomb81.yaml", bomb81), "its aliases expand to more than 100,000 nodes"),
+        (
+            "host the client cannot reach",
+            pool("octal.yaml", good + expert_yaml("x", "g", "m:1", backend="ollama", host="'http://0177.0.0.1:11434'")),
+            ".host: expected a URL",
+        ),
+        ("the shared namespace as asker", ["ask", "hi", "--user", "shared"], "is the namespace every asker reads"),
+        ("a bad namespace", ["kb", "stats", "--namespace", "a b"], "namespace must be letters"),
     ]
 
 
