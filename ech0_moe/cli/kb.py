@@ -65,7 +65,8 @@ def cmd_kb(args: argparse.Namespace) -> int:
             what = f"id(s) {', '.join(args.items)}" if args.items else f"source {args.source!r}"
             where = f" of namespace {namespace!r}" if namespace else ""
             raise Ech0Error(f"kb forget: no entry{where} with {what} in {kb.path}; nothing was removed")
-        result = {"removed": removed["entries"], "routing_rows_removed": removed["routing_rows"]}
+        result = {"removed": removed["entries"]}
+        result |= {"routing_rows_removed": removed["routing_rows"]} if removed["routing_rows"] else {}
     else:
         raise Ech0Error(f"unknown kb action {args.action!r}; use add, search, stats or forget")
     print(json.dumps(result, indent=None if args.json else 2))
