@@ -11,29 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from ech0_moe.backends.base import Message
-from ech0_moe.backends.chat_models import Reply
 from ech0_moe.errors import InputError
+from ech0_moe.serving.records import Choice, Message, Reply
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 MAX_CHOICE_CHARS = 2_000
 LETTER_ANSWER_TOKENS = 8  # the "letter" method's answer length
-
-
-@dataclass(frozen=True)
-class Choice:
-    """The option an expert picked: its index (-1 = none readable), each option's
-    log-probability ("loglik"; empty for "letter") and how it was read."""
-
-    index: int
-    scores: tuple[float, ...]
-    method: str
-
-    def text(self, choices: list[str]) -> str:
-        """'B. the option' (the answer text), or empty when nothing was picked."""
-        return f"{LETTERS[self.index]}. {choices[self.index]}" if self.index >= 0 else ""
 
 
 def check_choices(choices: object) -> list[str]:

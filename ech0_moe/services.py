@@ -2,7 +2,7 @@
 
 - `Services`: one pool's expert pool, router, compressors and ensemble turns, plus a
   knowledge base. Build one yourself (`Services.create`) to run the graph with your
-  own backends or store: every run then uses it, whatever its `Context` says.
+  own runtimes or store: every run then uses it, whatever its `Context` says.
 - `ServiceRegistry`: builds them on demand from each run's `Context`: one pool (and
   router) per experts file - the memory budget belongs to the machine, so two
   knowledge-base folders never mean two pools - and one knowledge base per folder.
@@ -30,16 +30,16 @@ from ech0_moe.errors import Ech0Error
 from ech0_moe.owners import LOCAL
 from ech0_moe.paths import experts_file as resolve_experts_file
 from ech0_moe.paths import kb_dir as resolve_kb_dir
-from ech0_moe.pool import Pool, make_pool
 from ech0_moe.routing import taught
 from ech0_moe.routing.router import Router
 from ech0_moe.routing.rows import taught_rows
+from ech0_moe.serving import ManagedPool, make_pool
 from ech0_moe.turns import TurnRegistry
 from ech0_moe.vote import Agreement
 
 if TYPE_CHECKING:
-    from ech0_moe.backends import Backend
     from ech0_moe.memory.kb import KnowledgeBase
+    from ech0_moe.serving.runtimes import Runtime
 
 
 class Services:
@@ -48,7 +48,7 @@ class Services:
     def __init__(
         self,
         config: PoolConfig,
-        pool: Pool,
+        pool: ManagedPool,
         router: Router,
         kb: KnowledgeBase | Callable[[], KnowledgeBase],
         *,
@@ -71,13 +71,13 @@ class Services:
         config: PoolConfig,
         kb: KnowledgeBase | Callable[[], KnowledgeBase],
         *,
-        backends: dict[str, Backend] | None = None,
+        runtimes: dict[str, Runtime] | None = None,
         router: Router | None = None,
     ) -> Services:
-        """Services for `config`: a new pool (with these backends, e.g. a fake; `backend: ray`: the
+        """Services for `config`: a new pool (with these runtimes, e.g. a fake; `placement: ray`: the
         Ray Serve application's), the router (keyword routing if given none and the embedder is
         missing) and `kb`."""
-        return cls(config, make_pool(config, backends), router or Router(config), kb)
+        return cls(config, make_pool(config, runtimes), router or Router(config), kb)
 
     @property
     def kb(self) -> KnowledgeBase:
@@ -123,8 +123,8 @@ class Services:
 class ServiceRegistry:
     """Services per run `Context`: one pool and router per experts file, one knowledge base per folder."""
 
-    def __init__(self, backends: dict[str, Backend] | None = None) -> None:
-        self.backends = backends
+    def __init__(self, runtimes: dict[str, Runtime] | None = None) -> None:
+        self.runtimes = runtimes
         self._pools: dict[Path, Services] = {}
         self._kbs: dict[Path, KnowledgeBase] = {}
         self._runs: OrderedDict[tuple[Any, ...], Services] = OrderedDict()  # the latest MAX_RUNS
@@ -137,7 +137,7 @@ class ServiceRegistry:
         key = resolve_experts_file(experts_file).resolve()
         with self._lock:
             if key not in self._pools:
-                self._pools[key] = Services.create(load_config(key), kb=no_kb, backends=self.backends)
+                self._pools[key] = Services.create(load_config(key), kb=no_kb, runtimes=self.runtimes)
             return self._pools[key]
 
     def kb(self, kb_dir: str | Path) -> KnowledgeBase:

@@ -9,16 +9,14 @@ from langgraph.errors import NodeError
 from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
 
-from ech0_moe.backends.base import Message
-from ech0_moe.backends.chat_models import Reply
 from ech0_moe.choices import choices_prompt
 from ech0_moe.errors import BackendError
 from ech0_moe.graph.context import Context
 from ech0_moe.graph.state import State
 from ech0_moe.nodes._common import context, run_services, timed
-from ech0_moe.pool import Acquired
 from ech0_moe.safety import inert, reference_note
 from ech0_moe.services import ServiceProvider, Services
+from ech0_moe.serving.records import Acquired, Message, Reply
 from ech0_moe.text import count_tokens
 
 WORDS_PER_TOKEN = 0.3  # words asked for per token of the cap, leaving room to finish (docs/benchmarks.md: bench finish)

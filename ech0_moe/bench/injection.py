@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from ech0_moe.bench.recorder import RecordingBackend
+from ech0_moe.bench.recorder import RecordingRuntime
 from ech0_moe.datasets import ROUTING_DEV, load_jsonl
 from ech0_moe.owners import SHARED
 from ech0_moe.safety import quoted_span
@@ -68,9 +68,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = load_pool(args.experts_file or "")
     with tempfile.TemporaryDirectory(prefix="ech0-bench-injection-") as tmp:
         kb = KnowledgeBase(Path(tmp) / "kb")
-        recorder = RecordingBackend()
-        backends = {name: recorder for name in ("llamacpp", "ollama")}
-        svc = Services.create(config, kb, backends=backends, router=Router(config))  # type: ignore[arg-type]
+        recorder = RecordingRuntime()
+        runtimes = {name: recorder for name in ("llamacpp", "ollama")}
+        svc = Services.create(config, kb, runtimes=runtimes, router=Router(config))  # type: ignore[arg-type]
         graph = build_graph(services=svc)
 
         def ask(owner: str, question: str) -> tuple[dict[str, Any], str]:

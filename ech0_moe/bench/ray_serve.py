@@ -33,8 +33,8 @@ from ech0_moe.graph import Context, build_graph, result_of
 from ech0_moe.memory.kb import KnowledgeBase
 from ech0_moe.routing.router import Router
 from ech0_moe.services import Services
-from ech0_moe.serving.admin import deploy, dispatch_stats
-from ech0_moe.serving.pool import RayPool
+from ech0_moe.serving.ray_serve.admin import deploy, dispatch_stats
+from ech0_moe.serving.ray_serve.pool import RayPool
 
 RAY_DEFAULT_MAX_ONGOING = 5  # ray.serve's DEFAULT_MAX_ONGOING_REQUESTS
 # the largest burst again with a tight and a loose bound: what each side of the trade costs

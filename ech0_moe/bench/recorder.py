@@ -9,14 +9,14 @@ from typing import Any
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
-from ech0_moe.backends.base import Message
-from ech0_moe.backends.chat_models import Deadline, Reply, reply_of, run_config
 from ech0_moe.config import ExpertSpec
+from ech0_moe.serving.records import Message, Reply
+from ech0_moe.serving.runtimes.chat_models import Deadline, reply_of, run_config
 
 ANSWER = "Here is a short, complete answer."
 
 
-class RecordingBackend:
+class RecordingRuntime:
     """Loads instantly; `prompts` and `systems` hold each chat's user and system messages."""
 
     name = "recorder"

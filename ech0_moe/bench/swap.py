@@ -16,8 +16,8 @@ from tqdm import tqdm
 from ech0_moe.batch import solve_batch
 from ech0_moe.bench.common import burst, counts_arg, max_latency
 from ech0_moe.graph import Context, build_graph
-from ech0_moe.pool import ExpertPool
 from ech0_moe.services import Services, process_registry
+from ech0_moe.serving.local.pool import ExpertPool
 
 SWAP_QUESTIONS = (  # our own mixed questions: both weights files of the default pool
     "What is the derivative of x^2?",
@@ -158,7 +158,7 @@ def bench_swap(
     rss_before = _rss_bytes()
     files: dict[str, str] = {}
     for name, spec in pool.specs.items():
-        if spec.backend == "llamacpp":
+        if spec.runtime == "llamacpp":
             files.setdefault(spec.model_key, name)
     loads = [_load_costs(pool, name) for name in tqdm(files.values(), desc="load costs", file=sys.stderr)]
 

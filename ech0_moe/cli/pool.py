@@ -15,29 +15,31 @@ from ech0_moe.errors import Ech0Error
 
 
 def cmd_experts(args: argparse.Namespace) -> int:
-    from ech0_moe.backends.ollama import OllamaBackend
     from ech0_moe.config import format_size
+    from ech0_moe.serving.runtimes import make_runtime
 
     config = config_of(args)
     resident: dict[str, Any] = {}  # device -> names resident there (None: unknown)
-    ollama = OllamaBackend(timeout=5.0)  # a listing does not wait for a hung host
     for e in config.experts:
         if e.device in resident or e.device == "local":
             continue
         try:
-            if e.backend == "ray":
-                from ech0_moe.serving.admin import residency
+            if e.placement == "ray":
+                from ech0_moe.serving.ray_serve.admin import residency
 
                 resident[e.device] = [r["expert"] for r in residency(config.ray_settings())]
             else:
-                resident[e.device] = ollama.resident(e)
+                runtime = make_runtime(e.runtime)
+                runtime.timeout = 5.0  # type: ignore[attr-defined]  # a listing does not wait for a hung host
+                resident[e.device] = runtime.resident(e)
         except Ech0Error:
             resident[e.device] = None
     rows = [
         {
             "name": e.name,
             "domain": e.domain,
-            "backend": e.backend,
+            "runtime": e.runtime,
+            "placement": e.placement,
             "model": e.model,
             "device": e.device,
             "size_bytes": e.size_bytes,
@@ -69,7 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Deploy (or update) the Ray Serve application of a `backend: ray` pool; --status shows each
     replica's resident expert; --delete removes the application."""
     from ech0_moe.config import format_size
-    from ech0_moe.serving import admin as cluster
+    from ech0_moe.serving.ray_serve import admin as cluster
 
     config = config_of(args)
     settings = config.ray_settings()

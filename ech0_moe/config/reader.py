@@ -8,7 +8,6 @@ Every problem is one line naming the file, the expert and the field, e.g.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from dataclasses import fields
@@ -17,10 +16,13 @@ from typing import Any
 
 import yaml
 
+from ech0_moe.config.checks import Checks
 from ech0_moe.config.schema import (
     BACKENDS,
     DEFAULT_OLLAMA_HOST,
+    PLACEMENTS,
     RAY_BOUNDS,
+    RAY_RUNTIMES,
     RUNTIMES,
     ExpertSpec,
     PoolConfig,
@@ -28,7 +30,6 @@ from ech0_moe.config.schema import (
     RouterSettings,
     format_size,
     ollama_model_name,
-    parse_size,
 )
 from ech0_moe.config.source import bounded_yaml, is_url
 from ech0_moe.errors import ConfigError, shown
@@ -38,13 +39,13 @@ from ech0_moe.paths import experts_file, resolve_model_ref
 # ---- reading experts.yaml ------------------------------------------------------------------
 TOP_KEYS = ("memory_budget", "defaults", "experts", "general_expert", "router", "hosts", "ray")
 EXPERT_KEYS = (
-    *("name", "domain", "backend", "model", "host", "size", "system_prompt", "description", "examples"),
-    *("keywords", "n_ctx", "max_tokens", "temperature", "repeat_penalty", "timeout", "runtime"),
+    *("name", "domain", "runtime", "placement", "model", "host", "api_key_env", "size", "system_prompt"),
+    *("description", "examples", "keywords", "n_ctx", "max_tokens", "temperature", "repeat_penalty", "timeout"),
+    "backend",  # older files: the runtime (llamacpp, ollama) or the placement (ray)
 )
 RAY_KEYS = tuple(f.name for f in fields(RaySettings))
 ROUTER_KEYS = ("model", "data", "min_confidence", "stay_margin", "stay_per_second")
 DEFAULTS = {"n_ctx": 2048, "max_tokens": 128, "temperature": 0.0, "repeat_penalty": 1.1, "timeout": 120.0}  # README
-WHOLE = frozenset({"n_ctx", "max_tokens", "replicas", "max_ongoing_requests", "threads"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 LIMITS = {
     **{"n_ctx": (64, 1 << 20), "max_tokens": (1, 1 << 16), "temperature": (0.0, 5.0), "repeat_penalty": (1.0, 2.0)},
@@ -52,67 +53,11 @@ LIMITS = {
 }
 
 
-def unknown_key_problem(where: str, key: object, known: tuple[str, ...]) -> str:
-    """'where.key: unknown setting (did you mean ...?)' with the closest known key."""
-    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
-    return f"{where}.{key}: unknown setting ({hint})"
+USE_RUNTIMES = f"{', '.join(list(RUNTIMES)[:-1])} or {list(RUNTIMES)[-1]}"
 
 
-USE_BACKENDS = f"{', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}"
-
-
-class _Reader:
-    """Collects every problem of one file; each check returns a usable default after a problem."""
-
-    def __init__(self, fname: str) -> None:
-        self.fname = fname
-        self.problems: list[str] = []
-        self.check_files = True  # resolve and size every model file
-
-    def add(self, message: str) -> None:
-        self.problems.append(message)
-
-    def keys(self, raw: dict[str, Any], where: str, known: tuple[str, ...]) -> None:
-        for key in raw:
-            if key not in known:
-                self.add(unknown_key_problem(where, key, known))
-
-    def text(self, raw: dict[str, Any], key: str, where: str, *, required: bool = True) -> str:
-        value = raw.get(key)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            if required:
-                self.add(f"{where}.{key}: missing (required)")
-            return ""
-        if not isinstance(value, str):
-            self.add(f"{where}.{key}: expected text, got {type(value).__name__}")
-            return ""
-        return value.strip()
-
-    def texts(self, raw: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
-        value = raw.get(key) or []
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.add(f"{where}.{key}: expected a list of strings")
-            return ()
-        return tuple(v.strip() for v in value if v.strip())
-
-    def number(self, raw: dict[str, Any], key: str, where: str, default: float, bounds: tuple[float, float]) -> float:
-        value = raw.get(key, default)
-        low, high = bounds
-        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-            self.add(f"{where}.{key}: expected a number from {low:g} to {high:g}, got {shown(value)}")
-            return default
-        if key in WHOLE and value != int(value):  # n_ctx: 2048.5 is not a context size
-            self.add(f"{where}.{key}: expected a whole number, got {shown(value)}")
-            return default
-        return value
-
-    def size(self, value: Any, where: str) -> int:
-        try:
-            return parse_size(value, where)
-        except ConfigError as exc:
-            self.add(str(exc))
-            return 0
+class _Reader(Checks):
+    """Reads one file into a `PoolConfig`, collecting every problem (`Checks`)."""
 
     def expert(self, raw: Any, i: int, defaults: dict[str, Any], base_dir: Path) -> ExpertSpec | None:
         if not isinstance(raw, dict):
@@ -128,16 +73,15 @@ class _Reader:
             self.add(f"{where}.name: expected letters, digits, '_', '-' or '.' (at most 64), got {shown(name)}")
             name = ""
         domain = self.text(merged, "domain", where)  # a free label: reporting, grouping, labelled data
-        backend = self.text(merged, "backend", where)
-        if backend and backend not in BACKENDS:
-            self.add(f"{where}.backend: unknown backend {shown(backend)} (use {USE_BACKENDS})")
+        runtime, placement = self.runtime_and_placement(merged, raw, where)
+        entry = RUNTIMES.get(runtime)
         model = self.text(merged, "model", where)
         host, size_bytes = "", 0
         size = merged.get("size", "auto")
         numbers = {k: self.number(merged, k, where, DEFAULTS[k], LIMITS[k]) for k in DEFAULTS}
-        if backend == "llamacpp" and model and not self.check_files:  # the schema alone: no file is opened
-            size_bytes = 0 if size in (None, "auto") else self.size(size, f"{where}.size")
-        elif backend == "llamacpp" and model:
+        if entry is None or not model:
+            pass
+        elif entry.kind == "file" and placement == "local" and self.check_files:
             try:
                 path = resolve_model_ref(model, base_dir)
             except ConfigError as exc:
@@ -152,22 +96,20 @@ class _Reader:
                 size_bytes = self._footprint(model, int(numbers["n_ctx"]))
                 if size not in (None, "auto"):
                     size_bytes = max(size_bytes, self.size(size, f"{where}.size"))
-        elif backend in ("ollama", "ray") and model:
-            runtime = self.text(merged, "runtime", where, required=False) or "llamacpp"
-            if backend == "ray" and runtime not in RUNTIMES:
-                self.add(f"{where}.runtime: unknown runtime {shown(runtime)} (use {' or '.join(RUNTIMES)})")
-            if backend == "ollama" or runtime == "ollama":
-                model = ollama_model_name(model)
-                host = (self.text(merged, "host", where, required=False) or DEFAULT_OLLAMA_HOST).rstrip("/")
+        else:  # a server's model, a file resolved on Ray's replicas, or the schema alone (no file opened)
+            if entry.kind == "server":
+                model = ollama_model_name(model) if runtime == "ollama" else model
+                host = (self.text(merged, "host", where, required=False) or entry.default_host).rstrip("/")
                 if not is_url(host):
-                    self.add(f"{where}.host: expected a URL such as {DEFAULT_OLLAMA_HOST}, got {shown(host)}")
-            # backend ray: the model file (or node-local Ollama) is on the replicas' nodes and is
-            # resolved and checked there (`serving.app.replica_config`), not on this machine
+                    self.add(f"{where}.host: expected a URL such as {entry.default_host}, got {shown(host)}")
             size_bytes = 0 if size in (None, "auto") else self.size(size, f"{where}.size")
+        key_env = self.text(merged, "api_key_env", where, required=False)
+        if key_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", key_env):
+            self.add(f"{where}.api_key_env: expected the name of an environment variable, got {shown(key_env)}")
         spec = ExpertSpec(
             name=name,
             domain=domain,
-            backend=backend,
+            runtime=runtime,
             model=model,
             host=host,
             system_prompt=self.text(merged, "system_prompt", where),
@@ -180,13 +122,41 @@ class _Reader:
             temperature=float(numbers["temperature"]),
             timeout=float(numbers["timeout"]),
             repeat_penalty=float(numbers["repeat_penalty"]),
-            runtime=(self.text(merged, "runtime", where, required=False) or "llamacpp") if backend == "ray" else "",
+            placement=placement,
+            api_key_env=key_env,
         )
-        if backend != "ray" and "runtime" in merged:
-            self.add(f"{where}.runtime: only for backend ray (what its replicas run the expert with)")
         if not spec.routing_texts:
             self.add(f"{where}: needs a description or examples (the router learns the expert from them)")
         return spec if name else None
+
+    def runtime_and_placement(self, merged: dict[str, Any], raw: dict[str, Any], where: str) -> tuple[str, str]:
+        """What runs the expert (`runtime:`) and where the pool places it (`placement:`); the older
+        `backend:` still reads: llamacpp or ollama is the runtime, ray the placement. An expert's
+        own `runtime:` wins over a `backend:` of the defaults."""
+        if "runtime" in raw and "backend" not in raw:
+            merged = {k: v for k, v in merged.items() if k != "backend"}
+        backend = self.text(merged, "backend", where, required=False)
+        runtime = self.text(merged, "runtime", where, required=False)
+        placement = self.text(merged, "placement", where, required=False)
+        if backend and backend not in BACKENDS:
+            self.add(f"{where}.backend: unknown backend {shown(backend)} (use runtime: {USE_RUNTIMES}; placement: ray)")
+        elif backend == "ray":
+            placement = placement or "ray"
+        elif backend and runtime and runtime != backend:
+            self.add(f"{where}: backend {shown(backend)} and runtime {shown(runtime)} disagree (give runtime alone)")
+        elif backend:
+            runtime = runtime or backend
+        placement = placement or "local"
+        runtime = runtime or ("llamacpp" if placement == "ray" else "")
+        if placement not in PLACEMENTS:
+            self.add(f"{where}.placement: unknown placement {shown(placement)} (use {' or '.join(PLACEMENTS)})")
+        if not runtime:
+            self.add(f"{where}.runtime: missing (required): {USE_RUNTIMES}")
+        elif runtime not in RUNTIMES:
+            self.add(f"{where}.runtime: unknown runtime {shown(runtime)} (use {USE_RUNTIMES})")
+        elif placement == "ray" and runtime not in RAY_RUNTIMES:
+            self.add(f"{where}.runtime: placement ray runs {' or '.join(RAY_RUNTIMES)}, not {shown(runtime)}")
+        return runtime, placement
 
     def checked_defaults(self, defaults: dict[str, Any]) -> dict[str, Any]:
         """`defaults:` checked once: a bad value is one problem naming `defaults`, and is dropped
@@ -200,13 +170,13 @@ class _Reader:
                 if len(self.problems) > before:
                     del kept[key]
                     before = len(self.problems)
-        backend = kept.get("backend")
-        if backend is not None and backend not in BACKENDS:
-            self.add(f"{where}.backend: unknown backend {shown(backend)} (use {USE_BACKENDS})")
-            del kept["backend"]
+        for key, known in (("backend", BACKENDS), ("runtime", tuple(RUNTIMES)), ("placement", PLACEMENTS)):
+            if kept.get(key) is not None and kept[key] not in known:
+                self.add(f"{where}.{key}: unknown {key} {shown(kept[key])} (use {', '.join(known)})")
+                del kept[key]
         if "size" in kept and kept["size"] not in (None, "auto") and not self.size(kept["size"], f"{where}.size"):
             del kept["size"]
-        for key in ("system_prompt", "description", "host", "runtime"):
+        for key in ("system_prompt", "description", "host", "api_key_env"):
             if key in kept and not isinstance(kept[key], str):
                 self.add(f"{where}.{key}: expected text, got {type(kept[key]).__name__}")
                 del kept[key]
@@ -330,9 +300,9 @@ class _Reader:
         experts = [e for i, item in enumerate(items) if (e := self.expert(item, i, defaults, base_dir))]
         host_budgets = self.hosts(raw.get("hosts"))
         ray = self.ray(raw.get("ray"))
-        on_ray = {e.backend == "ray" for e in experts}
+        on_ray = {e.placement == "ray" for e in experts}
         if on_ray == {True, False}:
-            self.add(f"{fname}: experts: backend ray serves the whole pool; it cannot be mixed with other backends")
+            self.add(f"{fname}: experts: placement ray serves the whole pool; it cannot be mixed with other placements")
         elif on_ray == {True} and ray is None:
             ray = RaySettings()
         if ray is not None and ray.replica_budget:

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from ech0_moe.errors import ConfigError, shown
+from ech0_moe.serving.records import PLACEMENTS, RUNTIMES
 
-BACKENDS: tuple[str, ...] = ("llamacpp", "ollama", "ray")
-RUNTIMES: tuple[str, ...] = ("llamacpp", "ollama")  # what a Ray replica runs an expert with
-DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+BACKENDS: tuple[str, ...] = ("llamacpp", "ollama", "ray")  # older files' one key for both (`reader`)
+RAY_RUNTIMES: tuple[str, ...] = ("llamacpp", "ollama")  # what a Ray replica runs an expert with
+DEFAULT_OLLAMA_HOST = RUNTIMES["ollama"].default_host
+__all__ = ["BACKENDS", "DEFAULT_OLLAMA_HOST", "PLACEMENTS", "RAY_RUNTIMES", "RUNTIMES"]
 
 _UNITS = {
     "": 1,
@@ -70,31 +72,35 @@ class ExpertSpec:
 
     name: str
     domain: str
-    backend: str
+    runtime: str  # what serves it (`records.RUNTIMES`): llamacpp, ollama, openai
     model: str
     system_prompt: str
     description: str
     examples: tuple[str, ...] = ()
     keywords: tuple[str, ...] = ()
     size_bytes: int = 0
-    host: str = ""
+    host: str = ""  # a server runtime's URL (OpenAI-compatible: its base URL, .../v1)
     n_ctx: int = 2048
     max_tokens: int = 128
     temperature: float = 0.0
     repeat_penalty: float = 1.1  # > 1 discourages repeating itself: small models loop until their cap otherwise
-    timeout: float = 120.0  # Ollama: seconds without a byte (first, or between chunks) before the host counts as hung
-    runtime: str = ""  # backend ray: what each replica runs the expert with (llamacpp or a node-local ollama)
+    timeout: float = 120.0  # a server: seconds without a new token (before it: a byte) until it counts as hung
+    placement: str = "local"  # where the pool places it: this process ("local") or a Ray Serve application ("ray")
+    api_key_env: str = ""  # a server runtime: the environment variable holding its API key (never the key)
 
     @property
     def model_key(self) -> str:
         """Experts with the same key share one loaded model (no swap between them)."""
-        return f"{self.backend}|{self.host}|{self.model}"
+        return f"{self.runtime}|{self.host}|{self.model}"
 
     @property
     def device(self) -> str:
-        """Where the model lives and whose memory budget it uses: this process, an Ollama host, or
-        a Ray Serve application (each of its replicas has its own budget)."""
-        return {"ollama": self.host, "ray": "ray"}.get(self.backend, "local")
+        """Where the model lives and whose memory budget it uses: this process, a server (its URL),
+        or a Ray Serve application (each of its replicas has its own budget)."""
+        if self.placement == "ray":
+            return "ray"
+        entry = RUNTIMES.get(self.runtime)
+        return self.host if entry is not None and entry.kind == "server" else "local"
 
     @property
     def routing_texts(self) -> list[str]:
@@ -160,7 +166,12 @@ class PoolConfig:
     general_expert: str
     router: RouterSettings = field(default_factory=RouterSettings)
     host_budgets: dict[str, int] = field(default_factory=dict)
-    ray: RaySettings | None = None  # set when the experts are served by Ray Serve (`backend: ray`)
+    ray: RaySettings | None = None  # set when the experts are placed in Ray Serve (`placement: ray`)
+
+    @property
+    def placement(self) -> str:
+        """Where the pool's experts run: "local" (this process, or the servers they name) or "ray"."""
+        return "ray" if self.ray is not None else "local"
 
     def budget_for(self, device: str) -> int:
         """The memory budget of a device: `memory_budget` locally, `hosts:` (or the same) per Ollama

@@ -60,7 +60,7 @@ def test_expert_field_errors(write_config, model_a: Path, expert_yaml) -> None:
     check(expert_yaml("a", "physics", "/nowhere/model.gguf"), r"\.model: model file not found: /nowhere")
     check(expert_yaml("a", "physics", model_a, size="200GB"), "needs 200.0GB, more than memory_budget")
     check(expert_yaml("a", "physics", model_a) + expert_yaml("a", "general", model_a), "duplicate expert name 'a'")
-    check("  - name: a\n    domain: physics\n", r"\.backend: missing|\.model: missing")
+    check("  - name: a\n    domain: physics\n", r"\.runtime: missing|\.model: missing")
 
 
 def test_missing_file() -> None:

@@ -14,7 +14,7 @@ import pytest
 from ech0_moe.config import load_config
 from ech0_moe.errors import BackendError, BudgetError
 from ech0_moe.graph import Context, build_graph
-from ech0_moe.pool import ExpertPool
+from ech0_moe.serving.local.pool import ExpertPool
 from tests.integration.fake_ollama import FakeOllamaServer, parse_keep_alive
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ech0_moe.backends.llamacpp import amx_problem, check_build
 from ech0_moe.config import load_config
 from ech0_moe.errors import BackendError, ConfigError
-from ech0_moe.pool import ExpertPool
+from ech0_moe.serving.local.pool import ExpertPool
+from ech0_moe.serving.runtimes.llamacpp import amx_problem, check_build
 
 
 def test_swaps_between_files_and_shares_a_file(two_file_config: Path) -> None:

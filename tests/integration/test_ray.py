@@ -22,7 +22,7 @@ from ech0_moe.config import load_config
 from ech0_moe.graph import Context, build_graph
 from ech0_moe.memory.kb import KnowledgeBase
 from ech0_moe.services import Services
-from ech0_moe.serving.pool import RayPool
+from ech0_moe.serving.ray_serve.pool import RayPool
 
 pytestmark = pytest.mark.timeout(600)
 

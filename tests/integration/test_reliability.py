@@ -49,7 +49,7 @@ def bad_inputs(tmp: Path, model_a: Path, expert_yaml) -> list[tuple[str, list[st
                 "--experts",
                 yaml_file(tmp, "vllm.yaml", good + expert_yaml("x", "general", model_a, backend="vllm")),
             ],
-            "experts[0] (x).backend: unknown backend 'vllm' (use llamacpp, ollama or ray)",
+            "experts[0] (x).backend: unknown backend 'vllm' (use runtime: llamacpp or ollama; placement: ray)",
         ),
         (
             "missing GGUF",

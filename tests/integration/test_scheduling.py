@@ -72,7 +72,7 @@ def _resident_bytes() -> int:
 def test_budget_holds_with_32_concurrent_graph_invocations_by_books_and_by_rss(tmp_path: Path, registry) -> None:
     """32 invokes at once over every mode: the pool's books and the process's resident growth (RSS
     above the same process with everything warm but no model loaded) both stay within the budget."""
-    from ech0_moe.backends.llamacpp import release_freed_memory
+    from ech0_moe.serving.runtimes.llamacpp import release_freed_memory
 
     ctx = Context(kb_dir=str(tmp_path / "kb"), max_tokens=4)
     pool = registry.for_run(ctx.experts_file, ctx.kb_dir).pool

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from ech0_moe.backends.chat_models import Deadline
-from ech0_moe.backends.ollama import OllamaBackend
 from ech0_moe.config import ExpertSpec
 from ech0_moe.errors import BackendError
+from ech0_moe.serving.runtimes.chat_models import Deadline
+from ech0_moe.serving.runtimes.ollama import OllamaRuntime
 
 
 def _trickler(headers_first: bool, stop: threading.Event) -> tuple[socket.socket, threading.Thread]:
@@ -73,7 +73,7 @@ def test_a_trickled_api_ps_fails_within_its_timeout(trickler) -> None:
     spec = _spec(trickler(headers_first=False), timeout=2.0)
     t0 = time.monotonic()
     with pytest.raises(BackendError, match=r"did not finish GET /api/ps within 4 s"):
-        OllamaBackend().resident(spec)
+        OllamaRuntime().resident(spec)
     assert time.monotonic() - t0 < 2.0 + 2.0 + 3.0
 
 
@@ -81,7 +81,7 @@ def test_a_trickled_answer_ends_at_the_answer_deadline(trickler) -> None:
     spec = _spec(trickler(headers_first=True), timeout=60.0)  # bytes keep coming: the idle timeout never fires
     t0 = time.monotonic()
     with pytest.raises(BackendError, match="answer_timeout"):
-        OllamaBackend().chat(spec, None, [{"role": "user", "content": "hi"}], 16, Deadline(3.0))
+        OllamaRuntime().chat(spec, None, [{"role": "user", "content": "hi"}], 16, Deadline(3.0))
     assert time.monotonic() - t0 < 3.0 + 1.0 + 3.0
 
 
@@ -90,7 +90,7 @@ def test_a_trickled_answer_with_no_new_token_ends_at_the_experts_timeout(trickle
     host = trickler(headers_first=True)
     t0 = time.monotonic()
     with pytest.raises(BackendError, match=rf"Ollama at {host} sent no new token for 2 s \(timeout\)"):
-        OllamaBackend().chat(_spec(host, timeout=2.0), None, [{"role": "user", "content": "hi"}], 16, Deadline(600))
+        OllamaRuntime().chat(_spec(host, timeout=2.0), None, [{"role": "user", "content": "hi"}], 16, Deadline(600))
     assert time.monotonic() - t0 < 2.0 + 3.0
 
 
@@ -103,4 +103,4 @@ def test_validate_calls_a_hung_host_a_note(trickler, write_config, run_cli) -> N
     )
     proc = run_cli("validate", str(write_config(body)), timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert f"note: Ollama at {host} did not answer: its model names were not checked" in proc.stderr
+    assert f"note: {host} did not answer: its model names were not checked" in proc.stderr

@@ -86,11 +86,11 @@ def test_typed_control_tokens_never_reach_the_tokenizer_as_tokens(model_a: Path)
     spells `<|im_start|>` must still give exactly the template's own control tokens."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    from ech0_moe.backends.llamacpp import LlamaCppBackend, _inert_messages
     from ech0_moe.config import ExpertSpec
+    from ech0_moe.serving.runtimes.llamacpp import LlamaCppRuntime, _inert_messages
 
     spec = ExpertSpec("x", "general", "llamacpp", str(model_a), "Be brief.", "x", n_ctx=512)
-    backend = LlamaCppBackend(n_threads=1)
+    backend = LlamaCppRuntime(n_threads=1)
     llm, _ = backend.load(spec)
     try:
         assert "<|im_start|>" in llm.ech0_specials and "<file_sep>" in llm.ech0_specials

@@ -12,13 +12,13 @@ import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
-from ech0_moe.backends.base import Message
-from ech0_moe.backends.chat_models import Deadline, Reply, reply_of, run_config
 from ech0_moe.config import ExpertSpec, PoolConfig, load_config
 from ech0_moe.errors import BackendError
 from ech0_moe.memory.passage import Passage
 from ech0_moe.routing.router import Router
 from ech0_moe.services import Services
+from ech0_moe.serving.records import Message, Reply
+from ech0_moe.serving.runtimes.chat_models import Deadline, reply_of, run_config
 
 POOL = """\
 memory_budget: 100MB
@@ -34,7 +34,7 @@ experts:
 """
 
 
-class FakeBackend:
+class FakeRuntime:
     """Loads instantly and answers '<expert>: <last word of the prompt>'; can fail on demand."""
 
     name = "fake"
@@ -141,8 +141,8 @@ def pool_config(tmp_path: Path) -> PoolConfig:
 
 
 @pytest.fixture
-def fake() -> FakeBackend:
-    return FakeBackend()
+def fake() -> FakeRuntime:
+    return FakeRuntime()
 
 
 @pytest.fixture
@@ -151,7 +151,7 @@ def kb() -> MemoryKB:
 
 
 @pytest.fixture
-def services(pool_config: PoolConfig, fake: FakeBackend, kb: MemoryKB) -> Services:
+def services(pool_config: PoolConfig, fake: FakeRuntime, kb: MemoryKB) -> Services:
     """Real pool, keyword router, fake backend, in-memory knowledge base."""
     router = Router(pool_config, keyword_only=True)
-    return Services.create(pool_config, kb, backends={"llamacpp": fake}, router=router)  # type: ignore[arg-type]
+    return Services.create(pool_config, kb, runtimes={"llamacpp": fake}, router=router)  # type: ignore[arg-type]

@@ -91,7 +91,7 @@ def test_backend_ray_reads_its_settings_and_resolves_models_on_the_replicas(tmp_
     assert config.ray is not None and config.ray.address == "ray://head:10001" and config.ray.replicas == 3
     assert config.budget_for("ray") == 500_000_000 and config.ray.max_ongoing_requests == 64
     a, b = config.experts
-    assert (a.backend, a.runtime, a.model, a.device) == ("ray", "llamacpp", "/on/each/node.gguf", "ray")
+    assert (a.placement, a.runtime, a.model, a.device) == ("ray", "llamacpp", "/on/each/node.gguf", "ray")
     assert (b.runtime, b.model, b.host) == ("ollama", "qwen:latest", "http://127.0.0.1:11434")
     default = pool("  - {name: a, domain: x, backend: ray, model: m.gguf, system_prompt: s, description: d}\n")
     assert load_config(write(tmp_path, default)).ray is not None  # backend ray alone: Ray's defaults
@@ -100,8 +100,9 @@ def test_backend_ray_reads_its_settings_and_resolves_models_on_the_replicas(tmp_
 @pytest.mark.parametrize(
     ("extra", "problem"),
     [
-        (", backend: ray, runtime: vllm", "(a).runtime: unknown runtime 'vllm' (use llamacpp or ollama)"),
-        (", runtime: ollama", "(a).runtime: only for backend ray"),
+        (", backend: ray, runtime: vllm", "(a).runtime: unknown runtime 'vllm' (use llamacpp"),
+        (", backend: llamacpp, runtime: ollama", "(a): backend 'llamacpp' and runtime 'ollama' disagree"),
+        (", placement: cloud", "(a).placement: unknown placement 'cloud' (use local or ray)"),
         (", backend: ray, size: 2GB", "expert 'a' needs 2.0GB, more than ray.replica_budget 1.0GB"),
     ],
 )
@@ -114,7 +115,21 @@ def test_backend_ray_mistakes_are_one_line_each(tmp_path: Path, extra: str, prob
 def test_backend_ray_serves_the_whole_pool(tmp_path: Path) -> None:
     body = pool(EXPERT.format(name="a", extra=", backend: ray"), EXPERT.format(name="b", extra=", backend: llamacpp"))
     _, problems = check_config(write(tmp_path, body))
-    assert any("backend ray serves the whole pool" in p for p in problems), problems
+    assert any("placement ray serves the whole pool" in p for p in problems), problems
+
+
+def test_runtime_and_placement_are_read_and_older_files_still_read(tmp_path: Path) -> None:
+    """The runtime (what runs a model) and the placement (where the pool runs it) are two keys;
+    the older `backend:` still reads as one of them."""
+    new = pool(
+        "  - {name: a, domain: x, runtime: ollama, model: qwen, system_prompt: s, description: d, size: 1GB}\n",
+        "  - {name: b, domain: x, runtime: ollama, placement: local, model: q2, host: 'http://h:1', size: 1GB,"
+        " system_prompt: s, description: d}\n",
+    )
+    a, b = load_config(write(tmp_path, new)).experts
+    assert (a.runtime, a.placement, a.host, a.device) == ("ollama", "local", "http://127.0.0.1:11434", a.host)
+    old = new.replace("runtime: ollama", "backend: ollama")
+    assert load_config(write(tmp_path, old)).experts == (a, b)
 
 
 def test_yaml_is_bounded_by_its_expanded_nodes_and_errors_quote_little(tmp_path) -> None:

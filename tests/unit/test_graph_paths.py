@@ -66,10 +66,10 @@ def test_optimized_learns_and_retrieves(services: Services, ctx: Context, kb) ->
     assert [e["source"] for e in kb.entries] == ["learned:biology"]
     second = graph.invoke({"query": BIO + " most"}, context=ctx)
     assert second["retrieved_contexts"][0]["kind"] == "learned"
-    prompt = services.pool.backend("llamacpp").prompts[-1][1]
+    prompt = services.pool.runtime("llamacpp").prompts[-1][1]
     assert "an earlier answer by expert biology (memory of local; unverified)" in prompt
     assert prompt.startswith("<reference-data id=")
-    assert "reference data" in services.pool.backend("llamacpp").systems[-1]
+    assert "reference data" in services.pool.runtime("llamacpp").systems[-1]
 
 
 def test_swaps_are_counted_and_reported(services: Services, ctx: Context, fake) -> None:

@@ -7,8 +7,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ech0_moe.pool import ExpertPool
-from ech0_moe.pool.grouping import HOLD_S, Grouping, Ticket
+from ech0_moe.serving.local.grouping import HOLD_S, Grouping, Ticket
+from ech0_moe.serving.local.pool import ExpertPool
 
 
 class Clock:

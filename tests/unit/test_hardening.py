@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ech0_moe.backends.ollama import is_loopback
+from ech0_moe.serving.runtimes.ollama import is_loopback
 
 
 @pytest.mark.parametrize(
@@ -58,7 +58,7 @@ def test_a_line_without_spaces_is_cut_into_chunks() -> None:
 
 
 def test_rays_slow_scheduling_warning_is_not_a_placement_failure() -> None:
-    from ech0_moe.serving.admin import fits
+    from ech0_moe.serving.ray_serve.admin import fits
 
     assert fits("{'CPU': 1.0}", "{'CPU': 2.0, 'memory': 1e9}")  # room: only slow to schedule
     assert not fits("{'CPU': 1.0, 'GPU': 1.0}", "{'CPU': 8.0}")  # no GPU: it cannot be placed

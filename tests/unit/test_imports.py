@@ -1,10 +1,12 @@
 """The import contract, read from the source (nothing is imported): no circles, no arrow up.
 
-Layers, bottom to top: the machinery (config, routing, memory, pool, backends, ...), the Ray
-client (`serving`), the graph (`graph`, `nodes`), then what drives it (`batch`, `bench`, `cli`).
-The machinery never imports a layer above it at import time (a function may import the Ray
-client on demand, as `make_pool` does); `graph/state.py` and `graph/context.py` sit at the
-bottom of the graph and import nothing above them. No source file is over 400 lines.
+Layers, bottom to top: the machinery (config, routing, memory, the serving wing, ...), the graph
+(`graph`, `nodes`), then what drives it (`batch`, `bench`, `cli`). The machinery never imports a
+layer above it at import time; `graph/state.py` and `graph/context.py` sit at the bottom of the
+graph and import nothing above them. Inside the serving wing, from the floor up: `records`
+(imports nothing of ours), `runtimes`, the pools (`local`, `ray_serve`: a Ray replica runs a
+local pool), and the face (`ech0_moe.serving`: `make_pool`); nothing imports a level above its
+own, and Ray is imported only in `ray_serve`. No source file is over 400 lines.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ PACKAGES = {"ech0_moe": ROOT / "ech0_moe", "ech0_moe.graph": ROOT / "graph", "ec
 ABOVE_MACHINERY = (
     "ech0_moe.graph",
     "ech0_moe.nodes",
-    "ech0_moe.serving",
     "ech0_moe.batch",
     "ech0_moe.bench",
     "ech0_moe.cli",
@@ -83,7 +84,7 @@ EDGES = {name: _imports(path) for name, path in MODULES.items()}
 
 def test_the_reader_finds_the_layers() -> None:
     assert {"ech0_moe.memory.kb", "ech0_moe.routing.router", "ech0_moe.graph.builder", "ech0_moe.cli"} <= set(MODULES)
-    assert ("ech0_moe.pool.local", True) in EDGES["ech0_moe.pool"]
+    assert ("ech0_moe.serving.records", True) in EDGES["ech0_moe.serving"]
 
 
 def test_no_import_circles() -> None:
@@ -111,8 +112,32 @@ def test_no_import_circles() -> None:
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if not _under(m, ABOVE_MACHINERY) and m != "ech0_moe"))
 def test_the_machinery_never_imports_upwards_at_import_time(module: str) -> None:
-    up = [t for t, top in EDGES[module] if top and (_under(t, ABOVE_MACHINERY) or t.split(".")[0] == "ray")]
+    ray = module.startswith("ech0_moe.serving.ray_serve")  # the one part that runs on Ray
+    up = [
+        t for t, top in EDGES[module] if top and (_under(t, ABOVE_MACHINERY) or (t.split(".")[0] == "ray" and not ray))
+    ]
     assert not up, f"{module} imports {up} at import time"
+
+
+WING = "ech0_moe.serving"
+# each level of the serving wing, and what it may never import (at any time)
+WING_RULES = {
+    f"{WING}.records": ("ech0_moe",),
+    f"{WING}.runtimes": (f"{WING}.local", f"{WING}.ray_serve", f"{WING}.pool"),
+    f"{WING}.local": (f"{WING}.ray_serve",),
+}
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _under(m, (WING,))))
+def test_the_serving_wing_has_no_arrow_back_up(module: str) -> None:
+    for level, banned in WING_RULES.items():
+        if _under(module, (level,)):
+            bad = [t for t, _ in EDGES[module] if _under(t, banned) and not _under(t, (level,))]
+            assert not bad, f"{module} imports {bad}"
+    if module != WING:  # below the face: nothing imports `make_pool`'s module
+        assert WING not in [t for t, _ in EDGES[module]], f"{module} imports the wing's face"
+    if not module.startswith(f"{WING}.ray_serve"):
+        assert not [t for t, _ in EDGES[module] if t.split(".")[0] == "ray"], f"{module} imports ray"
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if _under(m, ("ech0_moe.graph", "ech0_moe.nodes"))))

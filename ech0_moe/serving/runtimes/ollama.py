@@ -10,26 +10,21 @@
 
 from __future__ import annotations
 
-import contextvars
 import ipaddress
 import os
 import socket
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
-from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.runnables.config import merge_configs
 
-from ech0_moe.backends.base import Message
-from ech0_moe.backends.chat_models import Deadline, Reply, reply_of, run_config
 from ech0_moe.config import ExpertSpec
 from ech0_moe.config import ollama_model_name as model_name
 from ech0_moe.errors import BackendError
+from ech0_moe.serving.records import Message, Reply
+from ech0_moe.serving.runtimes.chat_models import Deadline, Progress, reply_of, run_config, within
 
 
 def is_loopback(url: str) -> bool:
@@ -55,56 +50,6 @@ def is_loopback(url: str) -> bool:
 
 
 CONNECT_S = 10.0
-T = TypeVar("T")
-
-
-class Progress(BaseCallbackHandler):
-    """When the last token arrived: a host that trickles bytes but no token is stuck all the same."""
-
-    def __init__(self) -> None:
-        self.last = time.monotonic()
-
-    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
-        self.last = time.monotonic()
-
-
-def within(
-    seconds: float | None,
-    call: Callable[[], T],
-    cancel: Callable[[], None],
-    progress: Progress | None = None,
-    idle: float = float("inf"),
-) -> T:
-    """`call()` in a worker thread, waited for at most `seconds` by the clock (None: no limit), and
-    while `progress` sees a token at least every `idle` s; past either, `cancel()` (closing the
-    connection ends the worker at the next byte) and `TimeoutError` ("idle" for the second). Runs in
-    this thread's context, so LangGraph's stream handlers still see it."""
-    if seconds is None and progress is None:
-        return call()
-    done: dict[str, Any] = {}
-    context = contextvars.copy_context()
-
-    def run() -> None:
-        try:
-            done["value"] = context.run(call)
-        except BaseException as exc:
-            done["error"] = exc
-
-    worker = threading.Thread(target=run, daemon=True, name="ech0-ollama")
-    worker.start()
-    end = time.monotonic() + seconds if seconds is not None else float("inf")
-    while worker.is_alive():
-        now = time.monotonic()
-        if progress is not None and now - progress.last > idle:
-            cancel()
-            raise TimeoutError("idle")
-        if now >= end:
-            cancel()
-            raise TimeoutError
-        worker.join(min(0.25, end - now))
-    if "error" in done:
-        raise done["error"]
-    return done["value"]
 
 
 @dataclass
@@ -115,7 +60,7 @@ class OllamaHandle:
     last_load_duration: float = 0.0  # load time Ollama reported on the latest answer (0 = was resident)
 
 
-class OllamaBackend:
+class OllamaRuntime:
     """Talks to one or more Ollama hosts over HTTP."""
 
     name = "ollama"
@@ -171,6 +116,13 @@ class OllamaBackend:
                 return int(m.get("size", 0))
         raise BackendError(f"model {spec.model!r} is not on Ollama at {spec.host} (run: ollama pull {spec.model})")
 
+    def models(self, spec: ExpertSpec) -> list[str]:
+        """The models the host has pulled (`GET /api/tags`), by their canonical names."""
+        return [
+            model_name(m.get("name") or m.get("model", ""))
+            for m in self._request(spec, "GET", "/api/tags").get("models", [])
+        ]
+
     def resident(self, spec: ExpertSpec) -> dict[str, int]:
         models = self._request(spec, "GET", "/api/ps").get("models", [])
         return {model_name(m.get("name") or m.get("model", "")): int(m.get("size", 0)) for m in models}
@@ -212,7 +164,7 @@ class OllamaBackend:
             client_kwargs={"timeout": self.timeouts(spec, deadline), "trust_env": not is_loopback(spec.host)},
         )
         progress = Progress()
-        config = merge_configs(run_config(deadline), {"callbacks": [progress]})
+        config = run_config(deadline, progress)
         idle = min(spec.timeout, self.timeout)
         try:  # the answer's deadline by the clock, and a token at least every `timeout` s
             reply = within(

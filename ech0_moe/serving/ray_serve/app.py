@@ -30,13 +30,13 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import RunnableLambda
 from ray import serve
 
-from ech0_moe.backends.base import Backend
-from ech0_moe.backends.llamacpp import LlamaCppBackend
 from ech0_moe.config import PoolConfig
 from ech0_moe.errors import BackendError, BudgetError, Ech0Error
 from ech0_moe.paths import resolve_model_ref
-from ech0_moe.pool.base import Acquired
-from ech0_moe.pool.local import ExpertPool
+from ech0_moe.serving.local.pool import ExpertPool
+from ech0_moe.serving.records import Acquired
+from ech0_moe.serving.runtimes.base import Runtime
+from ech0_moe.serving.runtimes.llamacpp import LlamaCppRuntime
 
 EXPERTS_DEPLOYMENT = "ExpertReplica"
 RESIDENCY_DEPLOYMENT = "Residency"
@@ -52,7 +52,7 @@ def replica_config(config: PoolConfig) -> PoolConfig:
         if e.runtime == "llamacpp":
             with contextlib.suppress(Ech0Error):  # if not, loading it fails with a line naming the node
                 model = str(resolve_model_ref(e.model, base))
-        experts.append(replace(e, backend=e.runtime, model=model, runtime=""))
+        experts.append(replace(e, placement="local", model=model))
     return replace(config, experts=tuple(experts), memory_budget=config.budget_for("ray"), host_budgets={}, ray=None)
 
 
@@ -123,8 +123,8 @@ class ExpertReplica:
 
         settings = config.ray_settings()
         threads = settings.threads or max(1, int(settings.num_cpus))
-        backends: dict[str, Backend] = {"llamacpp": LlamaCppBackend(n_threads=threads)}
-        self.pool = ExpertPool(replica_config(config), backends)
+        runtimes: dict[str, Runtime] = {"llamacpp": LlamaCppRuntime(n_threads=threads)}
+        self.pool = ExpertPool(replica_config(config), runtimes)
         context = serve.get_replica_context()
         self.replica_id = context.replica_id.unique_id
         self.node = socket.gethostname()
@@ -256,8 +256,8 @@ def build_app(config: PoolConfig) -> Any:
         return ExpertReplica.options(**options).bind(config, residency)
     from ray.serve.config import RequestRouterConfig
 
-    from ech0_moe.serving.dispatch import Dispatcher
+    from ech0_moe.serving.ray_serve.dispatch import Dispatcher
 
-    router = RequestRouterConfig(request_router_class="ech0_moe.serving.dispatch.PinnedRouter")
+    router = RequestRouterConfig(request_router_class="ech0_moe.serving.ray_serve.dispatch.PinnedRouter")
     experts = ExpertReplica.options(**options, request_router_config=router).bind(config, residency)
     return Dispatcher.bind(experts, residency, settings.fairness)

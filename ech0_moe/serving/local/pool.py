@@ -18,14 +18,14 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
-from ech0_moe.backends import Backend, LoadedModel, make_backend
-from ech0_moe.backends.base import Message
-from ech0_moe.backends.chat_models import Deadline, Reply
-from ech0_moe.choices import LETTERS, Choice, choose_by_letter
+from ech0_moe.choices import LETTERS, choose_by_letter
 from ech0_moe.config import ExpertSpec, PoolConfig, format_size
 from ech0_moe.errors import BudgetError
-from ech0_moe.pool.base import ASSUMED_LOAD_BYTES_PER_S, Acquired, SwapEvent, serving_order
-from ech0_moe.pool.grouping import DEFAULT_FAIRNESS_S, HOLD_S, Grouping
+from ech0_moe.serving.local.grouping import DEFAULT_FAIRNESS_S, HOLD_S, Grouping
+from ech0_moe.serving.pool import ASSUMED_LOAD_BYTES_PER_S, serving_order
+from ech0_moe.serving.records import Acquired, Choice, LoadedModel, Message, Reply, SwapEvent
+from ech0_moe.serving.runtimes import Runtime, make_runtime
+from ech0_moe.serving.runtimes.chat_models import Deadline
 
 RELOAD_THRESHOLD_S = 0.05  # a load_duration above this, reported with an answer, means a reload
 
@@ -34,13 +34,13 @@ class ExpertPool:
     """Thread-safe pool: loads the expert asked for, evicting idle ones so each device's budget holds."""
 
     def __init__(
-        self, config: PoolConfig, backends: dict[str, Backend] | None = None, fairness: float = DEFAULT_FAIRNESS_S
+        self, config: PoolConfig, runtimes: dict[str, Runtime] | None = None, fairness: float = DEFAULT_FAIRNESS_S
     ) -> None:
         self.config = config
         self.fairness = fairness
         self.budget = config.memory_budget
         self.specs: dict[str, ExpertSpec] = {e.name: e for e in config.experts}
-        self._backends: dict[str, Backend] = dict(backends or {})
+        self._runtimes: dict[str, Runtime] = dict(runtimes or {})
         self._loaded: dict[str, LoadedModel] = {}
         self._reserved: dict[str, tuple[str, int]] = {}  # model key -> (device, bytes)
         self._foreign: dict[str, dict[str, int]] = {}  # device -> models other clients loaded there
@@ -52,11 +52,11 @@ class ExpertPool:
         self._groups: dict[str, Grouping] = {}  # device -> its requests waiting, by model (`pool.grouping`)
 
     # ---- introspection -------------------------------------------------
-    def backend(self, name: str) -> Backend:
+    def runtime(self, name: str) -> Runtime:
         with self._cond:
-            if name not in self._backends:
-                self._backends[name] = make_backend(name)
-            return self._backends[name]
+            if name not in self._runtimes:
+                self._runtimes[name] = make_runtime(name)
+            return self._runtimes[name]
 
     def _spec_for_key(self, key: str) -> ExpertSpec:
         return next(s for s in self.specs.values() if s.model_key == key)
@@ -180,7 +180,7 @@ class ExpertPool:
         for victim in victims:
             spec = self._spec_for_key(victim.key)
             try:
-                self.backend(spec.backend).unload(spec, victim.handle)
+                self.runtime(spec.runtime).unload(spec, victim.handle)
             finally:
                 with self._cond:
                     self._unloading[victim.device] -= victim.size_bytes
@@ -205,7 +205,7 @@ class ExpertPool:
             if match is None:
                 foreign[name] = size
             elif match.model_key not in self._loaded and match.model_key not in self._reserved:
-                handle = self.backend(spec.backend).adopt(match)
+                handle = self.runtime(spec.runtime).adopt(match)
                 self._loaded[match.model_key] = LoadedModel(match.model_key, handle, size, 0.0, device=device)
         self._foreign[device] = foreign
 
@@ -214,7 +214,7 @@ class ExpertPool:
         spec = self.specs[name]
         key, device = spec.model_key, spec.device
         budget = self.config.budget_for(device)
-        backend = self.backend(spec.backend)
+        backend = self.runtime(spec.runtime)
         need = self.expected_bytes(name) or backend.estimate_size(spec)
         self._estimates[key] = need  # asked once per model, not on every request
         if need > budget:
@@ -339,7 +339,7 @@ class ExpertPool:
         spec = self.specs[name]
         with self.use(name) as (model, acquired), model.lock:
             deadline = Deadline(timeout) if timeout else None
-            backend = self.backend(spec.backend)
+            backend = self.runtime(spec.runtime)
             reply = backend.chat(spec, model.handle, messages, max_tokens or spec.max_tokens, deadline)
         reloaded = getattr(model.handle, "last_load_duration", 0.0)
         if reloaded > RELOAD_THRESHOLD_S and not acquired.swapped:
@@ -362,7 +362,7 @@ class ExpertPool:
         the letter of a short answer (`choices`)."""
         spec = self.specs[name]
         with self.use(name) as (model, acquired), model.lock:
-            scores = self.backend(spec.backend).score_letters(spec, model.handle, messages, LETTERS[:n_choices])
+            scores = self.runtime(spec.runtime).score_letters(spec, model.handle, messages, LETTERS[:n_choices])
         if scores is not None:
             best = max(range(n_choices), key=lambda i: scores[i])
             return Choice(best, tuple(scores), "loglik"), Reply(""), acquired

@@ -11,9 +11,9 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 
-from ech0_moe.backends.chat_models import ROLES, StreamingChatModel
 from ech0_moe.errors import BackendError, BudgetError, Ech0Error
-from ech0_moe.serving.admin import ray_errors
+from ech0_moe.serving.ray_serve.admin import ray_errors
+from ech0_moe.serving.runtimes.chat_models import ROLES, StreamingChatModel
 
 
 class RayChatModel(StreamingChatModel):

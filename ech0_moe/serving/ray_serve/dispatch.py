@@ -21,7 +21,7 @@ from typing import Any
 from ray import serve
 from ray.serve.request_router import MultiplexMixin, PendingRequest, RequestRouter, RunningReplica
 
-from ech0_moe.pool.grouping import Grouping, Ticket
+from ech0_moe.serving.local.grouping import Grouping, Ticket
 
 DISPATCHER_DEPLOYMENT = "Dispatcher"
 PIN = "replica:"  # session id of a pinned request: PIN + the replica's unique id

@@ -1,38 +1,15 @@
-"""The contract between the expert pool and a model runtime."""
+"""The one contract between a pool and a model runtime (`Runtime`)."""
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ech0_moe.backends.chat_models import Deadline, Reply
 from ech0_moe.config import ExpertSpec
-
-Message = dict[str, str]
-
-
-@dataclass
-class LoadedModel:
-    """A model resident in memory, shared by every expert whose `model_key` matches."""
-
-    key: str
-    handle: Any
-    size_bytes: int
-    load_seconds: float
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    users: int = 0
-    last_used: float = 0.0
-    device: str = "local"
-    hold_until: float = 0.0  # after `ensure_loaded`: kept until then for the answer that follows
-    expected: int = 0  # answers expected after `ensure_loaded`s (the hold ends when none is)
-
-    def held(self, now: float) -> bool:
-        """Kept for an answer that an `ensure_loaded` announced (at most until `hold_until`)."""
-        return self.expected > 0 and self.hold_until > now
+from ech0_moe.serving.records import Message, Reply
+from ech0_moe.serving.runtimes.chat_models import Deadline
 
 
-class Backend(Protocol):
+class Runtime(Protocol):
     """Load, unload and chat. `load` returns (handle, measured size in bytes)."""
 
     name: str
@@ -62,4 +39,9 @@ class Backend(Protocol):
 
     def adopt(self, spec: ExpertSpec) -> Any:
         """A handle for a model someone else already loaded (see `resident`)."""
+        ...
+
+    def models(self, spec: ExpertSpec) -> list[str] | None:
+        """The model names where `spec` lives offers (a server's list, for `validate`); None for
+        a runtime that reads a model file."""
         ...

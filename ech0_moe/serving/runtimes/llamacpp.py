@@ -6,13 +6,13 @@ import functools
 import os
 from typing import Any
 
-from ech0_moe.backends.base import Message
-from ech0_moe.backends.chat_models import Deadline, LlamaCppChatModel, Reply, reply_of, run_config
 from ech0_moe.config import ExpertSpec
 from ech0_moe.errors import BackendError
 from ech0_moe.gguf import N_BATCH, N_UBATCH, loaded_bytes
 from ech0_moe.paths import env_threads
 from ech0_moe.safety import inert
+from ech0_moe.serving.records import Message, Reply
+from ech0_moe.serving.runtimes.chat_models import Deadline, LlamaCppChatModel, reply_of, run_config
 
 # `make install` builds llama.cpp for x86-64-v3 (AVX2) without AMX: ggml's AMX matmul
 # segfaults on the first batched decode on Sapphire Rapids CPUs (ggml-org/llama.cpp#20824).
@@ -81,7 +81,7 @@ def _unreadable(spec: ExpertSpec, exc: OSError) -> BackendError:
     return BackendError(f"expert {spec.name!r}: cannot read model file {spec.model}: {exc.strerror}")
 
 
-class LlamaCppBackend:
+class LlamaCppRuntime:
     """Loads a GGUF with `llama_cpp.Llama`; unload frees it at once with `close()`."""
 
     name = "llamacpp"
@@ -123,6 +123,9 @@ class LlamaCppBackend:
             raise BackendError(
                 f"expert {spec.name!r}: {spec.model} is not a GGUF file (corrupt or wrong format: {exc})"
             ) from None
+
+    def models(self, spec: ExpertSpec) -> None:
+        return None  # a model file, not a server's list
 
     def resident(self, spec: ExpertSpec) -> None:
         return None  # in-process: the pool's own books are the truth

@@ -86,7 +86,7 @@ def deploy(config: PoolConfig, *, fresh: bool = False, timeout: float = DEPLOY_T
     import ray
     from ray import serve
 
-    from ech0_moe.serving.app import build_app
+    from ech0_moe.serving.ray_serve.app import build_app
 
     settings = config.ray_settings()
     connect(settings)
@@ -169,7 +169,7 @@ def residency(settings: RaySettings) -> list[dict[str, Any]]:
     """Each live replica's row: replica, node, expert, bytes, budget_bytes, loads, last_load_at ..."""
     from ray import serve
 
-    from ech0_moe.serving.app import RESIDENCY_DEPLOYMENT
+    from ech0_moe.serving.ray_serve.app import RESIDENCY_DEPLOYMENT
 
     app_handle(settings)  # one clear line when the app is not there
     handle = serve.get_deployment_handle(RESIDENCY_DEPLOYMENT, app_name=settings.app)
@@ -183,7 +183,7 @@ def dispatch_stats(settings: RaySettings) -> dict[str, Any]:
     """The dispatcher's record (`dispatch.Dispatcher.stats`); empty without one (`ray.fairness: 0`)."""
     from ray import serve
 
-    from ech0_moe.serving.dispatch import DISPATCHER_DEPLOYMENT
+    from ech0_moe.serving.ray_serve.dispatch import DISPATCHER_DEPLOYMENT
 
     if not settings.fairness:
         return {}

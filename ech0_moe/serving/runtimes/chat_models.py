@@ -3,7 +3,7 @@
 - llama.cpp: `LlamaCppChatModel`, a small `BaseChatModel` over the `Llama` the pool has
   loaded (the pool keeps owning loading, unloading and the budget; langchain-community's
   `ChatLlamaCpp` loads its own copy of the weights, which would break the budget).
-- Ollama: langchain-ollama's `ChatOllama` (see `backends/ollama.py`).
+- Ollama: langchain-ollama's `ChatOllama` (see `runtimes/ollama.py`).
 
 Called inside a graph node, LangGraph's `stream_mode="messages"` receives every token
 (with `langgraph_node` metadata) even though the node just calls `invoke`.
@@ -11,10 +11,11 @@ Called inside a graph node, LangGraph's `stream_mode="messages"` receives every 
 
 from __future__ import annotations
 
+import contextvars
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -24,18 +25,11 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ensure_config, merge_configs
 
 from ech0_moe.errors import BackendError
+from ech0_moe.serving.records import Reply
+
+T = TypeVar("T")
 
 ROLES = {"human": "user", "ai": "assistant", "system": "system"}
-
-
-@dataclass(frozen=True)
-class Reply:
-    """An expert's answer and what it cost: `truncated` when it hit the token cap."""
-
-    text: str
-    truncated: bool = False
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
 
 
 def reply_of(message: BaseMessage) -> Reply:
@@ -77,11 +71,61 @@ class Deadline(BaseCallbackHandler):
         self.check()
 
 
-def run_config(deadline: Deadline | None) -> RunnableConfig:
+def run_config(deadline: Deadline | None, *handlers: BaseCallbackHandler) -> RunnableConfig:
     """The config for a chat model call: the caller's (LangGraph's streaming handler, tracing)
-    plus the deadline's handler, added to - not replacing - the inherited callbacks."""
+    plus the deadline's handler and `handlers`, added to - not replacing - the inherited callbacks."""
+    ours = [h for h in (deadline, *handlers) if h is not None]
     inherited = ensure_config()
-    return merge_configs(inherited, {"callbacks": [deadline]}) if deadline else inherited
+    return merge_configs(inherited, {"callbacks": ours}) if ours else inherited
+
+
+class Progress(BaseCallbackHandler):
+    """When the last token arrived: a host that trickles bytes but no token is stuck all the same."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+        self.last = time.monotonic()
+
+
+def within(
+    seconds: float | None,
+    call: Callable[[], T],
+    cancel: Callable[[], None],
+    progress: Progress | None = None,
+    idle: float = float("inf"),
+) -> T:
+    """`call()` in a worker thread, waited for at most `seconds` by the clock (None: no limit), and
+    while `progress` sees a token at least every `idle` s; past either, `cancel()` (closing the
+    connection ends the worker at the next byte) and `TimeoutError` ("idle" for the second). Runs in
+    this thread's context, so LangGraph's stream handlers still see it."""
+    if seconds is None and progress is None:
+        return call()
+    done: dict[str, Any] = {}
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            done["value"] = context.run(call)
+        except BaseException as exc:
+            done["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True, name="ech0-ollama")
+    worker.start()
+    end = time.monotonic() + seconds if seconds is not None else float("inf")
+    while worker.is_alive():
+        now = time.monotonic()
+        if progress is not None and now - progress.last > idle:
+            cancel()
+            raise TimeoutError("idle")
+        if now >= end:
+            cancel()
+            raise TimeoutError
+        worker.join(min(0.25, end - now))
+    if "error" in done:
+        raise done["error"]
+    return done["value"]
 
 
 class StreamingChatModel(BaseChatModel):
