@@ -15,7 +15,7 @@ export CMAKE_ARGS
 export HF_HUB_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: install llama-rebuild demo ray-demo bench-ray test test-fast lint studio bench clean
+.PHONY: install llama-rebuild demo ray-demo bench-ray openai-server test test-fast lint studio bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,17 @@ endef
 
 ray-demo: install
 	$(call with_ray,$(ECH0_RAY) serve --fresh && $(ECH0_RAY) demo && $(ECH0_RAY) serve --status)
+
+# An OpenAI-compatible server of the demo's two models (llama-cpp-python's own, on 127.0.0.1:8000):
+# it holds one at a time and loads the other on request. examples/openai-pool.yaml points at it.
+OPENAI_SERVER_PORT ?= 8000
+openai-server: install
+	mkdir -p .ech0
+	$(PY) -c "import json; from ech0_moe.setup_models import ensure_second_copy, packaged_smollm2; \
+	m = lambda path, alias: {'model': str(path), 'model_alias': alias, 'n_ctx': 2048}; \
+	print(json.dumps({'host': '127.0.0.1', 'port': $(OPENAI_SERVER_PORT), \
+	'models': [m(packaged_smollm2(), 'smollm-a'), m(ensure_second_copy(), 'smollm-b')]}))" > .ech0/openai-server.json
+	$(PY) -m llama_cpp.server --config_file .ech0/openai-server.json
 
 # the cluster benchmark (README: Benchmarks) on a local head node
 bench-ray: install

@@ -31,6 +31,7 @@ class RuntimeEntry:
 RUNTIMES: dict[str, RuntimeEntry] = {
     "llamacpp": RuntimeEntry("ech0_moe.serving.runtimes.llamacpp:LlamaCppRuntime", "file"),
     "ollama": RuntimeEntry("ech0_moe.serving.runtimes.ollama:OllamaRuntime", "server", "http://127.0.0.1:11434"),
+    "openai": RuntimeEntry("ech0_moe.serving.runtimes.openai:OpenAIRuntime", "server", "http://127.0.0.1:8000/v1"),
 }
 PLACEMENTS = ("local", "ray")  # where the pool runs its experts: this process, or a Ray Serve application
 

@@ -54,7 +54,7 @@ def _expert_yaml(name: str, domain: str, model: Path | str, **extra: str) -> str
     fields = {
         "name": name,
         "domain": domain,
-        "backend": "llamacpp",
+        "runtime": "llamacpp",
         "model": str(model),
         "system_prompt": f"You are the {name} expert.",
         "description": f"{domain} questions",

@@ -43,13 +43,13 @@ def bad_inputs(tmp: Path, model_a: Path, expert_yaml) -> list[tuple[str, list[st
             "invalid YAML at line 4, column 1",
         ),
         (
-            "unknown backend",
+            "unknown runtime",
             [
                 "experts",
                 "--experts",
-                yaml_file(tmp, "vllm.yaml", good + expert_yaml("x", "general", model_a, backend="vllm")),
+                yaml_file(tmp, "vllm.yaml", good + expert_yaml("x", "general", model_a, runtime="vllm")),
             ],
-            "experts[0] (x).backend: unknown backend 'vllm' (use runtime: llamacpp or ollama; placement: ray)",
+            "experts[0] (x).runtime: unknown runtime 'vllm' (use llamacpp, ollama or openai)",
         ),
         (
             "missing GGUF",
@@ -167,7 +167,7 @@ def third_round(tmp: Path, model_a: Path, expert_yaml) -> list[tuple[str, list[s
         ("general_expert a list", pool("gen.yaml", good + one + "general_expert: [x]\n"), "general_expert: expected"),
         (
             "host not a URL",
-            pool("host.yaml", good + expert_yaml("x", "g", "m:1", backend="ollama", host="'http://[::1'")),
+            pool("host.yaml", good + expert_yaml("x", "g", "m:1", runtime="ollama", host="'http://[::1'")),
             ".host: expected a URL",
         ),
         (
@@ -206,7 +206,7 @@ def third_round(tmp: Path, model_a: Path, expert_yaml) -> list[tuple[str, list[s
         ("YAML of 81 aliases", pool("bomb81.yaml", bomb81), "its aliases expand to more than 100,000 nodes"),
         (
             "host the client cannot reach",
-            pool("octal.yaml", good + expert_yaml("x", "g", "m:1", backend="ollama", host="'http://0177.0.0.1:11434'")),
+            pool("octal.yaml", good + expert_yaml("x", "g", "m:1", runtime="ollama", host="'http://0177.0.0.1:11434'")),
             ".host: expected a URL",
         ),
         ("the shared namespace as asker", ["ask", "hi", "--user", "shared"], "is the namespace every asker reads"),
