@@ -194,3 +194,20 @@ def test_ask_streams_progress_and_tokens(tmp_path: Path, run_cli) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() and "[routed to physics" in proc.stderr and "loaded in" in proc.stderr
     assert "truncated=True" in proc.stderr
+
+
+def test_the_server_examples_of_the_serving_doc_read_as_printed(tmp_path: Path) -> None:
+    """Every experts.yaml of docs/serving.md's OpenAI-compatible section is read without a problem
+    (vLLM, llama-server, LM Studio, llama-swap); no server is asked (the schema, the hosts, keys)."""
+    from ech0_moe.config import check_config
+
+    text = (ROOT / "docs" / "serving.md").read_text()
+    section = text[text.index("## OpenAI-compatible servers") : text.index("## Ollama")]
+    blocks = section.split("```yaml\n")[1:]
+    assert len(blocks) == 4
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"server{i}.yaml"
+        path.write_text(block[: block.index("```")])
+        config, problems = check_config(path)
+        assert config is not None and not problems, problems
+        assert {e.runtime for e in config.experts} == {"openai"} and config.placement == "local"
