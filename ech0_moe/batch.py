@@ -19,20 +19,23 @@ from tqdm import tqdm
 from ech0_moe.errors import InputError
 from ech0_moe.graph import Context, build_graph, result_of
 from ech0_moe.owners import LOCAL
+from ech0_moe.routing.router import RouteDecision
 from ech0_moe.services import ServiceProvider, Services
 from ech0_moe.text import check_query
 
 Order = Literal["affinity", "fifo"]
 
 
-def plan(services: Services, queries: Sequence[str], order: Order = "affinity") -> tuple[list[int], list[str]]:
-    """(serving order of query indices, chosen expert per query)."""
+def plan(
+    services: Services, queries: Sequence[str], order: Order = "affinity"
+) -> tuple[list[int], list[RouteDecision]]:
+    """(serving order of query indices, the router's decision per query)."""
     if order not in ("affinity", "fifo"):
         raise InputError(f"unknown batch order {order!r}; use affinity or fifo")
-    experts = [services.router.route(q).expert for q in queries]
+    decisions = [services.router.route(q) for q in queries]
     if order == "fifo":
-        return list(range(len(queries))), experts
-    return services.pool.serving_order(experts), experts
+        return list(range(len(queries))), decisions
+    return services.pool.serving_order([d.expert for d in decisions]), decisions
 
 
 def groups_of(services: Services, serve: list[int], experts: list[str], order: Order) -> list[list[int]]:
@@ -56,11 +59,12 @@ def solve_batch(
     context: Context,
     services: ServiceProvider,
     *,
-    mode: str = "basic",
+    mode: str | Sequence[str] = "basic",
     order: Order = "affinity",
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Answer `queries` with as few swaps as possible; results in input order.
+    """Answer `queries` with as few swaps as possible; results in input order. `mode`: one for
+    every query, or one per query.
 
     Groups are served by `pool.lanes` lanes at once (1 in process; on Ray Serve one per replica,
     so N replicas keep N experts resident). A lane starts once the previous lane's first expert
@@ -71,7 +75,11 @@ def solve_batch(
         check_query(q)
     graph = build_graph(services=services)
     svc = services.for_run(context.experts_file, context.kb_dir, context.user or LOCAL)
-    serve, experts = plan(svc, queries, order)
+    modes = [mode] * len(queries) if isinstance(mode, str) else list(mode)
+    if len(modes) != len(queries):
+        raise InputError(f"{len(modes)} modes for {len(queries)} questions")
+    serve, decisions = plan(svc, queries, order)
+    experts = [d.expert for d in decisions]
     groups = iter(groups_of(svc, serve, experts, order))
     lanes = max(1, min(svc.pool.lanes if order == "affinity" else 1, len(queries)))
     depth = svc.pool.queue_depth if lanes > 1 else 1
@@ -82,13 +90,16 @@ def solve_batch(
 
     def answer(i: int, on_loaded: Callable[[], None]) -> None:
         values: dict[str, Any] = {}
-        request = {"query": queries[i], "mode": mode, "expert": experts[i]}
+        request = {"query": queries[i], "mode": modes[i], "expert": experts[i]}
         for kind, chunk in graph.stream(request, context=context, stream_mode=["custom", "values"]):
             if kind == "custom" and chunk.get("event") == "loaded":
                 on_loaded()
             elif kind == "values":
                 values = chunk
-        results[i] = {"index": i, "query": queries[i], **result_of(values)}
+        result = result_of(values)
+        if result["expert_used"] == experts[i]:  # routed by `plan`, not chosen by the caller: say why
+            result["route_reason"] = f"{decisions[i].reason} (routed before the batch was grouped)"
+        results[i] = {"index": i, "query": queries[i], **result}
         with lock:
             bar.set_postfix_str(experts[i])
             bar.update()

@@ -25,6 +25,7 @@ _BLOCK_SPLIT = re.compile(r"\n\s*\n")
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[`])")
 _SETEXT = re.compile(r"[=\-]{3,}")
 _HEADING = re.compile(r"#{1,6}(?:\s|$)")  # "# Title"; not "#define" or "#!/bin/sh"
+_CODE_LINE = re.compile(r"(?: {4}|\t)")
 _LINE_UNIT = re.compile(r"^(?:\s*(?:[|#>]|[*+\-]\s|\d+[.)]\s|```)|\s{4})")
 
 
@@ -76,7 +77,9 @@ def split_blocks(text: str) -> list[str]:
             if not lines:
                 continue
         if any(_LINE_UNIT.match(ln) for ln in lines):
-            units += [ln.strip() for ln in lines]
+            # a line indented 4 spaces is code (CommonMark; html2text's <pre>): it keeps an indent,
+            # so `#  define X` in C is never read as a heading
+            units += [("    " if _CODE_LINE.match(ln) else "") + ln.strip() for ln in lines]
         else:
             units.append(" ".join(ln.strip() for ln in lines))
     return units

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -116,20 +117,25 @@ def _where(context: dict[str, Any]) -> str:
 def cmd_batch(args: argparse.Namespace) -> int:
     from ech0_moe.batch import solve_batch
     from ech0_moe.datasets import load_jsonl
+    from ech0_moe.graph.context import MODES
     from ech0_moe.services import process_registry
 
     rows = load_jsonl(args.file, ())
-    queries = []
+    queries, modes = [], []
     for n, row in enumerate(rows, 1):
         q = row.get("question") or row.get("query")
         if not isinstance(q, str):
             raise Ech0Error(f"{args.file}: row {n}: needs a 'question' (or 'query') string")
+        mode = row.get("mode") or args.mode or "basic"  # a row's own mode, else the command's
+        if mode not in MODES:
+            raise Ech0Error(f"{args.file}: row {n}: unknown mode {mode!r}; use one of {', '.join(MODES)}")
         queries.append(q)
+        modes.append(mode)
     ctx = context_of(args)
     registry = process_registry()
     pool = registry.services(ctx.experts_file).pool
     before, t0 = pool.swaps, time.perf_counter()
-    results = solve_batch(queries, ctx, registry, mode=args.mode or "basic", order=args.order)
+    results = solve_batch(queries, ctx, registry, mode=modes, order=args.order)
     for r in results:
         print(json.dumps(r))
         warn(r["warnings"], f"question {r['index'] + 1}: ")
@@ -187,7 +193,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"ech0-moe: error: question {len(results)}: {r['error']}", file=sys.stderr, flush=True)
         if not args.json:
             timings = " ".join(f"{k}={v:.2f}s" for k, v in r["timings"].items())
-            answer = " ".join(r["solution"].split())[:110]
+            answer = textwrap.fill(" ".join(r["solution"].split()), width=100, subsequent_indent="      ")
             tqdm.write(
                 f"Q: {question}\n   -> {r['expert_used']} [{r['mode']}] "
                 f"{'SWAP ' + str(r['load_seconds']) + 's' if r['swapped'] else 'no swap'}, "

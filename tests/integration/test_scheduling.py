@@ -20,7 +20,8 @@ def test_affinity_batch_swaps_once_per_file_and_keeps_input_order(tmp_path: Path
     svc.pool.unload_all()
     questions = list(SWAP_QUESTIONS)
     random.Random(3).shuffle(questions)
-    _, experts = plan(svc, questions, "affinity")
+    _, decisions = plan(svc, questions, "affinity")
+    experts = [d.expert for d in decisions]
     files = {svc.pool.specs[e].model_key for e in experts}
     before = svc.pool.swaps
     results = solve_batch(questions, ctx, registry, progress=False)

@@ -35,3 +35,12 @@ def test_long_text_overlaps_by_a_sentence_at_chunk_edges() -> None:
     assert len(chunks) > 3
     for before, after in itertools.pairwise(chunks):
         assert after.startswith(before.rsplit(". ", 1)[-1])  # the last sentence opens the next chunk
+
+
+def test_indented_code_is_never_a_heading() -> None:
+    """`#  define X` in a C listing (a <pre> becomes code indented 4 spaces) stays code."""
+    from ech0_moe.text import chunk_units, split_blocks
+
+    code = "    #if defined(WIN32)\n    #  define SET_BINARY_MODE(file) setmode(file)\n    #endif\n"
+    text = f"# zlib usage\n\nIntro.\n\n{code}\nAfter.\n"
+    assert {h for h, _ in chunk_units(split_blocks(text))} == {"zlib usage"}

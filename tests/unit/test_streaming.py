@@ -116,3 +116,13 @@ def test_a_slow_load_sends_heartbeats_from_its_own_thread(
         if e.get("event") == "loading"
     ]
     assert not failures and len(events) >= 3 and events[-1]["elapsed"] > 0
+
+
+def test_a_leading_answer_label_is_dropped() -> None:
+    from langchain_core.messages import AIMessage
+
+    from ech0_moe.serving.runtimes.chat_models import STOP, reply_of
+
+    assert reply_of(AIMessage("A: Paris is the capital.")).text == "Paris is the capital."
+    assert reply_of(AIMessage("Answer:  42")).text == "42" and reply_of(AIMessage("AI is...")).text == "AI is..."
+    assert "\nQuestion:" in STOP and "\nQ:" in STOP

@@ -19,7 +19,7 @@ from ech0_moe.serving.pool import ASSUMED_LOAD_BYTES_PER_S, serving_order
 from ech0_moe.serving.ray_serve.admin import app_handle, deploy, ray_errors, residency
 from ech0_moe.serving.ray_serve.chat_model import RayChatModel, failure
 from ech0_moe.serving.records import Acquired, Choice, Message, Reply, SwapEvent
-from ech0_moe.serving.runtimes.chat_models import Deadline, reply_of, run_config
+from ech0_moe.serving.runtimes.chat_models import STOP, Deadline, reply_of, run_config
 
 RESIDENCY_TTL_S = 0.5  # the router asks on every query; the table is re-read at most this often
 
@@ -148,7 +148,7 @@ class RayPool:
             handle=self.handle(), expert=name, max_tokens=cap, timeout=timeout, limit=self.settings.timeout
         )
         deadline = Deadline(timeout) if timeout else None
-        message = model.invoke([(m["role"], m["content"]) for m in messages], config=run_config(deadline))
+        message = model.invoke([(m["role"], m["content"]) for m in messages], config=run_config(deadline), stop=STOP)
         return reply_of(message), self._record(_acquired(message.response_metadata))
 
     def choose(

@@ -12,6 +12,7 @@ Called inside a graph node, LangGraph's `stream_mode="messages"` receives every 
 from __future__ import annotations
 
 import contextvars
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,15 +31,20 @@ from ech0_moe.serving.records import Reply
 T = TypeVar("T")
 
 ROLES = {"human": "user", "ai": "assistant", "system": "system"}
+# a model that continues the prompt's own shape ("Question: ... A: ...") invents the next turn:
+# every runtime stops at a new question line
+STOP = ["\nQuestion:", "\nQ:", "\nUser:"]
+_LEAD = re.compile(r"^\s*(?:A|Answer)\s*:\s*")
 
 
 def reply_of(message: BaseMessage) -> Reply:
-    """The `Reply` inside a chat model's answer (finish reason and token counts from its metadata)."""
+    """The `Reply` inside a chat model's answer (finish reason and token counts from its metadata),
+    without a leading "A:" or "Answer:" that echoes the prompt's shape."""
     meta = message.response_metadata or {}
     usage = getattr(message, "usage_metadata", None) or {}
     finish = meta.get("finish_reason") or meta.get("done_reason") or ""
     return Reply(
-        text=str(message.content).strip(),
+        text=_LEAD.sub("", str(message.content).strip()),
         truncated=finish == "length",
         prompt_tokens=int(usage.get("input_tokens", 0)),
         completion_tokens=int(usage.get("output_tokens", 0)),

@@ -12,7 +12,7 @@ from ech0_moe.gguf import N_BATCH, N_UBATCH, loaded_bytes
 from ech0_moe.paths import env_threads
 from ech0_moe.safety import inert
 from ech0_moe.serving.records import Message, Reply
-from ech0_moe.serving.runtimes.chat_models import Deadline, LlamaCppChatModel, reply_of, run_config
+from ech0_moe.serving.runtimes.chat_models import STOP, Deadline, LlamaCppChatModel, reply_of, run_config
 
 # `make install` builds llama.cpp for x86-64-v3 (AVX2) without AMX: ggml's AMX matmul
 # segfaults on the first batched decode on Sapphire Rapids CPUs (ggml-org/llama.cpp#20824).
@@ -168,4 +168,4 @@ class LlamaCppRuntime:
             llm=handle, max_tokens=max_tokens, temperature=spec.temperature, repeat_penalty=spec.repeat_penalty
         )
         safe = _inert_messages(handle, messages)
-        return reply_of(model.invoke([(m["role"], m["content"]) for m in safe], config=run_config(deadline)))
+        return reply_of(model.invoke([(m["role"], m["content"]) for m in safe], config=run_config(deadline), stop=STOP))

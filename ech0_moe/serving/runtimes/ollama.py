@@ -24,7 +24,7 @@ from ech0_moe.config import ExpertSpec
 from ech0_moe.config import ollama_model_name as model_name
 from ech0_moe.errors import BackendError
 from ech0_moe.serving.records import Message, Reply
-from ech0_moe.serving.runtimes.chat_models import Deadline, Progress, reply_of, run_config, within
+from ech0_moe.serving.runtimes.chat_models import STOP, Deadline, Progress, reply_of, run_config, within
 
 
 def is_loopback(url: str) -> bool:
@@ -169,7 +169,7 @@ class OllamaRuntime:
         try:  # the answer's deadline by the clock, and a token at least every `timeout` s
             reply = within(
                 deadline.remaining + 1.0 if deadline else None,
-                lambda: llm.invoke([(m["role"], m["content"]) for m in messages], config=config),
+                lambda: llm.invoke([(m["role"], m["content"]) for m in messages], config=config, stop=STOP),
                 llm._client._client.close,
                 progress,
                 idle,

@@ -23,7 +23,7 @@ import httpx
 from ech0_moe.config import ExpertSpec
 from ech0_moe.errors import BackendError
 from ech0_moe.serving.records import Message, Reply
-from ech0_moe.serving.runtimes.chat_models import Deadline, Progress, reply_of, run_config, within
+from ech0_moe.serving.runtimes.chat_models import STOP, Deadline, Progress, reply_of, run_config, within
 from ech0_moe.serving.runtimes.ollama import is_loopback
 
 CONNECT_S = 10.0
@@ -126,7 +126,7 @@ class OpenAIRuntime:
             reply = within(
                 deadline.remaining + 1.0 if deadline else None,
                 lambda: llm.invoke(
-                    [(m["role"], m["content"]) for m in messages], config=run_config(deadline, progress)
+                    [(m["role"], m["content"]) for m in messages], config=run_config(deadline, progress), stop=STOP
                 ),
                 client.close,
                 progress,
