@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 
 from ech0_moe.cli.common import Parser, global_options
@@ -28,11 +27,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not hasattr(options, key):
             setattr(options, key, getattr(args, key, None))
     result = run(options)
-    if not options.json:
-        for key, value in result.items():
-            print(f"{key}: {value}", file=sys.stderr)
-    print(json.dumps(result))
+    print(json.dumps(result) if options.json else "\n".join(readable(result)))
     return 0
+
+
+def readable(value: object, key: str = "") -> list[str]:
+    """A benchmark's result as `path.to.key: value` lines (lists of records: one line each)."""
+    if isinstance(value, dict) and value:
+        return [line for k, v in value.items() for line in readable(v, f"{key}.{k}" if key else str(k))]
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return [line for i, v in enumerate(value) for line in readable(v, f"{key}[{i}]")]
+    return [f"{key}: {json.dumps(value) if isinstance(value, list | dict) else value}"]
 
 
 def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:

@@ -47,11 +47,11 @@ def cmd_kb(args: argparse.Namespace) -> int:
         result = [h.as_dict() for h in hits]
         if not args.json:
             how = {"fused": "BM25 and embeddings fused", "dense": "embeddings", "lexical": "BM25"}[args.method]
-            print(f"{len(hits)} passage(s), ranked by {how}; similarity = cosine of the embeddings", file=sys.stderr)
+            print(f"{len(hits)} passage(s), ranked by {how} (then diversity); cosine shown beside", file=sys.stderr)
             for rank, h in enumerate(hits, 1):
                 where = (f", page {h.page}" if h.page else "") + (f" > {h.heading}" if h.heading else "")
                 print(
-                    f"{rank}. similarity {h.score:.3f}  [{h.kind}] {h.source}{where}  id={h.id}\n"
+                    f"{rank}. [{h.kind}, {h.owner}] {h.source}{where}  (cosine {h.score:.3f})  id={h.id}\n"
                     f"       {' '.join(h.text.split())[:160]}"
                 )
             return 0
@@ -64,13 +64,40 @@ def cmd_kb(args: argparse.Namespace) -> int:
         if not any(removed.values()):
             what = f"id(s) {', '.join(args.items)}" if args.items else f"source {args.source!r}"
             where = f" of namespace {namespace!r}" if namespace else ""
-            raise Ech0Error(f"kb forget: no entry{where} with {what} in {kb.path}; nothing was removed")
+            hint = (
+                f" (a file or a source is given with --source: ech0-moe kb forget --source {args.items[0]})"
+                if args.items and not args.source and ("/" in args.items[0] or "." in args.items[0])
+                else ""
+            )
+            raise Ech0Error(f"kb forget: no entry{where} with {what} in {kb.path}; nothing was removed{hint}")
         result = {"removed": removed["entries"]}
         result |= {"routing_rows_removed": removed["routing_rows"]} if removed["routing_rows"] else {}
     else:
         raise Ech0Error(f"unknown kb action {args.action!r}; use add, search, stats or forget")
-    print(json.dumps(result, indent=None if args.json else 2))
+    print(json.dumps(result) if args.json else readable(args.action, result))
     return 0
+
+
+def readable(action: str, result: dict[str, Any]) -> str:
+    """What `kb add`, `kb stats` and `kb forget` print without --json."""
+    if action == "add":
+        lines = [
+            f"added {result['added']} file(s) ({result['chunks']} chunks), {result['unchanged']} unchanged, "
+            f"{len(result['skipped'])} skipped, in {result['seconds']} s"
+        ]
+        lines += [f"  skipped {line}" for line in result["skipped"]]
+        if result.get("routing_examples"):
+            lines.append(f"  {result['routing_examples']} chunks kept as routing examples")
+        return "\n".join(lines)
+    if action == "stats":
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(result["by_kind"].items())) or "none"
+        owners = ", ".join(f"{k} {n}" for k, n in sorted(result["by_owner"].items())) or "none"
+        where = f" (namespace {result['namespace']})" if "namespace" in result else ""
+        lines = [f"{result['path']}{where}: {result['entries']} entries ({kinds}) from {result['sources']} sources"]
+        lines.append(f"  by owner: {owners}")
+        return "\n".join(lines + ([f"  read-only: {result['read_only']}"] if "read_only" in result else []))
+    rows = f" and {result['routing_rows_removed']} routing example(s)" if result.get("routing_rows_removed") else ""
+    return f"removed {result['removed']} entries{rows}"
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
@@ -82,7 +109,11 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 
     ctx = context_of(args)
     row = add_feedback(kb_dir(ctx.kb_dir), config_of(args), args.question, args.expert, ctx.user or LOCAL)
-    print(json.dumps({"recorded": row, "applies": f"to {row['owner']}'s routing from the next question on"}))
+    applies = f"to {row['owner']}'s routing from the next question on"
+    if args.json:
+        print(json.dumps({"recorded": row, "applies": applies}))
+    else:
+        print(f"recorded: {row['text']!r} -> {row['expert']} (applies {applies})")
     return 0
 
 

@@ -57,7 +57,7 @@ class Checks:
         value = raw.get(key, default)
         low, high = bounds
         if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-            self.add(f"{where}.{key}: expected a number from {low:g} to {high:g}, got {shown(value)}")
+            self.add(f"{where}.{key}: expected a number from {_number(low)} to {_number(high)}, got {shown(value)}")
             return default
         if key in WHOLE and value != int(value):  # n_ctx: 2048.5 is not a context size
             self.add(f"{where}.{key}: expected a whole number, got {shown(value)}")
@@ -70,3 +70,8 @@ class Checks:
         except ConfigError as exc:
             self.add(str(exc))
             return 0
+
+
+def _number(x: float) -> str:
+    """A bound as a person writes it: 1,048,576 (not 1.04858e+06), 0.1."""
+    return f"{int(x):,}" if x == int(x) else f"{x:g}"

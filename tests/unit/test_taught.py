@@ -51,7 +51,7 @@ def test_feedback_command_is_one_line_on_a_bad_expert(tmp_path, pool_config, cap
     from ech0_moe.cli import main
 
     where = ["--experts", str(pool_config.path), "--kb", str(tmp_path / "kb")]
-    ok = main([*where, "feedback", "Why is the sky blue?", "--expert", "physics"])
+    ok = main([*where, "feedback", "Why is the sky blue?", "--expert", "physics", "--json"])
     assert ok == 0 and json.loads(capsys.readouterr().out)["recorded"]["expert"] == "physics"
     bad = main([*where, "feedback", "Lease?", "--expert", "law"])
     err = capsys.readouterr().err
