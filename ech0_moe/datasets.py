@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ech0_moe.errors import Ech0Error
+from ech0_moe.paths import package_dir
 
 
 def load_jsonl(path: str | Path, required: Sequence[str]) -> list[dict[str, Any]]:
@@ -113,7 +114,8 @@ DEMO_QUESTIONS: tuple[tuple[str, str], ...] = (
     ("What is the voltage across a 4 ohm resistor carrying 3 amps?", "ensemble"),
 )
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"  # in a clone (benchmarks ship with the source)
+# the benchmarks' data: `ech0_moe.benchmarks` (benchmarks/ in a clone, inside the package once installed)
+BENCH_DIR = package_dir("ech0_moe.benchmarks") or Path(__file__).resolve().parent.parent / "benchmarks"
 ROUTING_DEV = BENCH_DIR / "routing-dev.jsonl"  # 1,387 MMLU questions (MIT); benchmarks/SOURCES.md
 
 

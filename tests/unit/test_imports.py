@@ -158,3 +158,18 @@ def test_no_source_file_over_400_lines() -> None:
         str(p.relative_to(ROOT)): n for p in files if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     assert not long, f"over {MAX_LINES} lines: {long}"
+
+
+def test_the_wheel_lists_every_package_and_ships_the_benchmarks_data() -> None:
+    """`pip install .` gets every subpackage, and `ech0-moe bench` its default data (ech0_moe.benchmarks)."""
+    import tomllib
+
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = set(tool["packages"])
+    found = {m for m, p in MODULES.items() if p.name == "__init__.py"}
+    assert found <= packages, found - packages
+    assert tool["package-dir"]["ech0_moe.benchmarks"] == "benchmarks"
+    assert (
+        "*.jsonl" in tool["package-data"]["ech0_moe.benchmarks"]
+        and (ROOT / "benchmarks" / "routing-dev.jsonl").is_file()
+    )
