@@ -325,7 +325,7 @@ def test_a_read_only_store_is_searched_and_never_written(tmp_path: Path, assert_
         f"mount --bind {kb_dir} {kb_dir} && mount -o remount,bind,ro {kb_dir}\n"
         f"{ASK} {kb_dir} > {out}.ask\n"
         f'"$PY" -m ech0_moe.cli kb add README.md --kb {kb_dir} 2> {out}.add || echo $? > {out}.rc\n'
-        f'"$PY" -m ech0_moe.cli kb stats --kb {kb_dir} > {out}.stats\n'
+        f'"$PY" -m ech0_moe.cli kb stats --json --kb {kb_dir} > {out}.stats\n'
     )
     result = _survived(Path(f"{out}.ask"))
     assert result["warnings"] == [
@@ -363,7 +363,7 @@ def test_a_full_disk_keeps_the_answer_and_every_stored_entry(tmp_path: Path) -> 
         f'"$PY" {fill_then_learn} > {out}.learn\n'
         f"{ASK} {disk}/kb > {out}.ask\n"  # a new process, the disk still full
         f"rm {disk}/filler\n"
-        f'"$PY" -m ech0_moe.cli kb stats --kb {disk}/kb > {out}.stats\n'
+        f'"$PY" -m ech0_moe.cli kb stats --json --kb {disk}/kb > {out}.stats\n'
     )
     said = Path(f"{out}.learn").read_text().strip()  # one line, not a traceback
     assert said.startswith(f"knowledge base {disk}/kb: ") and said.endswith("database or disk is full"), said

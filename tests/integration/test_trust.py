@@ -69,7 +69,7 @@ def test_a_mistake_under_defaults_is_reported_once(tmp_path: Path, run_cli, writ
     proc = run_cli("validate", str(write_config(body)))
     errors = [line for line in proc.stderr.splitlines() if line.startswith("ech0-moe: error: ")]
     assert proc.returncode == 1 and len(errors) == 1, proc.stderr
-    assert "defaults.max_tokens: expected a number from 1 to 65536, got -5" in errors[0]
+    assert "defaults.max_tokens: expected a number from 1 to 65,536, got -5" in errors[0]
 
 
 def test_resuming_an_unknown_thread_is_one_line(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def test_every_problem_is_listed_and_load_raises_the_first(tmp_path: Path) -> No
     _, problems = check_config(path)
     assert len(problems) == 4, problems
     assert any("(a).size: must be more than 0" in p for p in problems)
-    assert any("(a).max_tokens: expected a number from 1 to 65536, got 0" in p for p in problems)
+    assert any("(a).max_tokens: expected a number from 1 to 65,536, got 0" in p for p in problems)
     assert any("(b).model: model file not found" in p for p in problems)
     assert any("duplicate expert name 'a'" in p for p in problems)
     with pytest.raises(ConfigError, match=r"size: must be more than 0.*\(and 3 more: run `ech0-moe validate`\)"):

@@ -211,3 +211,33 @@ class LlamaCppChatModel(StreamingChatModel):
                 content="", response_metadata={"finish_reason": finish or "stop"}, usage_metadata=usage
             )
         )
+
+
+def answer_watched(
+    llm: BaseChatModel,
+    messages: list[dict[str, str]],
+    deadline: Deadline | None,
+    idle: float,
+    cancel: Callable[[], None],
+    source: str,
+) -> BaseMessage:
+    """`llm`'s answer to `messages` (stopping at a new question line), within the answer's deadline by
+    the clock and with a token at least every `idle` s; past either, `cancel()` and one `BackendError`
+    naming `source` ("Ollama at URL", "the server at URL")."""
+    progress = Progress()
+    config = run_config(deadline, progress)
+    try:
+        return within(
+            deadline.remaining + 1.0 if deadline else None,
+            lambda: llm.invoke([(m["role"], m["content"]) for m in messages], config=config, stop=STOP),
+            cancel,
+            progress,
+            idle,
+        )
+    except TimeoutError as exc:
+        if str(exc) == "idle":
+            raise BackendError(f"{source} sent no new token for {idle:g} s (timeout)", silent=True) from None
+        raise BackendError(
+            f"the answer took longer than answer_timeout ({deadline.seconds if deadline else 0:g} s): "
+            f"{source} was still sending"
+        ) from None

@@ -24,7 +24,7 @@ from ech0_moe.config import ExpertSpec
 from ech0_moe.config import ollama_model_name as model_name
 from ech0_moe.errors import BackendError
 from ech0_moe.serving.records import Message, Reply
-from ech0_moe.serving.runtimes.chat_models import STOP, Deadline, Progress, reply_of, run_config, within
+from ech0_moe.serving.runtimes.chat_models import Deadline, answer_watched, reply_of, within
 
 
 def is_loopback(url: str) -> bool:
@@ -163,26 +163,9 @@ class OllamaRuntime:
             # a host that stops sending (or never starts) ends the answer when the deadline does
             client_kwargs={"timeout": self.timeouts(spec, deadline), "trust_env": not is_loopback(spec.host)},
         )
-        progress = Progress()
-        config = run_config(deadline, progress)
         idle = min(spec.timeout, self.timeout)
-        try:  # the answer's deadline by the clock, and a token at least every `timeout` s
-            reply = within(
-                deadline.remaining + 1.0 if deadline else None,
-                lambda: llm.invoke([(m["role"], m["content"]) for m in messages], config=config, stop=STOP),
-                llm._client._client.close,
-                progress,
-                idle,
-            )
-        except TimeoutError as exc:
-            if str(exc) == "idle":
-                raise BackendError(
-                    f"Ollama at {spec.host} sent no new token for {idle:g} s (timeout)", silent=True
-                ) from None
-            raise BackendError(
-                f"the answer took longer than answer_timeout ({deadline.seconds if deadline else 0:g} s): "
-                f"Ollama at {spec.host} was still sending"
-            ) from None
+        try:
+            reply = answer_watched(llm, messages, deadline, idle, llm._client._client.close, f"Ollama at {spec.host}")
         except BackendError:
             raise
         except httpx.TimeoutException:

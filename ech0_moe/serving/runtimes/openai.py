@@ -23,7 +23,7 @@ import httpx
 from ech0_moe.config import ExpertSpec
 from ech0_moe.errors import BackendError
 from ech0_moe.serving.records import Message, Reply
-from ech0_moe.serving.runtimes.chat_models import STOP, Deadline, Progress, reply_of, run_config, within
+from ech0_moe.serving.runtimes.chat_models import Deadline, answer_watched, reply_of
 from ech0_moe.serving.runtimes.ollama import is_loopback
 
 CONNECT_S = 10.0
@@ -121,25 +121,8 @@ class OpenAIRuntime:
             max_retries=0,  # the graph's retry policy decides
             http_client=client,
         )
-        progress = Progress()
-        try:  # the answer's deadline by the clock, and a token at least every `timeout` s
-            reply = within(
-                deadline.remaining + 1.0 if deadline else None,
-                lambda: llm.invoke(
-                    [(m["role"], m["content"]) for m in messages], config=run_config(deadline, progress), stop=STOP
-                ),
-                client.close,
-                progress,
-                idle,
-            )
-        except TimeoutError as exc:
-            if str(exc) == "idle":
-                raise BackendError(
-                    f"the server at {spec.host} sent no new token for {idle:g} s (timeout)", silent=True
-                ) from None
-            raise BackendError(
-                f"the answer took longer than answer_timeout ({deadline.seconds if deadline else 0:g} s)"
-            ) from None
+        try:
+            reply = answer_watched(llm, messages, deadline, idle, client.close, f"the server at {spec.host}")
         except BackendError:
             raise
         except Exception as exc:  # the openai client's errors: connection, timeout, a 4xx/5xx from the server
