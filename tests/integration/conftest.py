@@ -136,3 +136,30 @@ def ollama_ps() -> Callable[[str], list[str]]:
 def registry() -> ServiceRegistry:
     """A fresh registry per test: its own pool per experts file, so swap counts start at zero."""
     return ServiceRegistry()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_process(argv: list[str], log: Path, ready: str, what: str, **popen: object) -> subprocess.Popen:
+    """A server process of the tests' own (its output in `log`, its own session), once `ready` (a
+    URL) answers 200; it is killed and the test fails with the log's tail if that takes 120 s."""
+    import signal
+    import time
+
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **popen)  # type: ignore[call-overload]
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(ready, timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail(f"{what} did not start:\n{log.read_text()[-3000:]}")

@@ -10,16 +10,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from ech0_moe.graph import Context, build_graph
 from ech0_moe.services import ServiceRegistry
-from tests.integration.test_studio import free_port
+from tests.integration.conftest import free_port, start_process
 
 LOADED = "llama_model_loader: loaded meta data"  # llama.cpp prints this once per model load
 
@@ -46,26 +44,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_a: Path, model_b: Pat
         {"model": str(model_b), "model_alias": "smollm-b", "n_ctx": 2048, "n_threads": 2, "verbose": True},
     ]
     (folder / "server.json").write_text(json.dumps({"host": "127.0.0.1", "port": port, "models": models}))
-    log = folder / "server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--config_file", str(folder / "server.json")],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/models", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"llama_cpp.server did not start:\n{log.read_text()[-3000:]}")
-    srv = Server(proc, url, log)
+    log, url = folder / "server.log", f"http://127.0.0.1:{port}/v1"
+    argv = [sys.executable, "-m", "llama_cpp.server", "--config_file", str(folder / "server.json")]
+    srv = Server(start_process(argv, log, f"{url}/models", "llama_cpp.server"), url, log)
     yield srv
     srv.stop()
 

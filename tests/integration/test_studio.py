@@ -5,22 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from langgraph_sdk import get_sync_client
 
+from tests.integration.conftest import free_port, start_process
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(folder: Path, config: Path | None = None):
@@ -30,26 +23,9 @@ def start_server(folder: Path, config: Path | None = None):
     env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false", "HF_HUB_OFFLINE": "1"}
     langgraph = Path(os.sys.executable).parent / "langgraph"
     extra = ["--config", str(config)] if config else []
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [str(langgraph), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port), *extra],
-            cwd=config.parent if config else ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/ok", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail(f"langgraph dev did not start:\n{log.read_text()[-3000:]}")
+    argv = [str(langgraph), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port), *extra]
+    proc = start_process(argv, log, f"{url}/ok", "langgraph dev", cwd=config.parent if config else ROOT, env=env)
     yield url
     os.killpg(proc.pid, signal.SIGTERM)
     try:
