@@ -12,7 +12,7 @@ from ech0_moe.errors import ConfigError, shown
 
 MAX_YAML_BYTES = 1_000_000  # an experts.yaml is a few kB; the reader refuses anything this big
 MAX_YAML_ALIASES = 100  # aliases expand in place: a 1 kB "billion laughs" file grew to 5.6 GB
-MAX_YAML_NODES = 100_000  # nodes after every alias is expanded: 81 aliases in 774 bytes made 3.46 GB
+MAX_YAML_NODES = 100_000  # nodes after every alias is expanded: few aliases can still expand to GBs
 MAX_YAML_DEPTH = 20
 
 

@@ -12,8 +12,7 @@ RRF_K = 60  # reciprocal rank fusion: 1 / (RRF_K + rank), summed over the rankin
 # than the dense threshold: its words matched where the embedding did not (names, numbers, rare terms)
 LEXICAL_REACH = 1.4
 # the BM25 ranking's weight in the fusion (the dense ranking's is 1): MiniLM truncates and blurs
-# names and numbers that BM25 matches exactly (tuned on benchmarks/qa.jsonl; on the held-out
-# qa-heldout.jsonl recall@1 went from 0.80 to 0.90 with RANK_SHARE below)
+# names and numbers that BM25 matches exactly (tuned on benchmarks/qa.jsonl: docs/retrieval.md)
 LEXICAL_WEIGHT = 1.5
 # MMR's relevance: this share from the fused ranks (spread over [0, 1]), the rest from the cosine
 # similarity (a learned answer to the same question is much closer than any document; ranks alone

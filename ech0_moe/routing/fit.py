@@ -36,10 +36,8 @@ from ech0_moe.routing.rows import config_data, pool_rows, written_examples
 FIT_VERSION = "experts-as-classes/minilm-int8-mean+max/7-centered-question-topics-shared-split-csls-written-whole"
 
 
-# a typical question: our written examples of the shipped pool's domains. With those of the domains
-# written later for other pools (medicine, law, history ...) in the mean as well, few-shot macro fell
-# on every pool (`bench routing`, pool only: shipped 0.769 -> 0.759, pool-16 0.653 -> 0.649,
-# everyday 0.964 -> 0.952); a mean of the domains' means was in between
+# a typical question: our written examples of the shipped pool's domains only, since adding the
+# domains written later lowered few-shot macro on every pool (docs/routing.md, "Fitting choices")
 CENTER_DOMAINS = (
     "mathematics",
     "physics",
@@ -54,9 +52,8 @@ CENTER_DOMAINS = (
 
 def typical_questions(cache: FeatureCache, questions: np.ndarray | None = None) -> np.ndarray:
     """Features of typical questions: our written examples of `CENTER_DOMAINS` and the user's
-    labelled `questions` (features). Their mean is the centre the features are compared from; with
-    the labelled questions in it (k-fold with data): shipped pool 0.858 -> 0.865, pool-16 0.765 ->
-    0.778, everyday 0.952 -> 0.964 (their mean alone: 0.858 / 0.778 / 0.952)."""
+    labelled `questions` (features). Their mean is the centre the features are compared from; the
+    labelled questions in it raised macro with data on every pool (docs/routing.md)."""
     ours = written_examples()
     rows = cache.features([t for domain in CENTER_DOMAINS for t in ours[domain]])
     return np.vstack([rows, *([] if questions is None else [questions])])
@@ -155,34 +152,26 @@ def fit_model(
 # class-by-class top-5 mean similarity; no abstention floor (it lowered macro accuracy in every
 # few-shot setting of `bench routing`)
 FEW_SHOT: dict[str, Any] = {"c": 10.0, "vote": "topmean", "k": 5, "mix": 0.5, "temperature": 0.05}
-# few-shot scores are under-confident (0.36 mean confidence for 0.67 accuracy, shipped pool);
-# squared, the expected calibration error falls from 0.31 / 0.25 to 0.10 / 0.07 (pool only / with
-# written examples), 0.26 / 0.12 to 0.03 / 0.14 for 16 experts, 0.42 to 0.16 for the everyday pool
+# few-shot scores are under-confident; squared, their calibration error falls on every pool (docs/routing.md)
 FEW_SHOT_SHARPNESS = 2.0
 # few-shot, each example's similarity to a question is lowered by this times its mean similarity to
-# its 10 nearest typical questions (`hubness`). Chosen on the tune half among 0.25 / 0.5 / 0.75 and
-# 5 / 10 / 20 neighbours (mean over the benchmark pools); held-out half, without -> with: shipped
-# pool only 0.768 -> 0.777, with written examples 0.796 -> 0.7998, pool-16 0.646 -> 0.660 and
-# 0.687 -> 0.691, everyday 0.952 either way
+# its 10 nearest typical questions (`hubness`), so an example near every question wins less; chosen
+# on the tune half (docs/routing.md)
 HUB_WEIGHT = 0.25
 
 
 # the general expert is the fallback, not a competitor: a row of its own (description, example,
 # written example) that a model of the specialists alone gives to one specialist with at least
-# this probability is that specialist's topic, and is left out of the general expert's rows.
-# 0.6 since the features are centred (the specialists' model is surer): at 0.5 the everyday
-# pool's general expert lost three more rows and a question; the shipped pool with written
-# examples 0.803 at 0.5, 0.800 at 0.6. (A lower bar for bigger pools, 5 / specialists, helped
-# pool-16 while its domains had no written examples of their own; since they have, it cost 2.4
-# points with written examples: general kept 0.09 of its questions instead of 0.55.)
+# this probability is that specialist's topic, and is left out of the general expert's rows
+# (0.6, as the centred features make the specialists' model surer: docs/routing.md)
 CLAIMED = 0.6
 
 
 def shared_to_nearest(config: PoolConfig, rows: Sequence[tuple[str, str]], vectors: np.ndarray) -> list[int]:
     """Indices of `rows` to fit on: a text given to several experts (a written example or a taught
     chunk of a domain that has two experts, such as school and university mathematics) stays only
-    with the one a model of the experts' own rows (descriptions, topics, examples) scores highest.
-    pool-16 with our written examples: few-shot macro 0.692 -> 0.706."""
+    with the one a model of the experts' own rows (descriptions, topics, examples) scores highest,
+    so two experts of one domain are not trained on the same texts (docs/routing.md)."""
     first = len(pool_rows(config, written=False))  # the experts' own rows come first
     holders: dict[str, list[int]] = {}
     for i in range(first, len(rows)):

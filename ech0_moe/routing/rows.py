@@ -120,8 +120,7 @@ def topic_phrases(description: str) -> list[str]:
 
 
 # a listed topic as the question it stands for: "A question about tenancy." lies nearer the
-# questions on it than "tenancy" alone (few-shot macro, `bench routing`: shipped pool only
-# 0.744 -> 0.769, pool-16 0.629 -> 0.640, everyday 0.964 -> 0.976)
+# questions on it than "tenancy" alone (docs/routing.md)
 TOPIC_ROW = "A question about {}."
 
 
