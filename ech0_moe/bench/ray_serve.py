@@ -158,7 +158,7 @@ def bench_ray(
 ) -> dict[str, Any]:
     """Every run of the module docstring on fresh replicas of `config`'s Serve application."""
     if config.ray is None:
-        raise Ech0Error("bench ray needs a pool with backend: ray (e.g. --experts examples/ray-pool.yaml)")
+        raise Ech0Error("bench ray needs a pool with placement: ray (e.g. --experts examples/ray-pool.yaml)")
     router = Router(config)
     asked = mixed_questions(config, questions, seed)
     runs: dict[str, tuple[PoolConfig, Callable[[Services], list[dict[str, Any]]]]] = {}

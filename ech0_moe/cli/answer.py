@@ -174,8 +174,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(
                 "note: SmolLM2-135M is a 135-million-parameter model: it answers exam questions at chance.\n"
                 "      The demo shows the machinery (routing, swaps, retrieval, compression, timings); for real\n"
-                "      answers point experts.yaml at your own experts (a GGUF path, or backend: ollama) and run\n"
-                "      `ech0-moe validate experts.yaml` (README: experts.yaml)."
+                "      answers point experts.yaml at your own experts (a GGUF path, runtime: ollama or openai)\n"
+                "      and run `ech0-moe validate experts.yaml` (README: experts.yaml)."
             )
         print(f"(router and knowledge base ready in {time.perf_counter() - t0:.1f}s)\n")
     results: list[dict[str, Any]] = []

@@ -59,7 +59,7 @@ def cmd_experts(args: argparse.Namespace) -> int:
         files.setdefault(r["model"], len(files))
         state = {True: "loaded", False: "-", None: f"{r['device']} unreachable"}[r["loaded"]]
         print(
-            f"  {r['name']:<12} {r['domain']:<17} {r['backend']:<9} {format_size(r['size_bytes']):>8}  "
+            f"  {r['name']:<12} {r['domain']:<17} {r['runtime']:<9} {format_size(r['size_bytes']):>8}  "
             f"file#{files[r['model']]} {os.path.basename(r['model'])}  {state}"
         )
     if any(r["device"] == "local" for r in rows):
@@ -196,7 +196,7 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None
     p.add_argument("file", nargs="?", help="the file to check (default: the --experts file)")
     p.set_defaults(func=cmd_validate)
 
-    p = command("serve", "backend ray: deploy or update the Ray Serve application; --status shows the replicas")
+    p = command("serve", "placement ray: deploy or update the Ray Serve application; --status shows the replicas")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--status", action="store_true", help="show each replica's resident expert (deploy nothing)")
     group.add_argument("--fresh", action="store_true", help="replace the replicas with new, empty ones")

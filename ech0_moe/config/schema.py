@@ -191,5 +191,5 @@ class PoolConfig:
     def ray_settings(self) -> RaySettings:
         """The `ray:` settings (`backend: ray` pools); a `ConfigError` for any other pool."""
         if self.ray is None:
-            raise ConfigError(f"{self.path}: no `ray:` settings and no expert uses backend ray")
+            raise ConfigError(f"{self.path}: no `ray:` settings and no expert has placement ray")
         return self.ray

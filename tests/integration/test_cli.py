@@ -211,3 +211,9 @@ def test_the_server_examples_of_the_serving_doc_read_as_printed(tmp_path: Path) 
         config, problems = check_config(path)
         assert config is not None and not problems, problems
         assert {e.runtime for e in config.experts} == {"openai"} and config.placement == "local"
+
+
+def test_experts_lists_each_experts_runtime(run_cli) -> None:
+    proc = run_cli("experts")
+    assert proc.returncode == 0, proc.stderr
+    assert "  math         mathematics       llamacpp" in proc.stdout and "Traceback" not in proc.stderr

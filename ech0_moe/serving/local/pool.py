@@ -214,8 +214,8 @@ class ExpertPool:
         spec = self.specs[name]
         key, device = spec.model_key, spec.device
         budget = self.config.budget_for(device)
-        backend = self.runtime(spec.runtime)
-        need = self.expected_bytes(name) or backend.estimate_size(spec)
+        runtime = self.runtime(spec.runtime)
+        need = self.expected_bytes(name) or runtime.estimate_size(spec)
         self._estimates[key] = need  # asked once per model, not on every request
         if need > budget:
             raise BudgetError(
@@ -227,7 +227,7 @@ class ExpertPool:
             ticket = group.arrive(key)
         try:
             while True:
-                resident = backend.resident(spec)  # network (Ollama): never under the lock
+                resident = runtime.resident(spec)  # network (Ollama): never under the lock
                 victims: list[LoadedModel] = []
                 with self._cond:
                     self._reconcile(spec, resident)
@@ -276,7 +276,7 @@ class ExpertPool:
             raise
         t0 = time.perf_counter()
         try:
-            handle, size = backend.load(spec)
+            handle, size = runtime.load(spec)
         except BaseException:
             with self._cond:
                 del self._reserved[key]
@@ -284,7 +284,7 @@ class ExpertPool:
             raise
         seconds = time.perf_counter() - t0
         if size > budget:  # its real footprint: file plus what the runtime allocates beside it
-            backend.unload(spec, handle)
+            runtime.unload(spec, handle)
             with self._cond:
                 del self._reserved[key]
                 self._cond.notify_all()
@@ -339,8 +339,8 @@ class ExpertPool:
         spec = self.specs[name]
         with self.use(name) as (model, acquired), model.lock:
             deadline = Deadline(timeout) if timeout else None
-            backend = self.runtime(spec.runtime)
-            reply = backend.chat(spec, model.handle, messages, max_tokens or spec.max_tokens, deadline)
+            runtime = self.runtime(spec.runtime)
+            reply = runtime.chat(spec, model.handle, messages, max_tokens or spec.max_tokens, deadline)
         reloaded = getattr(model.handle, "last_load_duration", 0.0)
         if reloaded > RELOAD_THRESHOLD_S and not acquired.swapped:
             # the server had to load the model for this answer (its keep_alive ran out between
