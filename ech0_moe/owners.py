@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -43,3 +44,14 @@ def owner_of(meta: Mapping[str, Any]) -> str:
 def readable_by(asker: str | None) -> tuple[str, ...] | None:
     """The namespaces `asker` reads: its own and the shared one (None: every namespace, for admin commands)."""
     return None if asker is None else (asker, SHARED) if asker != SHARED else (SHARED,)
+
+
+def owner_of_identity(user_id: object) -> str:
+    """The owner for a LangGraph server's user id: the id itself when it is a plain name, else a
+    hash of it (odd characters, too long, or the shared namespace's name); no id: `LOCAL`."""
+    if not isinstance(user_id, str) or not user_id:
+        return LOCAL
+    try:
+        return check_owner(user_id)
+    except InputError:
+        return "user:" + hashlib.sha256(user_id.encode()).hexdigest()[:24]

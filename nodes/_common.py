@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -11,9 +10,8 @@ from typing import Any, TypeVar
 from langgraph.config import get_config, get_stream_writer
 from langgraph.runtime import Runtime
 
-from ech0_moe.errors import InputError
 from ech0_moe.graph.context import Context
-from ech0_moe.owners import LOCAL, check_owner
+from ech0_moe.owners import LOCAL, owner_of_identity
 from ech0_moe.services import ServiceProvider, Services
 
 F = TypeVar("F", bound=Callable[..., dict[str, Any]])
@@ -56,25 +54,14 @@ def asker(runtime: Runtime[Context]) -> str:
     user = getattr(server, "user", None)
     if user is not None:
         try:
-            return server_owner(user.identity)
+            return owner_of_identity(user.identity)
         except (AttributeError, NotImplementedError):
             pass
     try:
         configurable = get_config().get("configurable") or {}
     except RuntimeError:  # called outside a run
         return LOCAL
-    return server_owner(configurable.get("langgraph_auth_user_id"))
-
-
-def server_owner(user_id: object) -> str:
-    """The owner for a LangGraph server's user id: the id itself when it is a plain name, else a
-    hash of it; no id is the local owner."""
-    if not isinstance(user_id, str) or not user_id:
-        return LOCAL
-    try:
-        return check_owner(user_id)
-    except InputError:  # odd characters, too long, or the shared namespace's name
-        return "user:" + hashlib.sha256(user_id.encode()).hexdigest()[:24]
+    return owner_of_identity(configurable.get("langgraph_auth_user_id"))
 
 
 def run_services(runtime: Runtime[Context], services: ServiceProvider) -> Services:

@@ -118,3 +118,10 @@ def test_owner_names_are_checked_and_nobody_is_the_shared_namespace() -> None:
     for bad in ("shared", "a b", "x" * 129, "a\nb"):
         with pytest.raises(ValueError):
             Context(user=bad)
+
+
+def test_a_servers_user_id_becomes_an_owner_name() -> None:
+    from ech0_moe.owners import owner_of_identity
+
+    assert owner_of_identity("alice@example.com") == "alice@example.com" and owner_of_identity(None) == "local"
+    assert owner_of_identity("shared").startswith("user:") and owner_of_identity("a b").startswith("user:")
