@@ -17,94 +17,47 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from difflib import SequenceMatcher
 from typing import Any
 
 import numpy as np
 
+from ech0_moe.quantities import agree, quantities
 from ech0_moe.text import STOPWORDS
 
-# cosine of the documents encoder above which two free-text answers agree: the best pair
-# accuracy on the `fit` half of benchmarks/answer-pairs.jsonl, the lowest of the tied best
-# (`ech0-moe bench vote` prints it as threshold_best_on_fit)
-AGREE_SIMILARITY = 0.725
+# cosine of the documents encoder above which two longer free-text answers agree: the best mean
+# accuracy over the tuning parts of `ech0-moe bench vote` (printed as threshold_best_on_tuning)
+AGREE_SIMILARITY = 0.7
 SHORT_ANSWER_WORDS = 4  # a "named" final answer is at most this many words
+STEM_CHARS = 6  # words compared by their first characters: plural, -ion/-ia, -ed/-ing alike
+CONTRAST_WORDS = 1.0  # swapped words per shared word up to which two answers are a near miss
 
 _WORDS = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_PAREN = re.compile(r"\([^)]*\)")
+_PAREN = re.compile(r"(?:^|(?<=\s))\([^)]*\)")  # a gloss "(N)", "(from natrium)"; not "O(n)"
 _LEAD = re.compile(
     r"^(?:(?:so|thus|therefore|hence)\b[,:]?\s*)?"
-    r"(?:(?:the\s+)?(?:final\s+|correct\s+)?answer\s+is\b[:\s]*|(?:it|this|that)\s+(?:is|was)\b\s*|it's\s+)",
+    r"(?:(?:the\s+)?(?:final\s+|correct\s+)?answer\s*(?:is\b|:)[:\s]*|(?:it|this|that)\s+(?:is|was)\b\s*|it's\s+)",
     re.IGNORECASE,
 )
+_VERDICT = r"(?:not\s+)?(?:true|false|yes|no|wrong|right|valid|invalid|correct|incorrect)\b"
+_VERDICTS = re.compile(rf"^{_VERDICT}(?:\s*[,;/|]\s*{_VERDICT})+", re.IGNORECASE)
+_SYMBOLS = re.compile(r"[()\[\]^*/<>=+]")
+# stopwords that change what an answer says, so they are compared like content words
+_KEPT = frozenset(
+    "same more most less few only over under up down above below all any both each other not no i".split()
+)
+_FORMULA = re.compile(r"\w+\([^)]*\)")  # "O(n log n)", "f(x)"
+_LIST = re.compile(r"\band\b|\bboth\b|\bor\b|;|&", re.IGNORECASE)
+# words that frame an answer rather than say it ("The answer is ...", "Answer: ...")
+_FRAME = frozenset("answer correct final option choice".split())
 _POLARITY = re.compile(r"^\s*(yes|no|true|false|correct|incorrect)\b[\s.,!:;-]*", re.IGNORECASE)
+# a statement that answers "no" without a "not": "It should be avoided: unsafe in pregnancy."
+_REFUSING = re.compile(
+    r"\b(?:avoid(?:ed)?|unsafe|forbidden|prohibited|impossible|inadvisable|never|false|incorrect|untrue)\b",
+    re.IGNORECASE,
+)
 _NEGATION = re.compile(
     r"\b(?:not|no|never|cannot|can't|isn't|aren't|doesn't|don't|won't|wasn't|neither|nor|none)\b|n't\b", re.IGNORECASE
-)
-_APPROX = re.compile(r"\b(?:about|roughly|approximately|around|nearly|almost|some|circa)\b|~|≈", re.IGNORECASE)
-_NUMBER = re.compile(
-    r"(?<![\w.\-^])([-+]?\d[\d,]*(?:\.\d+)?)(?:\s*(?:x|×|\*)\s*10\s*\^\s*([-+]?\d+))?([a-z](?![a-z]))?", re.IGNORECASE
-)
-_WORD_NUMBERS = {
-    w: i
-    for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-        "sixteen seventeen eighteen nineteen twenty".split()
-    )
-} | {"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100}
-# unit phrases after a number, longest first, to (canonical unit, factor to it)
-_UNITS: dict[str, tuple[str, float]] = {
-    "metres per second": ("m/s", 1),
-    "meters per second": ("m/s", 1),
-    "kilometres per second": ("m/s", 1000),
-    "kilometers per second": ("m/s", 1000),
-    "km per second": ("m/s", 1000),
-    "km per hour": ("m/s", 1 / 3.6),
-    "km/s": ("m/s", 1000),
-    "km/h": ("m/s", 1 / 3.6),
-    "m/s": ("m/s", 1),
-    "degrees celsius": ("°c", 1),
-    "degrees fahrenheit": ("°f", 1),
-    "°c": ("°c", 1),
-    "°f": ("°f", 1),
-    "c": ("°c", 1),
-    "f": ("°f", 1),
-    "degrees": ("°", 1),
-    "°": ("°", 1),
-    "volts": ("v", 1),
-    "volt": ("v", 1),
-    "v": ("v", 1),
-    "amps": ("a", 1),
-    "amperes": ("a", 1),
-    "amp": ("a", 1),
-    "a": ("a", 1),
-    "ohms": ("ohm", 1),
-    "ohm": ("ohm", 1),
-    "ω": ("ohm", 1),
-    "newtons": ("n", 1),
-    "n": ("n", 1),
-    "joules": ("j", 1),
-    "j": ("j", 1),
-    "watts": ("w", 1),
-    "w": ("w", 1),
-    "km": ("m", 1000),
-    "metres": ("m", 1),
-    "meters": ("m", 1),
-    "m": ("m", 1),
-    "kg": ("kg", 1),
-    "years": ("year", 1),
-    "year": ("year", 1),
-    "days": ("day", 1),
-    "hours": ("hour", 1),
-    "minutes": ("minute", 1),
-    "seconds": ("second", 1),
-    "bits": ("bit", 1),
-    "bytes": ("byte", 1),
-    "%": ("%", 1),
-    "percent": ("%", 1),
-}
-_UNIT_RE = re.compile(
-    r"\s*(" + "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True)) + r")(?![a-z])", re.IGNORECASE
 )
 
 
@@ -119,52 +72,6 @@ def _strip(text: str) -> str:
     while (m := _LEAD.match(text)) and m.end():
         text = text[m.end() :].strip()
     return text
-
-
-@dataclass(frozen=True)
-class Quantity:
-    value: float
-    unit: str
-    step: float  # the precision the answer gave: values within step / 2 agree
-    term: str = ""  # "2x": a number glued to a symbol is compared as written
-
-    def agrees(self, other: Quantity) -> bool:
-        if self.term or other.term:
-            return self.term == other.term
-        if self.unit and other.unit and self.unit != other.unit:
-            return False
-        return abs(self.value - other.value) <= max(self.step, other.step) / 2 + 1e-9 * abs(self.value)
-
-
-def _quantity(text: str) -> Quantity | None:
-    """The answer's number: the last one of its first sentence (after "=", the result), with its unit."""
-    body = _PAREN.sub(" ", text)
-    first = re.split(r"(?<=[.!?])\s+(?=[A-Z])", body.strip())[0]
-    approx = bool(_APPROX.search(first))
-    found = list(_NUMBER.finditer(first))
-    if not found:
-        words = [w for w in _WORDS.findall(first.lower()) if w in _WORD_NUMBERS]
-        if not words:
-            return None
-        unit = _UNIT_RE.match(first.lower(), first.lower().rfind(words[-1]) + len(words[-1]))
-        canon = _UNITS[unit.group(1).lower()] if unit else ("", 1.0)
-        return Quantity(_WORD_NUMBERS[words[-1]] * canon[1], canon[0], canon[1] * 0.5)
-    m = found[-1]
-    digits, exponent, glued = m.group(1).replace(",", ""), m.group(2), m.group(3)
-    if glued and not _UNIT_RE.fullmatch(glued):
-        return Quantity(0.0, "", 0.0, term=(digits + glued).lower())
-    value = float(digits) * (10 ** int(exponent) if exponent else 1)
-    decimals = len(digits.split(".")[1]) if "." in digits else 0
-    step = 10.0**-decimals
-    if approx and not decimals:  # "about 300,000": the trailing zeros are not significant
-        stripped = digits.lstrip("+-").rstrip("0")
-        step = 10.0 ** (len(digits.lstrip("+-")) - len(stripped))
-    if exponent:
-        mantissa = digits.lstrip("+-")
-        step = 10.0 ** (int(exponent) - (len(mantissa.split(".")[1]) if "." in mantissa else 0))
-    unit = _UNIT_RE.match(first, m.end())
-    name, factor = _UNITS[unit.group(1).lower()] if unit else ("", 1.0)
-    return Quantity(value * factor, name, step * factor)
 
 
 def polarity(text: str) -> str:
@@ -187,10 +94,21 @@ def short_answer(text: str) -> str:
     return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") else w for w in words)
 
 
+def _stem(word: str) -> str:
+    """A crude stem: "newtons", "newton" -> "newton"; "mitochondria", "mitochondrion" -> "mitoch"."""
+    word = word[:-1] if len(word) > 3 and word.endswith("s") else word
+    return word[:STEM_CHARS]
+
+
+def _content_sequence(text: str) -> list[str]:
+    """Stems of the words that carry content, in order, each once (stopwords and answer frames
+    dropped; words like "same", "more", "only", "not" kept: they change an answer)."""
+    words = _WORDS.findall(_PAREN.sub(" ", _strip(text)).lower())
+    return list(dict.fromkeys(_stem(w) for w in words if w in _KEPT or (w not in STOPWORDS and w not in _FRAME)))
+
+
 def _content_words(text: str) -> set[str]:
-    """Words that carry content (stopwords dropped, a plural "s" too)."""
-    words = _WORDS.findall(_PAREN.sub(" ", text).lower())
-    return {w[:-1] if len(w) > 3 and w.endswith("s") else w for w in words if w not in STOPWORDS}
+    return set(_content_sequence(text))
 
 
 class Agreement:
@@ -215,30 +133,40 @@ class Agreement:
 
     def same(self, a: str, b: str, question: str = "") -> bool:
         """Whether answers `a` and `b` to `question` (an open one) say the same."""
+        la, lb = _verdicts(a), _verdicts(b)
+        if la or lb:  # "True, False": a list of verdicts agrees only with the same list
+            return la == lb
         pa, pb = polarity(a), polarity(b)
         if pa and pb:
             return pa == pb
         if pa or pb:  # "Yes." vs a statement: the statement's polarity is whether it negates
             yes_no, statement = (a, b) if pa else (b, a)
-            said = "no" if _negated(statement) else "yes"
+            said = "no" if _negated(statement) or _REFUSING.search(statement) else "yes"
             rest = _POLARITY.sub("", _strip(yes_no), count=1).strip()
-            return said == (pa or pb) and (not rest or self._close(rest, statement, question))
-        qa, qb = _quantity(a), _quantity(b)
+            restated = not rest or bool(short_answer(rest)) or self._close(rest, statement, question)
+            return said == (pa or pb) and restated
+        qa, qb = quantities(a), quantities(b)
         if qa and qb:
-            return qa.agrees(qb)
-        if (qa is None) != (qb is None):
-            return False
+            return agree(qa, qb) and _words(a, b) != "contrast"
+        if qa or qb:  # a number on one side only: the other must restate it in its words
+            return _negated(a) == _negated(b) and _words(a, b, question) in ("equal", "contained")
         return self._close(a, b, question)
 
     def _close(self, a: str, b: str, question: str) -> bool:
-        """Free text: a short answer shares a word (beyond the question's) with the other, or the
-        embeddings are close; never across a negation."""
+        """Free text: the same content words, or one adds no item to the other; a word swapped
+        for another (left/right ventricle, Canberra/Sydney) differs; otherwise close embeddings
+        of two longer answers agree. Never across a negation."""
         if _negated(a) != _negated(b):
             return False
-        asked = _content_words(question)
-        wa, wb = _content_words(a) - asked, _content_words(b) - asked
-        if (short_answer(a) or short_answer(b)) and wa & wb:
+        if (
+            _SYMBOLS.search(_PAREN.sub(" ", f"{a} {b}")) and short_answer(a) and short_answer(b)
+        ):  # "O(n)", "[HNO2] > [NO2-]"
+            return _compact(a) == _compact(b)
+        relation = _words(a, b, question)
+        if relation in ("equal", "contained"):
             return True
+        if relation in ("contrast", "added") or short_answer(a) or short_answer(b):
+            return False
         return self.similarity(a, b) >= self.threshold
 
     def key(self, answer: str, earlier: Sequence[tuple[str, str]], question: str = "") -> str:
@@ -250,6 +178,64 @@ class Agreement:
         own = polarity(answer) or short_answer(answer) or normalise(answer)[:80]
         taken = {k for k, _ in earlier}
         return own if own not in taken else f"{own} #{len(earlier)}"
+
+
+def _compact(text: str) -> str:
+    return re.sub(r"\s+", "", _PAREN.sub(" ", _strip(text)).lower()).rstrip(".")
+
+
+def _verdicts(text: str) -> tuple[str, ...]:
+    """("true", "false") for "True, False" (two or more verdicts in a row), else ()."""
+    m = _VERDICTS.match(_strip(text))
+    return tuple(re.sub(r"\s+", " ", v.strip().lower()) for v in re.split(r"[,;/|]", m.group())) if m else ()
+
+
+def _words(a: str, b: str, question: str = "") -> str:
+    """How the answers' content words relate: "equal"; "contained" (one restates the other);
+    "added" (the longer lists more items: "and", "or", "both"); "contrast" (the same
+    words with a few swapped for others in place: left/right ventricle, exports minus imports);
+    "apart" (nothing shared, or mostly other words). Answers apart on their own words may still
+    agree beyond the question's words ("The Odyssey was written by Homer." / "Homer wrote it.")."""
+    fa, fb = {_compact(f) for f in _FORMULA.findall(a)}, {_compact(f) for f in _FORMULA.findall(b)}
+    if fa and fb and not fa & fb:
+        return "contrast"  # "O(log n)" / "It runs in O(n log n) time."
+    sa, sb = _content_sequence(a), _content_sequence(b)
+    relation = _relation(sa, sb, a, b)
+    asked = _content_words(question)
+    if relation == "apart" and asked:
+        ra, rb = [w for w in sa if w not in asked], [w for w in sb if w not in asked]
+        if set(ra) - _KEPT and set(rb) - _KEPT and _relation(ra, rb, a, b) in ("equal", "contained"):
+            return "contained"
+    return relation
+
+
+def _relation(sa: list[str], sb: list[str], a: str, b: str) -> str:
+    if sa == sb:
+        return "equal"
+    wa, wb = set(sa), set(sb)
+    if wa == wb:
+        return "contrast"  # the same words in another order
+    shared = wa & wb
+    if not shared:
+        return "apart"
+    ops = SequenceMatcher(None, sa, sb, autojunk=False).get_opcodes()
+    # a swap: in one place, words of each answer that the other lacks anywhere
+    swaps = [(len(set(sa[i1:i2]) - wb), len(set(sb[j1:j2]) - wa)) for tag, i1, i2, j1, j2 in ops if tag == "replace"]
+    swapped = sum(x + y for x, y in swaps if x and y)
+    if swapped:
+        return "contrast" if swapped <= CONTRAST_WORDS * len(shared) else "apart"
+    if wa <= wb or wb <= wa:
+        longer, extra = (b, wb - wa) if wa <= wb else (a, wa - wb)
+        return "added" if _adds_items(longer, shared, extra) else "contained"
+    return "apart"
+
+
+def _adds_items(text: str, shared: set[str], extra: set[str]) -> bool:
+    """Whether a list marker ("and", "or", "both") joins the shared words to new ones:
+    "Pupillary constriction and vasodilation" adds to "Pupillary constriction"; "its divisors
+    are 1 and 17" adds nothing to "17 is prime"."""
+    parts = [_content_words(p) for p in _LIST.split(_strip(text))]
+    return len(parts) > 1 and any(p & extra and not p & shared for p in parts) and any(p & shared for p in parts)
 
 
 def weighted_vote(answers: list[dict[str, Any]]) -> dict[str, Any]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
+
 from ech0_moe.turns import EnsembleRun, TurnRegistry
 from ech0_moe.vote import Agreement, weighted_vote
 
@@ -76,3 +78,48 @@ def test_vote_keys_pool_paraphrases() -> None:
     for text in ("Newton.", "It is the newton (N).", "Joule"):
         given.append((agree.key(text, given, "What is the SI unit of force?"), text))
     assert [k for k, _ in given] == ["newton", "newton", "joule"]
+
+
+def test_short_named_answers_that_differ_are_kept_apart() -> None:
+    """Close embeddings are not the same answer: a word swapped in place is a different one."""
+    agree = Agreement(lambda texts: np.ones((len(texts), 4)) / 2)  # an encoder that finds everything alike
+    assert not agree.same("Canberra.", "Sydney.", "What is the capital of Australia?")
+    assert not agree.same("O(log n)", "O(n)")
+    assert not agree.same("O(log n)", "It runs in O(n log n) time.")
+    assert agree.same("O(log n)", "It runs in O(log n) time.")
+    assert not agree.same("Deoxyribonucleic acid.", "Ribonucleic acid.")
+    assert not agree.same("The answer is In the upper wall of the right atrium.", "In the lower wall of the atrium.")
+    assert not agree.same("exports minus imports", "imports minus exports")
+    assert not agree.same("True, False", "True, True")
+    assert not agree.same("Pupillary constriction", "Pupillary constriction and vasodilation of facial vessels")
+    assert agree.same("The Odyssey was written by Homer.", "Homer wrote it.", "Who wrote the Odyssey?")
+    assert agree.same("Albert Einstein.", "It was proposed by Albert Einstein in 1915.")
+
+
+def test_quantities_compare_in_one_unit_system() -> None:
+    agree = Agreement()
+    assert agree.same("100 degrees Celsius.", "212 degrees Fahrenheit.")
+    assert agree.same("About 8 minutes.", "Roughly 8 min 20 s.")  # within the minute "about 8" allows
+    assert not agree.same("About 8 minutes.", "About 9 minutes.")
+    assert agree.same("60 mph", "about 97 km/h")
+    assert agree.same("2 hours and 15 minutes", "135 minutes")
+    assert agree.same("0 °C", "32 °F")
+    assert not agree.same("10^-24 %", "10^-39 %")
+    assert agree.same("60", "Sixty minutes.")  # a bare number is compared as written
+    assert not agree.same("4 and 19 over 20", "4 and 1 over 20")
+
+
+def test_a_no_without_not_pools_with_no() -> None:
+    agree = Agreement()
+    assert agree.same("No, it is not safe.", "It should be avoided: unsafe in the third trimester.")
+    assert not agree.same("Yes, it is safe.", "It should be avoided: unsafe in the third trimester.")
+
+
+def test_exam_pairs_are_split_before_use() -> None:
+    from ech0_moe.bench.pairs import derive, split_of
+
+    rows = [{"question": f"Q{i}?", "choices": ["Paris", "Lyon", "Nice", "Lille"], "answer": "A"} for i in range(40)]
+    pairs = derive(rows)
+    assert len(pairs) == 80 and sum(p["same"] for p in pairs) == 40
+    assert {p["split"] for p in pairs} == {"tune", "test"}
+    assert all(p["split"] == split_of(p["question"]) for p in pairs)
