@@ -106,7 +106,7 @@ def build_graph(
     builder.add_node(
         "expert_answer", bind(expert_answer), input_schema=ExpertTask, retry_policy=RETRY, error_handler=expert_failed
     )
-    builder.add_node("combine", combine)
+    builder.add_node("combine", bind(combine))
     builder.add_node("learn", bind(learn))
 
     builder.add_edge(START, "prepare")

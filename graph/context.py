@@ -18,6 +18,8 @@ from ech0_moe.owners import check_owner
 
 Mode = Literal["optimized", "fast", "basic", "ensemble"]
 MODES: tuple[str, ...] = get_args(Mode)
+VoteJudge = Literal["rules", "expert"]
+VOTE_JUDGES: tuple[str, ...] = get_args(VoteJudge)
 MAX_TOP_K = 50
 MAX_ENSEMBLE_K = 64
 MAX_TOKENS_LIMIT = 32_768
@@ -80,6 +82,13 @@ class Context:
         default=True,
         metadata={"description": "Tell each expert its answer budget in words, so a short answer finishes."},
     )
+    vote_judge: VoteJudge = field(
+        default="rules",
+        metadata={
+            "description": "Ensemble, open questions: rules (answers that mean the same pool their weight) | "
+            "expert (an answering expert still loaded names the most consistent answer; no extra load)."
+        },
+    )
     answer_timeout: float = field(
         default=600.0,
         metadata={
@@ -107,6 +116,8 @@ class Context:
             check_owner(self.user)
         if self.mode not in MODES:
             raise InputError(f"unknown mode {shown(self.mode)}; use one of {', '.join(MODES)}")
+        if self.vote_judge not in VOTE_JUDGES:
+            raise InputError(f"unknown vote_judge {shown(self.vote_judge)}; use one of {', '.join(VOTE_JUDGES)}")
         _check_int("top_k", self.top_k, 1, MAX_TOP_K)
         _check_int("ensemble_k", self.ensemble_k, 1, MAX_ENSEMBLE_K)
         _check_int("max_tokens", self.max_tokens, 0, MAX_TOKENS_LIMIT)

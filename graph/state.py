@@ -90,6 +90,10 @@ class OutputState:
         metadata={"description": "Ensemble: each expert's answer, route score, vote key, skipped or error."},
     )
     votes: dict[str, float] = field(default_factory=dict, metadata={"description": "Ensemble: weight per vote key."})
+    judged_by: str = field(
+        default="",
+        metadata={"description": "Ensemble: the loaded expert that picked the most consistent answer (vote_judge)."},
+    )
     timings: Annotated[dict[str, float], merge_timings] = field(
         default_factory=dict, metadata={"description": "Seconds per node (answer:<expert> per ensemble branch)."}
     )

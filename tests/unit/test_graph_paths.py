@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TypedDict
 
@@ -273,3 +274,31 @@ def test_a_wrong_input_shape_is_an_input_error(services: Services, ctx: Context)
         graph.invoke({}, context=ctx)
     with pytest.raises(InputError, match="expert must be an expert's name"):
         graph.invoke({"query": "hi", "expert": ["math"]}, context=ctx)
+
+
+def test_vote_judge_asks_a_loaded_expert_and_never_loads_one(services: Services, ctx: Context, fake) -> None:
+    """Universal self-consistency: three different open answers; the judge (an answering expert
+    still resident) names Response 2, which wins over the rules' pick - with no extra load."""
+    answers = {"math": "Canberra.", "physics": "Sydney.", "biology": "Melbourne.", "general": "Perth."}
+
+    def reply(spec, prompt: str) -> str:
+        if "most consistent response" in prompt:
+            return "The most consistent response is Response 2."
+        return answers[spec.name]
+
+    fake.reply = reply
+    query = "What is the capital of Australia?"
+    judged = replace(ctx, vote_judge="expert")
+    result = build_graph(services=services).invoke({"query": query, "mode": "ensemble"}, context=judged)
+    listed = [r for r in sorted(result["responses"], key=lambda r: r["order"]) if r["solution"]]
+    assert len(listed) == 3 and result["solution"] == listed[2]["solution"]
+    assert result["judged_by"] in services.pool.loaded_experts()
+    assert sum("most consistent response" in p for _, p in fake.prompts) == 1
+    assert f"Response 0:\n{listed[0]['solution']}" in next(p for _, p in fake.prompts if "most consistent" in p)
+    loads = len(fake.loads)
+    fake.reply = lambda spec, prompt: "I cannot tell." if "most consistent" in prompt else reply(spec, prompt)
+    again = build_graph(services=services).invoke({"query": query, "mode": "ensemble"}, context=judged)
+    assert again["judged_by"] == "" and any("named no response" in w for w in again["warnings"]), again["warnings"]
+    assert again["solution"] and len(fake.loads) - loads <= 3  # the judge itself loaded nothing
+    plain = build_graph(services=services).invoke({"query": query, "mode": "ensemble"}, context=ctx)
+    assert plain["judged_by"] == ""  # off by default
