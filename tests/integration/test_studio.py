@@ -14,6 +14,7 @@ from langgraph_sdk import get_sync_client
 from tests.integration.conftest import free_port, start_process
 
 ROOT = Path(__file__).resolve().parents[2]
+LOGS: dict[str, Path] = {}  # each server's log, by URL
 
 
 def start_server(folder: Path, config: Path | None = None):
@@ -26,6 +27,7 @@ def start_server(folder: Path, config: Path | None = None):
     url = f"http://127.0.0.1:{port}"
     argv = [str(langgraph), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port), *extra]
     proc = start_process(argv, log, f"{url}/ok", "langgraph dev", cwd=config.parent if config else ROOT, env=env)
+    LOGS[url] = log
     yield url
     os.killpg(proc.pid, signal.SIGTERM)
     try:
@@ -142,3 +144,6 @@ def test_errors_reach_the_client_as_their_one_line(server: str, tmp_path: Path) 
     assert "internal error" not in str(info.value)
     with pytest.raises(Exception, match="top_k must be a whole number from 1 to 50, got 0"):
         client.runs.wait(None, "ech0_moe", input={"query": "hi"}, context={"top_k": 0})
+    log = LOGS[server].read_text(errors="replace")  # the server log says the same one line
+    assert "rejected input: empty query: ask a question" in log and "rejected input: top_k must be" in log
+    assert "Traceback" not in log and "InputError" not in log
