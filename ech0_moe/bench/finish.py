@@ -2,9 +2,9 @@
 
 The demo's questions plus N open questions of the dev data (their text only, balanced over
 domains), each in its demo mode (the dev questions in `optimized`, which learns), through the
-real graph on a fresh knowledge base. Two runs side by side: as shipped (each expert told its
-budget in words, the pool's own cap) and as before (no budget in the prompt, the old 96-token
-cap). Reported: the share of truncated answers, the share learned, completion tokens, seconds.
+real graph on a fresh knowledge base. Two runs side by side at the pool's own caps: as shipped
+(each expert told its budget in words, `Context.length_hint`) and with that setting off.
+Reported: the share of truncated answers, the share learned, completion tokens, seconds.
 """
 
 from __future__ import annotations
@@ -24,9 +24,6 @@ from ech0_moe.bench.common import latency
 from ech0_moe.config import load_pool
 from ech0_moe.graph import Context, build_graph, result_of
 from ech0_moe.services import Services
-
-OLD_CAP = 96  # the shipped cap before answers were told their budget
-
 
 def questions(data: str, n: int, seed: int = 0) -> list[tuple[str, str]]:
     """The demo's (question, mode) pairs, then `n` dev questions in optimized mode."""
@@ -66,13 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Truncated and learned shares at defaults, beside the old cap without a budget in the prompt."""
+    """Truncated and learned shares at defaults, beside the same caps without the budget in the prompt."""
     asked = questions(args.data, args.questions, args.seed)
     shipped = Context.of(**vars(args))
-    before = Context.of(**{**vars(args), "max_tokens": OLD_CAP, "length_hint": False})
+    unhinted = Context.of(**{**vars(args), "length_hint": False})
     return {
         "questions": len(asked),
-        "shipped": {"max_tokens": "each expert's own", "length_hint": True, **run_once(asked, shipped, "shipped")},
-        "before": {"max_tokens": OLD_CAP, "length_hint": False, **run_once(asked, before, "before")},
+        "shipped": {"length_hint": True, **run_once(asked, shipped, "shipped")},
+        "no_length_hint": {"length_hint": False, **run_once(asked, unhinted, "no length hint")},
         "goal_truncated_share": 0.10,
     }
