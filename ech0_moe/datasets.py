@@ -119,9 +119,17 @@ BENCH_DIR = package_dir("ech0_moe.benchmarks") or Path(__file__).resolve().paren
 ROUTING_DEV = BENCH_DIR / "routing-dev.jsonl"  # 1,387 MMLU questions (MIT); benchmarks/SOURCES.md
 
 
-def load_qa(folder: Path = BENCH_DIR) -> list[dict[str, Any]]:
-    """The QA set over real README files: question, verbatim answer span, paraphrase, doc text."""
-    rows = load_jsonl(folder / "qa.jsonl", ("doc", "question", "answer", "paraphrase"))
-    for r in rows:
-        r["text"] = (folder / "docs" / r["doc"]).read_text(encoding="utf-8")
+# the QA files over real README files and the part each row belongs to (a row's own `split` wins)
+QA_FILES = {"qa.jsonl": "weights", "qa-heldout.jsonl": "held-out", "qa-docs.jsonl": "test"}
+
+
+def load_qa(folder: Path = BENCH_DIR, files: Sequence[str] = ("qa.jsonl",)) -> list[dict[str, Any]]:
+    """QA rows over real README files: question (sharing words with its passage), verbatim
+    answer span, paraphrase (sharing few), the doc's text and the row's `split`."""
+    rows = []
+    for name in files:
+        for r in load_jsonl(folder / name, ("doc", "question", "answer")):
+            r.setdefault("split", QA_FILES.get(name, name))
+            r["text"] = (folder / "docs" / r["doc"]).read_text(encoding="utf-8")
+            rows.append(r)
     return rows

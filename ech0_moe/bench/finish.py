@@ -25,6 +25,7 @@ from ech0_moe.config import load_pool
 from ech0_moe.graph import Context, build_graph, result_of
 from ech0_moe.services import Services
 
+
 def questions(data: str, n: int, seed: int = 0) -> list[tuple[str, str]]:
     """The demo's (question, mode) pairs, then `n` dev questions in optimized mode."""
     rows = datasets.sample(datasets.load_jsonl(data, ("question",)), n, seed)

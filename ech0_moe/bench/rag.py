@@ -117,19 +117,25 @@ def bench_rag(
     }
     out["first_search"] = first_search(kb_dir, rows[0]["question"])
     questions = [("original", "question"), ("paraphrase", "paraphrase")]
+    splits = sorted({r.get("split", "all") for r in rows})
     for method in SEARCH_METHODS:
         times: list[float] = []
         figures: dict[str, Any] = {}
         for label, key in questions:
             asked = [r for r in rows if r.get(key)]
-            ranks = []
+            ranks: dict[str, list[int]] = {split: [] for split in splits}
             for r in tqdm(asked, desc=f"rag {method} {label}", unit="q", file=sys.stderr, leave=False):
                 t1 = time.perf_counter()
                 hits = kb.search(r[key], k=k, max_distance=max_distance, kind="document", method=method)
                 times.append(time.perf_counter() - t1)
-                ranks.append(rank(hits, holds_answer(r)))
-            if ranks:
-                figures[label] = recall(ranks, k)
+                ranks[r.get("split", "all")].append(rank(hits, holds_answer(r)))
+            every = [x for part in ranks.values() for x in part]
+            if every:
+                figures[label] = recall(every, k)
+            if len(splits) > 1:
+                for split, part in ranks.items():
+                    if part:
+                        figures[f"{label}:{split}"] = recall(part, k)
         figures["median_search_ms"] = round(statistics.median(times) * 1000, 3)
         out["documents"][method] = figures
     learned_ids = {}
@@ -148,6 +154,10 @@ def bench_rag(
     ]
     if learned:
         out["learned_paraphrase"] = recall(learned, k)
+        for split in splits if len(splits) > 1 else ():
+            part = [x for x, r in zip(learned, asked, strict=True) if r.get("split", "all") == split]
+            if part:
+                out[f"learned_paraphrase:{split}"] = recall(part, k)
     return out
 
 
@@ -162,7 +172,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Recall@1/@k, MRR and median search ms per method; learned-answer recall."""
     with tempfile.TemporaryDirectory(prefix="ech0-bench-rag-") as tmp:
-        docs, rows = BENCH_DIR / "docs", datasets.load_qa()
+        docs, rows = BENCH_DIR / "docs", datasets.load_qa(files=tuple(datasets.QA_FILES))
         if args.data:  # {question, answers, passages}; or {question, answers} over --docs
             passages = Path(tmp) / "passages"
             rows = rag_rows(datasets.load_jsonl(args.data, ("question",)), passages, args.data)

@@ -1,7 +1,8 @@
 """The knowledge base the graph uses: hybrid search, learned answers and `forget`, over a `Store`.
 
-Search fuses the dense (Chroma) and BM25 rankings by reciprocal rank fusion, then picks diverse
-passages by Maximal Marginal Relevance (`ranking.py`). Files go in through `ingest.py`.
+Search scores each candidate of the dense (Chroma) and BM25 indexes by a mix of its cosine and
+its BM25 score, then picks diverse passages by Maximal Marginal Relevance (`ranking.py`).
+Files go in through `ingest.py`.
 """
 
 from __future__ import annotations
@@ -53,11 +54,12 @@ class KnowledgeBase(Store):
     ) -> list[Passage]:
         """Top-k passages, optionally only those for `domain` (or for every domain), of one
         `kind` and of `owners` (an asker reads `owners.readable_by(asker)`; None: every owner).
-        `fused` (default): the dense ranking (cosine within `max_distance`) and the BM25
-        ranking (within `max_distance` x LEXICAL_REACH) merged by reciprocal rank fusion - BM25
-        brings up passages whose names, numbers or rare terms match although the embedding ranks
-        them low; `dense` or `lexical`: one ranking alone. Maximal Marginal Relevance with weight
-        `diversity` then drops near-duplicates in favour of passages that add something."""
+        `fused` (default): the dense candidates (cosine within `max_distance`) and the BM25 ones
+        (within `max_distance` x LEXICAL_REACH), each scored by a mix of its BM25 score and its
+        cosine (`ranking.relevance`) - BM25 brings up passages whose names, numbers or rare terms
+        match although the embedding ranks them low; `dense` or `lexical`: one score alone.
+        Maximal Marginal Relevance with weight `diversity` then drops near-duplicates in favour
+        of passages that add something."""
         if method not in SEARCH_METHODS:
             raise Ech0Error(f"unknown search method {method!r}; use {', '.join(SEARCH_METHODS)}")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
@@ -76,7 +78,8 @@ class KnowledgeBase(Store):
         lexical = None if method == "dense" else _SIDE.submit(self._lexical_hits, query, depth, keep)
         vector = embed([query])[0]
         found: dict[str, tuple[str, dict[str, Any], float, np.ndarray]] = {}  # id -> doc, meta, distance, vector
-        rankings: list[tuple[list[str], float]] = []
+        candidates: set[str] = set()
+        bm25: dict[str, float] = {}
         if method != "lexical":
             # filtered here, not by Chroma: its metadata pre-filter scans SQLite (40 ms at 10k entries)
             res = self.col.query(
@@ -95,18 +98,21 @@ class KnowledgeBase(Store):
             dense = [r for r in rows if r[3] <= max_distance and wanted(r[2] or {})][:depth]
             for cid, doc, meta, dist, emb in dense:
                 found[cid] = (doc or "", meta or {}, float(dist), np.asarray(emb, dtype=np.float32))
-            rankings.append(([r[0] for r in dense], 1.0))
+            candidates.update(r[0] for r in dense)
         if lexical is not None:
             hits, fetched = lexical.result()
             for cid, (doc, meta, emb) in fetched.items():
                 if cid not in found:
                     found[cid] = (doc, meta, 1.0 - float(vector @ emb), emb)
             limit = float("inf") if method == "lexical" else max_distance * ranking.LEXICAL_REACH
-            weight = 1.0 if method == "lexical" else ranking.LEXICAL_WEIGHT
-            rankings.append(([c for c in hits if c in found and found[c][2] <= limit], weight))
-        fusion = ranking.rrf(rankings)
-        relevance = ranking.relevance(fusion, {cid: found[cid][2] for cid in fusion})
-        chosen = ranking.mmr(relevance, {cid: found[cid][3] for cid in fusion}, k, diversity)
+            bm25 = {cid: score for cid, score in hits if cid in found and found[cid][2] <= limit}
+            candidates.update(bm25)
+        if method == "fused" and bm25:
+            share = ranking.lexical_share(query, found[max(bm25, key=bm25.__getitem__)][0])
+        else:
+            share = 1.0 if method == "lexical" else 0.0
+        relevance = ranking.relevance({cid: 1.0 - found[cid][2] for cid in candidates}, bm25, share)
+        chosen = ranking.mmr(relevance, {cid: found[cid][3] for cid in candidates}, k, diversity)
         return [
             Passage(
                 id=cid,
@@ -124,14 +130,14 @@ class KnowledgeBase(Store):
 
     def _lexical_hits(
         self, query: str, depth: int, keep: Callable[[dict[str, str]], bool] | None
-    ) -> tuple[list[str], dict[str, tuple[str, dict[str, Any], np.ndarray]]]:
-        """The BM25 ranking's ids (of entries `keep` accepts), and each hit's text, metadata and
+    ) -> tuple[list[tuple[str, float]], dict[str, tuple[str, dict[str, Any], np.ndarray]]]:
+        """The BM25 ranking's (id, score) pairs (of entries `keep` accepts), and each hit's text, metadata and
         vector from Chroma: all of them, since the dense ranking is not known yet when this runs
         (a few rows fetched twice, against waiting for the dense query)."""
-        hits = [cid for cid, _ in self._lexical.search(query, depth, keep)]
+        hits = self._lexical.search(query, depth, keep)
         if not hits:
             return [], {}
-        got = self.col.get(ids=hits, include=["documents", "metadatas", "embeddings"])
+        got = self.col.get(ids=[cid for cid, _ in hits], include=["documents", "metadatas", "embeddings"])
         columns = (got["ids"], got["documents"], got["metadatas"], got["embeddings"])
         fetched = {
             cid: (doc or "", meta or {}, np.asarray(emb, dtype=np.float32))

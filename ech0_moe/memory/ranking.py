@@ -1,41 +1,51 @@
-"""Ranking for hybrid search, pure (no store, no model): reciprocal rank fusion of the dense
-and lexical rankings, then Maximal Marginal Relevance for diverse passages."""
+"""Ranking for hybrid search, pure (no store, no model): a convex combination of the dense and
+lexical scores, then Maximal Marginal Relevance for diverse passages."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Mapping
 
 import numpy as np
 
-RRF_K = 60  # reciprocal rank fusion: 1 / (RRF_K + rank), summed over the rankings that hold a passage
+from ech0_moe.text import STOPWORDS
+
+_TERMS = re.compile(r"[a-z0-9_]+")
+
 # a passage the lexical index finds may be this much further (cosine, as a multiple of max_distance)
 # than the dense threshold: its words matched where the embedding did not (names, numbers, rare terms)
 LEXICAL_REACH = 1.4
-# the BM25 ranking's weight in the fusion (the dense ranking's is 1): MiniLM truncates and blurs
-# names and numbers that BM25 matches exactly (tuned on benchmarks/qa.jsonl: docs/retrieval.md)
-LEXICAL_WEIGHT = 1.5
-# MMR's relevance: this share from the fused ranks (spread over [0, 1]), the rest from the cosine
-# similarity (a learned answer to the same question is much closer than any document; ranks alone
-# would hide that)
-RANK_SHARE = 0.75
+# the BM25 share of a passage's relevance (the rest is its cosine): scores, not ranks, so a
+# passage that shares the question's rare words keeps its lead and one the embedding alone finds
+# still counts. The share grows with how many of the question's words the best BM25 passage
+# holds: a question in the passage's own words trusts BM25, a paraphrase the embedding (both
+# chosen on the tuning split: docs/retrieval.md)
+LEXICAL_SHARE = 0.3
+LEXICAL_SHARE_GAIN = 0.4
 DUPLICATE_SIMILARITY = 0.97  # a passage this close to one already chosen adds nothing
 
 
-def rrf(rankings: Iterable[tuple[Sequence[str], float]], k: int = RRF_K) -> dict[str, float]:
-    """Reciprocal rank fusion of (ranked ids, weight) rankings: weight / (k + rank) summed per id."""
-    fusion: dict[str, float] = {}
-    for ids, weight in rankings:
-        for rank, cid in enumerate(ids):
-            fusion[cid] = fusion.get(cid, 0.0) + weight / (k + rank + 1)
-    return fusion
+def _terms(text: str) -> set[str]:
+    return {w for w in _TERMS.findall(text.lower()) if len(w) > 1 and w not in STOPWORDS}
 
 
-def relevance(fusion: dict[str, float], distance: dict[str, float], rank_share: float = RANK_SHARE) -> dict[str, float]:
-    """MMR relevance: the fused scores spread over [0, 1] (raw RRF scores differ by too little for
-    relevance to outweigh redundancy), mixed with the cosine similarity."""
-    low, high = min(fusion.values(), default=0.0), max(fusion.values(), default=1.0)
+def lexical_share(question: str, best_lexical_text: str) -> float:
+    """The BM25 share for this question: LEXICAL_SHARE, plus LEXICAL_SHARE_GAIN times the share
+    of the question's words that its best BM25 passage holds."""
+    asked = _terms(question)
+    covered = len(asked & _terms(best_lexical_text)) / len(asked) if asked else 0.0
+    return LEXICAL_SHARE + LEXICAL_SHARE_GAIN * covered
+
+
+def relevance(similarity: Mapping[str, float], bm25: Mapping[str, float], share: float) -> dict[str, float]:
+    """Each candidate's relevance in [0, 1]: `share` of its BM25 score over the best one (0 when
+    BM25 did not find it), the rest its cosine similarity spread over the candidates'."""
+    top = max(bm25.values(), default=0.0) or 1.0
+    low, high = min(similarity.values(), default=0.0), max(similarity.values(), default=1.0)
     spread = (high - low) or 1.0
-    return {cid: rank_share * (f - low) / spread + (1 - rank_share) * (1 - distance[cid]) for cid, f in fusion.items()}
+    return {
+        cid: share * bm25.get(cid, 0.0) / top + (1 - share) * (sim - low) / spread for cid, sim in similarity.items()
+    }
 
 
 def mmr(relevance: dict[str, float], vectors: dict[str, np.ndarray], k: int, diversity: float = 0.3) -> list[str]:

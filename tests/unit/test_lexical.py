@@ -152,3 +152,18 @@ def test_a_new_process_starts_from_the_snapshot_brought_up_to_date(tmp_path: Pat
     (tmp_path / FILE).unlink()  # a new, empty file: the snapshot is of another file
     empty = LexicalIndex(tmp_path)
     assert empty.search("gasket", 5) == []
+
+
+def test_fusion_trusts_bm25_for_a_question_in_the_passages_words() -> None:
+    from ech0_moe.memory import ranking
+
+    passage = "Set the POSIXLY_CORRECT environment variable for closer conformance to POSIX."
+    own_words = ranking.lexical_share("Which environment variable gives closer conformance to POSIX?", passage)
+    paraphrase = ranking.lexical_share("How do I make the tools behave like the portable standard says?", passage)
+    assert own_words > 0.6 > paraphrase >= ranking.LEXICAL_SHARE
+    similarity, bm25 = {"bm25-leader": 0.50, "dense-leader": 0.70}, {"bm25-leader": 9.0, "dense-leader": 1.0}
+    trusted = ranking.relevance(similarity, bm25, own_words)
+    assert max(trusted, key=trusted.get) == "bm25-leader"
+    doubted = ranking.relevance(similarity, bm25, 0.3)
+    assert max(doubted, key=doubted.get) == "dense-leader"
+    assert ranking.relevance({"only": 0.4}, {}, 0.5) == {"only": 0.0}
