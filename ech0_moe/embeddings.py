@@ -154,7 +154,7 @@ class Embedder:
         # no memory plan cached per input shape: every bucket has its own (rows, tokens), and the
         # plans held 60-90 MB more while ingesting a 3 MB file, at the same speed
         options.enable_mem_pattern = False
-        # threads spin between the ops of one run (about 1 ms faster per query) and stop when
+        # threads spin between the ops of one run (faster per query) and stop when
         # the run ends, so they never steal the cores llama.cpp generates on
         options.add_session_config_entry("session.intra_op.allow_spinning", "1")
         options.add_session_config_entry("session.force_spinning_stop", "1")
@@ -193,9 +193,8 @@ class Embedder:
 
 
 # one encoder run: texts of about one length (the longest at most BUCKET_RATIO x the shortest, so
-# little of it is padding), at most BUCKET_ROWS of them and BUCKET_TOKENS padded tokens in all.
-# 3,000 small notes in calls of 256 texts: 45.7 s, against 79.0 s in fixed runs of 16 sorted by
-# characters (which padded 366k tokens for 239k) and 63.8 s for the same in one call
+# little of it is padding), at most BUCKET_ROWS of them and BUCKET_TOKENS padded tokens in all
+# (measured against fixed-size runs: docs/retrieval.md)
 BUCKET_RATIO, BUCKET_ROWS, BUCKET_TOKENS = 1.1, 32, 4096
 
 

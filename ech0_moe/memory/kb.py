@@ -81,7 +81,7 @@ class KnowledgeBase(Store):
         candidates: set[str] = set()
         bm25: dict[str, float] = {}
         if method != "lexical":
-            # filtered here, not by Chroma: its metadata pre-filter scans SQLite (40 ms at 10k entries)
+            # filtered here, not by Chroma: its metadata pre-filter scans SQLite on every query
             res = self.col.query(
                 query_embeddings=[vector],
                 n_results=min(depth * (3 if narrowed else 1), n),

@@ -119,7 +119,7 @@ class RouterModel:
 
     def proba(self, x: np.ndarray) -> np.ndarray:
         # one BLAS thread: for products this small, OpenBLAS's helper threads only spin
-        # afterwards and slow the next encoder run (measured: 10 ms per route instead of 6)
+        # afterwards and slow the next encoder run
         with _blas().limit(limits=1, user_api="blas"):
             return self._proba(x)
 
