@@ -116,9 +116,8 @@ class RouterSettings:
     data: str = ""  # JSONL of labelled questions (`question` + `expert` or `domain`) the router also learns from
     # below this top score the general expert answers; None: the fitted model's floor (chosen on data)
     min_confidence: float | None = None
-    stay_margin: float = (
-        0.2  # stay on a loaded expert within this of the best: fewer swaps, same accuracy (docs/routing.md)
-    )
+    # stay on a loaded expert within this of the best: fewer swaps, same accuracy (docs/routing.md)
+    stay_margin: float = 0.2
     # plus this much margin per second the avoided load is expected to take: the score (probability)
     # you would give up to save one second of loading; 0 = the margin alone decides
     stay_per_second: float = 0.0
