@@ -33,7 +33,9 @@ from ech0_moe.routing.model import PACKAGED_MODEL, RouterModel, centered, hubnes
 from ech0_moe.routing.rows import config_data, pool_rows, written_examples
 
 # part of every pool hash: bump to refit all
-FIT_VERSION = "experts-as-classes/minilm-int8-mean+max/7-centered-question-topics-shared-split-csls-written-whole"
+FIT_VERSION = (
+    "experts-as-classes/minilm-int8-mean+max/8-centered-question-topics-shared-split-csls-written-whole-general-prior"
+)
 
 
 # a typical question: our written examples of the shipped pool's domains only, since adding the
@@ -139,6 +141,7 @@ def fit_model(
         model = RouterModel.fit(vectors, [e for _, e in own], classes=config.names, **FEW_SHOT)
         model.sharpness = FEW_SHOT_SHARPNESS
         model.hubness, model.hub_weight = hubness(model.memory, centered(typical, center)), HUB_WEIGHT
+        model.prior[config.names.index(config.general_expert)] = GENERAL_PRIOR
     else:  # with labelled data, the data decides: recipe, calibration and floor, on held-out folds
         vectors = np.vstack([vectors, centered(extra, center)])
         labels = [e for _, e in own] + [e for _, e in data]
@@ -158,6 +161,11 @@ FEW_SHOT_SHARPNESS = 2.0
 # its 10 nearest typical questions (`hubness`), so an example near every question wins less; chosen
 # on the tune half (docs/routing.md)
 HUB_WEIGHT = 0.25
+# few-shot, the general expert's probability counts this many times: it is the catch-all for every
+# topic no specialist names, which a handful of its own examples cannot show; the smallest weight
+# at which it keeps at least logistic regression's share on the tune half of every pool, at the
+# same macro accuracy (docs/routing.md)
+GENERAL_PRIOR = 1.5
 
 
 # the general expert is the fallback, not a competitor: a row of its own (description, example,

@@ -94,6 +94,7 @@ class RouterModel:
         center: np.ndarray | None = None,
         hubness: np.ndarray | None = None,
         hub_weight: float = 0.0,
+        prior: np.ndarray | None = None,
     ):
         self.pool_hash = pool_hash  # `routing.fit.pool_fingerprint` of the pool it was fitted for
         self.classes = list(classes)
@@ -114,6 +115,9 @@ class RouterModel:
         if self.hubness.shape != (len(self.memory),):
             raise ValueError(f"{len(self.hubness)} hubness values for {len(self.memory)} examples")
         self.hub_weight = hub_weight
+        # per class, a weight its probability is multiplied by before renormalising (1: none)
+        no_prior = prior is None or not len(prior)
+        self.prior = np.ones(len(self.classes), np.float32) if no_prior else np.asarray(prior, np.float32)
         counts = np.bincount(self.memory_labels, minlength=len(self.classes)).astype(np.float32)
         self._inverse_share = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
 
@@ -130,9 +134,9 @@ class RouterModel:
         e = np.exp(z)
         linear = e / e.sum(axis=-1, keepdims=True)
         mixed = linear if not len(self.memory) or self.mix == 0 else (1 - self.mix) * linear + self.mix * self._vote(x)
-        if self.sharpness == 1.0:
+        if self.sharpness == 1.0 and not np.any(self.prior != 1.0):
             return mixed
-        sharp = mixed**self.sharpness
+        sharp = mixed**self.sharpness * self.prior
         return sharp / sharp.sum(axis=-1, keepdims=True)
 
     def _vote(self, x: np.ndarray) -> np.ndarray:
@@ -203,6 +207,7 @@ class RouterModel:
                 np.float64,
             ),
             hubness=self.hubness.astype(np.float16),
+            prior=self.prior,
             pool_hash=np.array(self.pool_hash),
             center=np.zeros(0, np.float32) if self.center is None else self.center,
         )
@@ -231,6 +236,7 @@ class RouterModel:
                     center=z["center"] if "center" in z and len(z["center"]) else None,
                     hubness=z.get("hubness"),
                     hub_weight=float(hub_weight),
+                    prior=z.get("prior"),
                 )
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # truncated, random bytes
             raise ConfigError(f"router model {path} is unreadable: {exc}") from None
