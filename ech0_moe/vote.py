@@ -2,11 +2,13 @@
 
 Whether two answers agree (`Agreement.same`):
 - a multiple-choice answer is its option letter, and letters agree when equal;
-- else the *final answer* where one can be read: a yes/no (or true/false) polarity, a number
-  with its unit ("12 V", "about 300,000 km per second" = "3 x 10^8 m/s" within the precision
-  given), or a short named answer ("It is the newton (N)." = "Newton.");
-- else (free text) their MiniLM embeddings' cosine similarity, above a threshold chosen on
-  labelled answer pairs (`ech0-moe bench vote`), and never across a negation.
+- else the *final answer* where one can be read: a list of verdicts ("True, False"), a yes/no
+  polarity, numbers with their units in one unit system (`quantities`: "100 °C" = "212 °F"
+  within the precision given), a formula as written ("O(log n)" is not "O(n)");
+- else their content words: the same words, or one answer restating the other, agree; a word
+  swapped in place (Canberra / Sydney, left / right atrium) or an item added differs;
+- else, for two longer answers only, their MiniLM cosine similarity above a threshold chosen on
+  labelled answer pairs (`ech0-moe bench vote`); never across a negation.
 
 Each ensemble answer gets a vote key: the key of the first earlier answer it agrees with, else
 its own (`Agreement.key`), so the majority stop and `weighted_vote` count meaning, not spelling.
