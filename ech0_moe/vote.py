@@ -48,6 +48,26 @@ _SYMBOLS = re.compile(r"[()\[\]^*/<>=+]")
 _KEPT = frozenset(
     "same more most less few only over under up down above below all any both each other not no i".split()
 )
+# common formulas and symbols answered by name as often as by symbol ("CO2" / "carbon dioxide")
+_NAMED = {
+    symbol: tuple(name.split())
+    for symbol, name in {
+        "co2": "carbon dioxide",
+        "co": "carbon monoxide",
+        "h2o": "water",
+        "o2": "oxygen",
+        "n2": "nitrogen",
+        "h2": "hydrogen",
+        "ch4": "methane",
+        "nh3": "ammonia",
+        "nacl": "sodium chloride",
+        "hcl": "hydrochloric acid",
+        "h2so4": "sulfuric acid",
+        "dna": "deoxyribonucleic acid",
+        "rna": "ribonucleic acid",
+        "atp": "adenosine triphosphate",
+    }.items()
+}
 _FORMULA = re.compile(r"\w+\([^)]*\)")  # "O(n log n)", "f(x)"
 _LIST = re.compile(r"\band\b|\bboth\b|\bor\b|;|&", re.IGNORECASE)
 # words that frame an answer rather than say it ("The answer is ...", "Answer: ...")
@@ -105,7 +125,7 @@ def _stem(word: str) -> str:
 def _content_sequence(text: str) -> list[str]:
     """Stems of the words that carry content, in order, each once (stopwords and answer frames
     dropped; words like "same", "more", "only", "not" kept: they change an answer)."""
-    words = _WORDS.findall(_PAREN.sub(" ", _strip(text)).lower())
+    words = [n for w in _WORDS.findall(_PAREN.sub(" ", _strip(text)).lower()) for n in _NAMED.get(w, (w,))]
     return list(dict.fromkeys(_stem(w) for w in words if w in _KEPT or (w not in STOPWORDS and w not in _FRAME)))
 
 
@@ -143,9 +163,12 @@ class Agreement:
             return pa == pb
         if pa or pb:  # "Yes." vs a statement: the statement's polarity is whether it negates
             yes_no, statement = (a, b) if pa else (b, a)
-            said = "no" if _negated(statement) or _REFUSING.search(statement) else "yes"
+            explicit = _negated(statement) or bool(_REFUSING.search(statement))
+            said = "no" if explicit else "yes"
             rest = _POLARITY.sub("", _strip(yes_no), count=1).strip()
-            restated = not rest or bool(short_answer(rest)) or self._close(rest, statement, question)
+            # a statement that says no outright agrees with "No, <short reason>"; one that merely
+            # asserts something must say what the yes/no answer's reason says
+            restated = not rest or (explicit and bool(short_answer(rest))) or self._close(rest, statement, question)
             return said == (pa or pb) and restated
         qa, qb = quantities(a), quantities(b)
         if qa and qb:

@@ -123,3 +123,12 @@ def test_exam_pairs_are_split_before_use() -> None:
     assert len(pairs) == 80 and sum(p["same"] for p in pairs) == 40
     assert {p["split"] for p in pairs} == {"tune", "test"}
     assert all(p["split"] == split_of(p["question"]) for p in pairs)
+
+
+def test_formulas_and_their_names_and_yes_with_a_reason() -> None:
+    agree = Agreement()
+    assert agree.same("Carbon dioxide.", "They take in CO2.", "What gas do plants take in?")
+    assert not agree.same("DNA", "RNA")
+    q = "Is a tomato a fruit?"
+    assert agree.same("Yes, botanically it is a fruit.", "A tomato is a fruit in the botanical sense.", q)
+    assert not agree.same("Yes, botanically it is a fruit.", "It is red.", q)  # says nothing of the reason
