@@ -53,7 +53,6 @@ _NAMED = {
     symbol: tuple(name.split())
     for symbol, name in {
         "co2": "carbon dioxide",
-        "co": "carbon monoxide",
         "h2o": "water",
         "o2": "oxygen",
         "n2": "nitrogen",
