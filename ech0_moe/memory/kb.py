@@ -22,6 +22,7 @@ import numpy as np
 from ech0_moe.embeddings import embed
 from ech0_moe.errors import Ech0Error, KnowledgeBaseError
 from ech0_moe.memory import ingest, ranking
+from ech0_moe.memory.lexical import query_terms
 from ech0_moe.memory.passage import Passage
 from ech0_moe.memory.store import Store, content_id, store_op, wanted_by
 from ech0_moe.owners import LOCAL, owner_of
@@ -108,7 +109,8 @@ class KnowledgeBase(Store):
             bm25 = {cid: score for cid, score in hits if cid in found and found[cid][2] <= limit}
             candidates.update(bm25)
         if method == "fused" and bm25:
-            share = ranking.lexical_share(query, found[max(bm25, key=bm25.__getitem__)][0])
+            best = found[max(bm25, key=bm25.__getitem__)][0]
+            share = ranking.lexical_share(query_terms(query), query_terms(best))
         else:
             share = 1.0 if method == "lexical" else 0.0
         relevance = ranking.relevance({cid: 1.0 - found[cid][2] for cid in candidates}, bm25, share)

@@ -3,14 +3,9 @@ lexical scores, then Maximal Marginal Relevance for diverse passages."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
-
-from ech0_moe.text import STOPWORDS
-
-_TERMS = re.compile(r"[a-z0-9_]+")
 
 # a passage the lexical index finds may be this much further (cosine, as a multiple of max_distance)
 # than the dense threshold: its words matched where the embedding did not (names, numbers, rare terms)
@@ -25,15 +20,10 @@ LEXICAL_SHARE_GAIN = 0.4
 DUPLICATE_SIMILARITY = 0.97  # a passage this close to one already chosen adds nothing
 
 
-def _terms(text: str) -> set[str]:
-    return {w for w in _TERMS.findall(text.lower()) if len(w) > 1 and w not in STOPWORDS}
-
-
-def lexical_share(question: str, best_lexical_text: str) -> float:
-    """The BM25 share for this question: LEXICAL_SHARE, plus LEXICAL_SHARE_GAIN times the share
-    of the question's words that its best BM25 passage holds."""
-    asked = _terms(question)
-    covered = len(asked & _terms(best_lexical_text)) / len(asked) if asked else 0.0
+def lexical_share(asked: Collection[str], held: Collection[str]) -> float:
+    """The BM25 share for a question of words `asked` whose best BM25 passage has words `held`:
+    LEXICAL_SHARE, plus LEXICAL_SHARE_GAIN times the part of the asked words it holds."""
+    covered = len(set(asked) & set(held)) / len(set(asked)) if asked else 0.0
     return LEXICAL_SHARE + LEXICAL_SHARE_GAIN * covered
 
 

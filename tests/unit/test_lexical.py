@@ -158,8 +158,13 @@ def test_fusion_trusts_bm25_for_a_question_in_the_passages_words() -> None:
     from ech0_moe.memory import ranking
 
     passage = "Set the POSIXLY_CORRECT environment variable for closer conformance to POSIX."
-    own_words = ranking.lexical_share("Which environment variable gives closer conformance to POSIX?", passage)
-    paraphrase = ranking.lexical_share("How do I make the tools behave like the portable standard says?", passage)
+    held = query_terms(passage)
+    own_words = ranking.lexical_share(
+        query_terms("Which environment variable gives closer conformance to POSIX?"), held
+    )
+    paraphrase = ranking.lexical_share(
+        query_terms("How do I make the tools behave like the portable standard says?"), held
+    )
     assert own_words > 0.6 > paraphrase >= ranking.LEXICAL_SHARE
     similarity, bm25 = {"bm25-leader": 0.50, "dense-leader": 0.70}, {"bm25-leader": 9.0, "dense-leader": 1.0}
     trusted = ranking.relevance(similarity, bm25, own_words)
