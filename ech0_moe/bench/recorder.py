@@ -16,6 +16,16 @@ from ech0_moe.serving.runtimes.chat_models import Deadline, reply_of, run_config
 ANSWER = "Here is a short, complete answer."
 
 
+def canned_reply(text: str, prompt: str, max_tokens: int, deadline: Deadline | None) -> Reply:
+    """`text` (cut at `max_tokens` words, then finish "length") as a reply streamed through a
+    LangChain chat model, as the real runtimes answer."""
+    words = text.split()
+    kept, finish = words[:max_tokens], "length" if len(words) > max_tokens else "stop"
+    usage = {"input_tokens": len(prompt.split()), "output_tokens": len(kept), "total_tokens": 0}
+    answer = AIMessage(" ".join(kept), response_metadata={"finish_reason": finish}, usage_metadata=usage)
+    return reply_of(GenericFakeChatModel(messages=iter([answer])).invoke(prompt, config=run_config(deadline)))
+
+
 class RecordingRuntime:
     """Loads instantly; `prompts` and `systems` hold each chat's user and system messages."""
 
@@ -36,11 +46,9 @@ class RecordingRuntime:
     ) -> Reply:
         self.prompts.append(messages[-1]["content"])
         self.systems.append(next((m["content"] for m in messages if m["role"] == "system"), ""))
-        usage = {"input_tokens": len(messages[-1]["content"].split()), "output_tokens": 7, "total_tokens": 0}
-        answer = AIMessage(ANSWER, response_metadata={"finish_reason": "stop"}, usage_metadata=usage)
-        return reply_of(GenericFakeChatModel(messages=iter([answer])).invoke("", config=run_config(deadline)))
+        return canned_reply(ANSWER, messages[-1]["content"], max_tokens, deadline)
 
-    def score_letters(self, spec: ExpertSpec, handle: Any, messages: list[Message], letters: str) -> None:
+    def score_letters(self, spec: ExpertSpec, handle: Any, messages: list[Message], letters: str) -> list[float] | None:
         return None
 
     def estimate_size(self, spec: ExpertSpec) -> int:

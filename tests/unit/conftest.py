@@ -9,16 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage
 
+from ech0_moe.bench.recorder import RecordingRuntime, canned_reply
 from ech0_moe.config import ExpertSpec, PoolConfig, load_config
 from ech0_moe.errors import BackendError
 from ech0_moe.memory.passage import Passage
 from ech0_moe.routing.router import Router
 from ech0_moe.services import Services
 from ech0_moe.serving.records import Message, Reply
-from ech0_moe.serving.runtimes.chat_models import Deadline, reply_of, run_config
+from ech0_moe.serving.runtimes.chat_models import Deadline
 
 POOL = """\
 memory_budget: 100MB
@@ -34,16 +33,16 @@ experts:
 """
 
 
-class FakeRuntime:
+class FakeRuntime(RecordingRuntime):
     """Loads instantly and answers '<expert>: <last word of the prompt>'; can fail on demand."""
 
     name = "fake"
 
     def __init__(self) -> None:
+        super().__init__()
         self.loads: list[str] = []
         self.unloads: list[str] = []
-        self.prompts: list[tuple[str, str]] = []
-        self.systems: list[str] = []  # each chat's system message
+        self.prompts: list[tuple[str, str]] = []  # type: ignore[assignment]  # (expert, prompt)
         self.fail: list[BackendError] = []  # raised by the next chats, one each
         self.reply: Callable[[ExpertSpec, str], str] = lambda spec, prompt: f"{spec.name}: {prompt.split()[-1]}"
         # multiple choice: each option's log-probability per expert; None = no log-probabilities (read a letter)
@@ -64,24 +63,11 @@ class FakeRuntime:
         self.systems.append(next((m["content"] for m in messages if m["role"] == "system"), ""))
         if self.fail:
             raise self.fail.pop(0)
-        words = self.reply(spec, prompt).split()
-        kept, finish = words[:max_tokens], "length" if len(words) > max_tokens else "stop"
-        usage = {"input_tokens": len(prompt.split()), "output_tokens": len(kept), "total_tokens": 0}
-        answer = AIMessage(" ".join(kept), response_metadata={"finish_reason": finish}, usage_metadata=usage)
         # a LangChain chat model, as the real backends use: LangGraph streams its tokens
-        return reply_of(GenericFakeChatModel(messages=iter([answer])).invoke(prompt, config=run_config(deadline)))
+        return canned_reply(self.reply(spec, prompt), prompt, max_tokens, deadline)
 
     def score_letters(self, spec: ExpertSpec, handle: Any, messages: list[Message], letters: str) -> list[float] | None:
         return self.letter_scores(spec, len(letters)) if self.letter_scores else None
-
-    def estimate_size(self, spec: ExpertSpec) -> int:
-        return spec.size_bytes
-
-    def resident(self, spec: ExpertSpec) -> None:
-        return None
-
-    def adopt(self, spec: ExpertSpec) -> Any:
-        raise NotImplementedError
 
 
 class MemoryKB:
