@@ -13,7 +13,7 @@ from langchain_core.outputs import ChatGenerationChunk
 
 from ech0_moe.errors import BackendError, BudgetError, Ech0Error
 from ech0_moe.serving.ray_serve.admin import ray_errors
-from ech0_moe.serving.runtimes.chat_models import ROLES, StreamingChatModel
+from ech0_moe.serving.runtimes.chat_models import StreamingChatModel, as_chat
 
 
 class RayChatModel(StreamingChatModel):
@@ -39,7 +39,7 @@ class RayChatModel(StreamingChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         request = {
-            "messages": [{"role": ROLES.get(m.type, m.type), "content": str(m.content)} for m in messages],
+            "messages": as_chat(messages),
             "max_tokens": self.max_tokens,
             "timeout": self.timeout,
         }

@@ -26,11 +26,18 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ensure_config, merge_configs
 
 from ech0_moe.errors import BackendError
-from ech0_moe.serving.records import Reply
+from ech0_moe.serving.records import Message, Reply
 
 T = TypeVar("T")
 
 ROLES = {"human": "user", "ai": "assistant", "system": "system"}
+
+
+def as_chat(messages: list[BaseMessage]) -> list[Message]:
+    """LangChain messages as the role/content dicts chat APIs take."""
+    return [{"role": ROLES.get(m.type, m.type), "content": str(m.content)} for m in messages]
+
+
 # a model that continues the prompt's own shape ("Question: ... A: ...") invents the next turn:
 # every runtime stops at a new question line
 STOP = ["\nQuestion:", "\nQ:", "\nUser:"]
@@ -179,7 +186,7 @@ class LlamaCppChatModel(StreamingChatModel):
         # Evaluate every prompt from scratch: reusing the cached prefix of the previous call
         # changes the numerics, and greedy answers to the same question would differ by call order.
         self.llm.reset()
-        chat = [{"role": ROLES.get(m.type, m.type), "content": str(m.content)} for m in messages]
+        chat = as_chat(messages)
         prompt_tokens = completion_tokens = 0
         finish = ""
         for part in self.llm.create_chat_completion(
