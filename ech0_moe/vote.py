@@ -112,13 +112,16 @@ def short_answer(text: str) -> str:
     words = [w for w in _WORDS.findall(_strip(text).lower()) if w not in ("the", "a", "an")]
     if not words or len(words) > SHORT_ANSWER_WORDS:
         return ""
-    return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") else w for w in words)
+    return " ".join(_singular(w) for w in words)
+
+
+def _singular(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") else word
 
 
 def _stem(word: str) -> str:
     """A crude stem: "newtons", "newton" -> "newton"; "mitochondria", "mitochondrion" -> "mitoch"."""
-    word = word[:-1] if len(word) > 3 and word.endswith("s") else word
-    return word[:STEM_CHARS]
+    return _singular(word)[:STEM_CHARS]
 
 
 def _content_sequence(text: str) -> list[str]:
