@@ -111,6 +111,20 @@ def test_bench_compress_and_rag_meet_their_goals(run_cli) -> None:
     assert rag["ingest_chunks_per_second"] > 0 and fused["median_search_ms"] > 0
 
 
+def test_bench_vote_meets_its_goals_on_pairs_it_was_not_tuned_on(run_cli) -> None:
+    """The real encoder; exam pairs derived from the shipped MMLU options, split before tuning."""
+    from ech0_moe.vote import AGREE_SIMILARITY
+
+    proc = run_cli("bench", "vote", "--json")
+    assert proc.returncode == 0, proc.stderr
+    vote = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert vote["pairs"]["exam"] >= 500 and vote["threshold_best_on_tuning"] == AGREE_SIMILARITY
+    test = vote["parts"]["exam:test"]["agreement"]
+    assert test["accuracy"] >= 0.90 and test["short"]["precision"] >= 0.95, test
+    for part in vote["parts"].values():  # the baseline beside it, in the same run
+        assert part["agreement"]["accuracy"] > part["cosine_only"]["accuracy"]
+
+
 def test_bench_rag_on_any_question_passage_file(run_cli, tmp_path: Path) -> None:
     rows = [
         {
