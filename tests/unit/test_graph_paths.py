@@ -238,6 +238,7 @@ def test_context_values_are_checked() -> None:
     for bad, message in [
         ({"top_k": 0}, "top_k must be a whole number from 1"),
         ({"ensemble_k": -1}, "ensemble_k must be"),
+        ({"vote_judge": "maybe"}, "unknown vote_judge .maybe.; use one of rules, expert"),
         ({"compression_target": 0.0}, "compression_target must be more than 0"),
         ({"compression_target": float("nan")}, "compression_target must be"),
         ({"max_distance": -1.0}, "max_distance must be from 0 to 2"),
