@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ech0_moe.serving.runtimes.ollama import is_loopback
+from ech0_moe.serving.runtimes.http import is_loopback
 
 
 @pytest.mark.parametrize(

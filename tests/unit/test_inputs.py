@@ -8,7 +8,7 @@ import pytest
 
 from ech0_moe.datasets import load_jsonl
 from ech0_moe.errors import Ech0Error, InputError
-from ech0_moe.serving.runtimes.ollama import is_loopback
+from ech0_moe.serving.runtimes.http import is_loopback
 from ech0_moe.text import check_query
 
 

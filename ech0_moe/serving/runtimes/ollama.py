@@ -10,13 +10,10 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 import httpx
 
@@ -25,31 +22,7 @@ from ech0_moe.config import ollama_model_name as model_name
 from ech0_moe.errors import BackendError
 from ech0_moe.serving.records import Message, Reply
 from ech0_moe.serving.runtimes.chat_models import Deadline, answer_watched, reply_of, within
-
-
-def is_loopback(url: str) -> bool:
-    """True when `url`'s host is this machine, decided on the parsed address: 127.x in any
-    spelling (127.1, 2130706433), [::1], an IPv4-mapped loopback, 0.0.0.0 and localhost names
-    (localhost., *.localhost). Such hosts are reached directly, never through a proxy."""
-    try:
-        host = (urlparse(url).hostname or "").rstrip(".").lower()
-    except ValueError:
-        return False
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        try:  # inet_aton's spellings: 127.1, 0x7f.1, 2130706433
-            address = ipaddress.IPv4Address(socket.inet_aton(host))
-        except OSError:
-            return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return address.is_loopback or address.is_unspecified
-
-
-CONNECT_S = 10.0
+from ech0_moe.serving.runtimes.http import CONNECT_S, http_failures, is_loopback
 
 
 @dataclass
@@ -83,21 +56,16 @@ class OllamaRuntime:
         client = self._clients[host]
         idle = min(spec.timeout, self.timeout)
         limit = idle + min(CONNECT_S, idle)
-        try:  # the whole request by the clock: a host that trickles bytes resets httpx's read timeout
-            response = within(
-                limit, lambda: client.request(method, path, json=payload, timeout=self.timeouts(spec)), client.close
-            )
-        except TimeoutError:
-            self._clients.pop(host, None)  # closed to stop the request: the next one reconnects
-            raise BackendError(
-                f"Ollama at {host} did not finish {method} {path} within {limit:g} s (timeout)", silent=True
-            ) from None
-        except httpx.TimeoutException:  # a hung host: asking again would only multiply the wait
-            raise BackendError(
-                f"Ollama at {host} did not answer {method} {path} within {spec.timeout:g} s (timeout)", silent=True
-            ) from None
-        except httpx.HTTPError as exc:
-            raise BackendError(f"Ollama at {host} is unreachable: {exc}", transient=True) from None
+        with http_failures(f"Ollama at {host}", method, path, spec.timeout):
+            try:  # the whole request by the clock: a host that trickles bytes resets httpx's read timeout
+                response = within(
+                    limit, lambda: client.request(method, path, json=payload, timeout=self.timeouts(spec)), client.close
+                )
+            except TimeoutError:
+                self._clients.pop(host, None)  # closed to stop the request: the next one reconnects
+                raise BackendError(
+                    f"Ollama at {host} did not finish {method} {path} within {limit:g} s (timeout)", silent=True
+                ) from None
         if response.status_code >= 400:
             try:
                 detail = response.json().get("error", response.text)

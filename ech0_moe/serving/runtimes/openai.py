@@ -24,9 +24,7 @@ from ech0_moe.config import ExpertSpec
 from ech0_moe.errors import BackendError
 from ech0_moe.serving.records import Message, Reply
 from ech0_moe.serving.runtimes.chat_models import Deadline, answer_watched, reply_of
-from ech0_moe.serving.runtimes.ollama import is_loopback
-
-CONNECT_S = 10.0
+from ech0_moe.serving.runtimes.http import CONNECT_S, http_failures, is_loopback
 
 
 @dataclass
@@ -63,17 +61,8 @@ class OpenAIRuntime:
 
     def _get(self, spec: ExpertSpec, path: str) -> Any:
         idle = min(spec.timeout, self.timeout)
-        try:
-            with self._client(spec, idle) as client:
-                response = client.get(
-                    spec.host.rstrip("/") + path, headers={"Authorization": f"Bearer {self._key(spec)}"}
-                )
-        except httpx.TimeoutException:
-            raise BackendError(
-                f"the server at {spec.host} did not answer GET {path} within {idle:g} s", silent=True
-            ) from None
-        except httpx.HTTPError as exc:
-            raise BackendError(f"the server at {spec.host} is unreachable: {exc}", transient=True) from None
+        with http_failures(f"the server at {spec.host}", "GET", path, idle), self._client(spec, idle) as client:
+            response = client.get(spec.host.rstrip("/") + path, headers={"Authorization": f"Bearer {self._key(spec)}"})
         if response.status_code >= 400:
             raise BackendError(f"the server at {spec.host}: GET {path} failed ({response.status_code})")
         return response.json()
