@@ -47,6 +47,7 @@ def inert(text: str, specials: Iterable[str] = ()) -> str:
 _OPEN = '<reference-data id="{}">'
 _CLOSE = '</reference-data id="{}">'
 _OPENING = re.compile(r'<reference-data id="([0-9a-f]{12})">\n')
+_MARKER = re.compile(r'\s*</?reference-data id="[0-9a-f]{12}">')
 
 
 def _line(text: str) -> str:
@@ -63,6 +64,12 @@ def quote(items: Sequence[tuple[str, str]]) -> str:
     inside = "\n".join(body)
     tag = hashlib.sha256(inside.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     return f"{_OPEN.format(tag)}\n{inside}\n{_CLOSE.format(tag)}"
+
+
+def without_markers(answer: str) -> str:
+    """An answer without the data block's markers, which a small model may copy from its prompt
+    (they would show, and be learned)."""
+    return _MARKER.sub("", answer).strip()
 
 
 def reference_note(prompt: str) -> str:

@@ -14,7 +14,7 @@ from ech0_moe.errors import BackendError
 from ech0_moe.graph.context import Context
 from ech0_moe.graph.state import State
 from ech0_moe.nodes._common import context, run_services, timed
-from ech0_moe.safety import inert, reference_note
+from ech0_moe.safety import inert, reference_note, without_markers
 from ech0_moe.services import ServiceProvider, Services
 from ech0_moe.serving.records import Acquired, Message, Reply
 from ech0_moe.text import count_tokens
@@ -46,7 +46,7 @@ def ask_expert(
     ]
     if not choices:
         reply, acquired = svc.pool.chat(expert, messages, ctx.max_tokens or None, timeout=ctx.answer_timeout)
-        return reply, acquired, {}
+        return replace(reply, text=without_markers(reply.text)), acquired, {}
     choice, reply, acquired = svc.pool.choose(expert, messages, len(choices), timeout=ctx.answer_timeout)
     fields = {"choice": choice.index, "choice_scores": list(choice.scores), "choice_method": choice.method}
     return replace(reply, text=choice.text(choices)), acquired, fields

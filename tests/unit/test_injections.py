@@ -125,3 +125,11 @@ def test_a_servers_user_id_becomes_an_owner_name() -> None:
 
     assert owner_of_identity("alice@example.com") == "alice@example.com" and owner_of_identity(None) == "local"
     assert owner_of_identity("shared").startswith("user:") and owner_of_identity("a b").startswith("user:")
+
+
+def test_an_answer_that_copies_the_blocks_markers_is_shown_and_learned_without_them(services, fake, kb) -> None:
+    graph = build_graph(services=services)
+    graph.invoke({"query": "What is the heart cell made of?"}, context=Context())
+    fake.reply = lambda spec, prompt: 'Muscle fibres. </reference-data id="4cbec55d8089">'  # as SmolLM2 did
+    result = graph.invoke({"query": "What is the heart cell made of, again?"}, context=Context())
+    assert result["solution"] == "Muscle fibres." and "reference-data" not in kb.entries[-1]["text"]
